@@ -1,0 +1,40 @@
+// The one place where gptcore's C++ op schemas are declared (torch.ops.gptcore.*), plus the
+// pybind11 module that carries the non-op helpers. Each op's CPU kernel registers itself in
+// csrc/<op>_cpu.cpp; fake (meta) and autograd registrations live in gptcore/ops/_registry.py.
+#include <torch/library.h>
+#include <torch/version.h>
+#include <pybind11/pybind11.h>
+
+#include "cpu_features.h"
+
+TORCH_LIBRARY(gptcore, m) {
+  m.set_python_module("gptcore.ops._registry");
+  // MXFP4 (OCP MX): w (..., K) -> blocks uint8 (..., K/2), scales uint8 (..., K/32).
+  m.def("mxfp4_quantize(Tensor w) -> (Tensor, Tensor)");
+  m.def("mxfp4_dequantize(Tensor blocks, Tensor scales, ScalarType dtype) -> Tensor");
+}
+
+namespace py = pybind11;
+
+static py::dict build_info() {
+  py::dict info;
+  info["torch"] = TORCH_VERSION;
+  info["compiler"] = GPTCORE_COMPILER;
+  info["build_type"] = GPTCORE_BUILD_TYPE;
+  info["cxx_standard"] = __cplusplus;
+  info["cuda"] = static_cast<bool>(GPTCORE_WITH_CUDA);
+#ifdef _OPENMP
+  info["openmp"] = _OPENMP;
+#else
+  info["openmp"] = 0;
+#endif
+  info["avx2_kernels"] = gptcore::use_avx2();
+  return info;
+}
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "gptcore's C++ extension: kernels registered as torch.ops.gptcore.*, and build helpers";
+  m.def("build_info", &build_info, "How this extension was built and which CPU paths it uses.");
+  m.def("set_avx2_enabled", &gptcore::set_avx2_enabled, py::arg("enabled"),
+        "Switch the AVX2 kernels off (False) to run the portable path, or back on.");
+}

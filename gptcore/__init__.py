@@ -1,0 +1,14 @@
+"""gptcore: fused attention and Mixture-of-Experts kernels for GPT-style models in PyTorch.
+
+The algorithm lives in gptcore.ref (plain PyTorch); the efficiency lives in the backends
+(Triton for CUDA tensors, the C++ extension for CPU tensors), which compute the same function.
+"""
+from gptcore.ops import (MXFP4Tensor, attention, attention_varlen, available_backends, backend,
+                         load_balancing_loss, moe, moe_experts, mxfp4_dequantize, mxfp4_quantize,
+                         route, router_z_loss)
+
+__version__ = "0.1.0"
+
+__all__ = ["MXFP4Tensor", "attention", "attention_varlen", "available_backends", "backend",
+           "load_balancing_loss", "moe", "moe_experts", "mxfp4_dequantize", "mxfp4_quantize",
+           "route", "router_z_loss", "__version__"]

@@ -1,0 +1,120 @@
+"""Backend selection: which implementation (Triton, C++ extension, reference) serves a call.
+
+`auto` (the default): CUDA tensors -> Triton, CPU tensors -> C++; whatever is missing falls
+back to the reference with one warning per op and device. A forced backend that cannot
+serve a call raises RuntimeError saying why.
+"""
+import contextlib
+import importlib
+import importlib.util
+import os
+import warnings
+
+import torch
+
+from gptcore.ops import _registry
+
+BACKENDS = ("ref", "cpp", "triton")
+_CHOICES = BACKENDS + ("auto",)
+_PREFIX = {"ref": "ref_", "cpp": "", "triton": "triton_"}
+_forced = []          # stack of names set by `with gptcore.backend(...)`
+_warned = set()       # (op, device type) pairs already warned about
+_loaded = {}          # backend -> None if usable, else the reason it is not
+
+
+def _load(name):
+    """Imports a backend once; returns None if it loaded, else why it cannot be used."""
+    if name not in _loaded:
+        _loaded[name] = None
+        try:
+            if name == "ref":
+                importlib.import_module("gptcore.ops.ref_backend")
+            elif name == "cpp":
+                importlib.import_module("gptcore._C")
+                _registry.register_cpp_ops()
+            elif importlib.util.find_spec("triton") is None:
+                _loaded[name] = "triton is not installed (pip install triton)"
+            else:
+                importlib.import_module("gptcore.ops.triton_backend")
+        except ImportError as err:
+            _loaded[name] = f"it failed to load ({err})"
+    return _loaded[name]
+
+
+def _interpreting():
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def available_backends():
+    """{"ref": True, "cpp": bool, "triton": bool}: what can run on this machine."""
+    return {
+        "ref": True,
+        "cpp": _load("cpp") is None,
+        "triton": _load("triton") is None and (torch.cuda.is_available() or _interpreting()),
+    }
+
+
+@contextlib.contextmanager
+def backend(name):
+    """Forces a backend ("ref", "cpp", "triton" or "auto") for the calls inside the block."""
+    if name not in _CHOICES:
+        raise ValueError(f"gptcore.backend: expected one of {_CHOICES}, got {name!r}")
+    _forced.append(name)
+    try:
+        yield
+    finally:
+        _forced.pop()
+
+
+def current():
+    """The backend asked for: innermost `with gptcore.backend(...)`, else $GPTCORE_BACKEND."""
+    if _forced:
+        return _forced[-1]
+    name = os.environ.get("GPTCORE_BACKEND", "auto")
+    if name not in _CHOICES:
+        raise ValueError(f"GPTCORE_BACKEND: expected one of {_CHOICES}, got {name!r}")
+    return name
+
+
+def _unfit(name, op, device_type):
+    """Why backend `name` cannot run `op` on `device_type` tensors, or None if it can."""
+    reason = _load(name)
+    if reason is not None:
+        return reason
+    if name == "triton" and device_type == "cpu" and not _interpreting():
+        return "Triton runs CPU tensors only under the interpreter (TRITON_INTERPRET=1)"
+    if name == "triton" and device_type != "cpu" and not torch.cuda.is_available():
+        return "no CUDA device"
+    key = "CUDA" if device_type == "cuda" else "CPU"
+    if not _registry.has_op(_PREFIX[name] + op, key):
+        return f"it has no {op} kernel for {device_type} tensors yet"
+    return None
+
+
+# Runs in Python even while torch.compile traces (the choice is fixed when a graph is made).
+@torch.compiler.assume_constant_result
+def _choose(op, device_type):
+    """Name of the op to call: <prefix><op> of the backend chosen for `device_type`."""
+    name = current()
+    if name == "auto":
+        native = "triton" if device_type == "cuda" else "cpp"
+        reason = _unfit(native, op, device_type)
+        if reason is None:
+            name = native
+        else:
+            if (op, device_type) not in _warned:
+                _warned.add((op, device_type))
+                warnings.warn(f"gptcore: the {native} backend cannot run {op} on {device_type} "
+                              f"tensors ({reason}); using the pure-PyTorch reference, which is "
+                              "slower.", stacklevel=4)
+            name = "ref"
+    reason = _unfit(name, op, device_type)
+    if reason is not None:
+        raise RuntimeError(f"gptcore backend {name!r} cannot run {op} on {device_type} tensors: "
+                           f"{reason}")
+    return _PREFIX[name] + op
+
+
+def select(op, device):
+    """The op to call, torch.ops.gptcore.<prefix><op>, of the backend chosen for `device`."""
+    return getattr(torch.ops.gptcore, _choose(op, device.type))

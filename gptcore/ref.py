@@ -1,0 +1,258 @@
+"""The pure-PyTorch reference for every gptcore op: the CPU fallback and the test oracle.
+
+Plain math with shape comments and no performance tricks, except two that keep it usable:
+attention works one chunk of query rows at a time (and recomputes each chunk in backward),
+so S=4096 fits in memory, and GQA groups query heads instead of expanding K/V.
+Imports only torch.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+# Bytes of fp32 scores one attention chunk may hold: about 64 MB of (rows x Sk) per chunk.
+_CHUNK_BYTES = 64 * 2**20
+
+
+# ----------------------------------------------------------------------------- attention
+
+def window_bounds(causal, window):
+    """(left, right) key offsets visible around query position i' (-1 = unbounded).
+
+    Key j is visible iff i' - left <= j <= i' + right, as flash-attn's window_size."""
+    if window is None:
+        left, right = -1, -1
+    elif isinstance(window, int):
+        left, right = window - 1, window - 1
+    else:
+        left, right = window
+    if causal:
+        right = 0 if right < 0 else min(right, 0)
+    return left, right
+
+
+def _visible(rows, Sq, Sk, left, right, device):
+    """Boolean (len(rows), Sk): which keys query rows `rows` may see (bottom-right aligned)."""
+    pos = rows.to(device)[:, None] + (Sk - Sq)       # (r, 1) query position i'
+    keys = torch.arange(Sk, device=device)[None, :]  # (1, Sk)
+    ok = torch.ones(len(rows), Sk, dtype=torch.bool, device=device)
+    if left >= 0:
+        ok &= keys >= pos - left
+    if right >= 0:
+        ok &= keys <= pos + right
+    return ok
+
+
+def _attention_chunk(q, k, v, sinks, rows, Sq, scale, left, right, softcap):
+    """One chunk of query rows. q (B, Hkv, G, r, D) fp32; k, v (B, Hkv, 1, Sk, D) fp32."""
+    B, Hkv, G, r, D = q.shape
+    Sk = k.shape[-2]
+    s = (q @ k.transpose(-1, -2)) * scale                    # (B, Hkv, G, r, Sk)
+    if softcap is not None:
+        s = softcap * torch.tanh(s / softcap)
+    s = s.masked_fill(~_visible(rows, Sq, Sk, left, right, q.device), float("-inf"))
+    m = s.amax(dim=-1, keepdim=True)                         # (B, Hkv, G, r, 1)
+    if sinks is not None:
+        sink = sinks.view(1, Hkv, G, 1, 1)
+        m = torch.maximum(m, sink)
+    m = torch.where(torch.isinf(m), torch.zeros_like(m), m).detach()  # shift only: no gradient
+    e = torch.exp(s - m)                                     # masked keys give exactly 0
+    l = e.sum(dim=-1, keepdim=True)                          # (B, Hkv, G, r, 1)
+    if sinks is not None:
+        l = l + torch.exp(sink - m)
+    lse = (m + torch.log(l)).squeeze(-1)                     # -inf for rows that see nothing
+    p = e / torch.where(l == 0, torch.ones_like(l), l)       # rows that see nothing: all zeros
+    return p @ v, lse                                        # (B, Hkv, G, r, D), (B, Hkv, G, r)
+
+
+def attention(q, k, v, *, causal=False, scale=None, window=None, sinks=None, softcap=None,
+              return_lse=False):
+    """Softmax attention, SDPA layout. q (B, Hq, Sq, D); k, v (B, Hkv, Sk, D). See API.md."""
+    B, Hq, Sq, D = q.shape
+    Hkv, Sk = k.shape[1], k.shape[2]
+    G = Hq // Hkv
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    left, right = window_bounds(causal, window)
+    qf = q.float().view(B, Hkv, G, Sq, D)        # query heads of one kv head side by side
+    kf = k.float().unsqueeze(2)                  # (B, Hkv, 1, Sk, D): broadcast, never expanded
+    vf = v.float().unsqueeze(2)
+    sf = None if sinks is None else sinks.float()
+    rows_per_chunk = max(1, _CHUNK_BYTES // (4 * B * Hq * max(Sk, 1)))
+    outs, lses = [], []
+    for start in range(0, Sq, rows_per_chunk):
+        rows = torch.arange(start, min(start + rows_per_chunk, Sq))
+        args = (qf[:, :, :, start:start + len(rows)], kf, vf, sf, rows, Sq, scale, left, right,
+                softcap)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, sinks)):
+            o, lse = checkpoint(_attention_chunk, *args, use_reentrant=False)
+        else:
+            o, lse = _attention_chunk(*args)
+        outs.append(o)
+        lses.append(lse)
+    if Sq == 0:
+        outs, lses = [qf.new_zeros(B, Hkv, G, 0, v.shape[-1])], [qf.new_zeros(B, Hkv, G, 0)]
+    out = torch.cat(outs, dim=3).reshape(B, Hq, Sq, v.shape[-1]).to(q.dtype)
+    lse = torch.cat(lses, dim=3).reshape(B, Hq, Sq)
+    return (out, lse) if return_lse else out
+
+
+def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *,
+                     causal=False, scale=None, window=None, sinks=None, softcap=None,
+                     return_lse=False):
+    """Packed sequences: q (Tq, Hq, D), k, v (Tk, Hkv, D); sequence n attends only to itself."""
+    Tq, Hq, D = q.shape
+    outs, lses = [], []
+    cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+    for n in range(len(cq) - 1):
+        qs = q[cq[n]:cq[n + 1]].transpose(0, 1).unsqueeze(0)   # (1, Hq, Lq, D)
+        ks = k[ck[n]:ck[n + 1]].transpose(0, 1).unsqueeze(0)   # (1, Hkv, Lk, D)
+        vs = v[ck[n]:ck[n + 1]].transpose(0, 1).unsqueeze(0)
+        o, lse = attention(qs, ks, vs, causal=causal, scale=scale, window=window, sinks=sinks,
+                           softcap=softcap, return_lse=True)
+        outs.append(o[0].transpose(0, 1))                      # (Lq, Hq, D)
+        lses.append(lse[0].transpose(0, 1))                    # (Lq, Hq)
+    out = torch.cat(outs) if outs else q.new_zeros(0, Hq, v.shape[-1])
+    lse = torch.cat(lses) if lses else q.new_zeros(0, Hq, dtype=torch.float32)
+    return (out, lse) if return_lse else out
+
+
+# ----------------------------------------------------------------------------- routing
+
+def _top_k(scores, top_k):
+    """Top-k along the last dim, ties broken by the lower index (a stable descending sort)."""
+    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
+    return order[..., :top_k]
+
+
+def route(logits, top_k, *, scoring="softmax", renormalize=True, bias=None):
+    """logits (T, E) -> weights (T, k) fp32, indices (T, k) int64, best first."""
+    logits = logits.float()
+    if scoring == "softmax":
+        probs = torch.softmax(logits, dim=-1)                 # (T, E)
+        indices = _top_k(probs, top_k)
+        weights = probs.gather(-1, indices)
+        if renormalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+    elif scoring == "topk_softmax":
+        indices = _top_k(logits, top_k)
+        weights = torch.softmax(logits.gather(-1, indices), dim=-1)
+    elif scoring == "sigmoid":
+        scores = torch.sigmoid(logits)
+        choice = scores if bias is None else scores + bias.float()
+        indices = _top_k(choice, top_k)
+        weights = scores.gather(-1, indices)
+        if renormalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+    else:
+        raise ValueError(f"scoring: expected 'softmax', 'topk_softmax' or 'sigmoid', got {scoring!r}")
+    return weights, indices
+
+
+# ----------------------------------------------------------------------------- experts
+
+def glu_activation(h, activation, alpha=1.702, limit=7.0):
+    """(n, 2I) gate/up pre-activations -> (n, I). Layouts of API.md."""
+    I = h.shape[-1] // 2
+    if activation == "silu":
+        return F.silu(h[:, :I]) * h[:, I:]
+    if activation == "gelu":
+        return F.gelu(h[:, :I], approximate="tanh") * h[:, I:]
+    if activation == "gpt_oss":
+        gate = h[:, 0::2].clamp(max=limit)                    # interleaved rows: even = gate
+        up = h[:, 1::2].clamp(min=-limit, max=limit)
+        return gate * torch.sigmoid(alpha * gate) * (up + 1)
+    raise ValueError(f"activation: expected 'silu', 'gelu' or 'gpt_oss', got {activation!r}")
+
+
+def moe_experts(x, indices, weights, gate_up_proj, down_proj, *, activation="silu",
+                gate_up_bias=None, down_bias=None, alpha=1.702, limit=7.0):
+    """y[t] = sum_j weights[t, j] * expert_{indices[t, j]}(x[t]); index -1 contributes nothing.
+
+    x (T, H); indices, weights (T, k); gate_up_proj (E, 2I, H); down_proj (E, H, I)."""
+    T, H = x.shape
+    y = x.new_zeros(T, H, dtype=torch.float32)
+    for e in range(gate_up_proj.shape[0]):
+        tok, slot = torch.where(indices == e)                 # the (token, slot) pairs of expert e
+        if tok.numel() == 0:
+            continue
+        h = x[tok].float() @ gate_up_proj[e].float().T        # (n, 2I)
+        if gate_up_bias is not None:
+            h = h + gate_up_bias[e].float()
+        a = glu_activation(h, activation, alpha, limit)       # (n, I)
+        out = a @ down_proj[e].float().T                      # (n, H)
+        if down_bias is not None:
+            out = out + down_bias[e].float()
+        y = y.index_add(0, tok, out * weights[tok, slot].float().unsqueeze(-1))
+    return y.to(x.dtype)
+
+
+def load_balancing_loss(logits, indices, num_experts):
+    """Switch-style E * sum_e f_e * P_e, as Hugging Face computes it for top-k routing.
+
+    f_e: fraction of tokens that chose expert e in any slot (sums to k); P_e: mean router
+    probability of e. Equals k for perfectly balanced routing. Index -1 is not counted."""
+    T = logits.shape[0]
+    probs = torch.softmax(logits.float(), dim=-1)             # (T, E)
+    valid = indices[indices >= 0]
+    f = torch.bincount(valid, minlength=num_experts).float() / max(T, 1)
+    return num_experts * (f * probs.mean(dim=0)).sum()
+
+
+def router_z_loss(logits):
+    """ST-MoE z-loss: mean over tokens of logsumexp(logits)^2."""
+    return torch.logsumexp(logits.float(), dim=-1).square().mean()
+
+
+def moe(x, router_weight, gate_up_proj, down_proj, top_k, *, router_bias=None,
+        scoring="softmax", renormalize=True, bias=None, **expert_kwargs):
+    """Router (Linear, weight (E, H)) -> route -> experts. Returns y (T, H) and the aux dict."""
+    E = router_weight.shape[0]
+    logits = F.linear(x, router_weight, router_bias)          # (T, E)
+    weights, indices = route(logits, top_k, scoring=scoring, renormalize=renormalize, bias=bias)
+    y = moe_experts(x, indices, weights, gate_up_proj, down_proj, **expert_kwargs)
+    aux = {
+        "router_logits": logits,
+        "load_balancing_loss": load_balancing_loss(logits, indices, E),
+        "z_loss": router_z_loss(logits),
+        "tokens_per_expert": torch.bincount(indices[indices >= 0], minlength=E),
+    }
+    return y, aux
+
+
+# ----------------------------------------------------------------------------- MXFP4
+
+# The eight magnitudes of e2m1, indexed by the 3-bit code (sign is bit 3).
+E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+
+
+def mxfp4_quantize(w):
+    """w (..., K), K % 32 == 0 -> (blocks uint8 (..., K/2), scales uint8 (..., K/32)).
+
+    Per block of 32: scale 2^e with the smallest e that keeps max|w| / 2^e <= 6 (nothing
+    clips), then round to nearest e2m1 value, ties to the even code (OCP MX spec)."""
+    *lead, K = w.shape
+    wb = w.float().reshape(*lead, K // 32, 32)
+    amax = wb.abs().amax(dim=-1)                              # (..., K/32)
+    mant, exp = torch.frexp(amax / 6.0)                       # amax/6 = mant * 2^exp, mant in [.5, 1)
+    e = torch.where(mant == 0.5, exp - 1, exp)                # ceil(log2(amax / 6)), exact
+    e = torch.where(amax == 0, torch.full_like(e, -127), e).clamp(-127, 127)
+    q = (wb / torch.exp2(e.float()).unsqueeze(-1)).abs()      # |w| in units of the scale, <= 6
+    # Midpoints between neighbouring codes; a tie rounds to the even code, so the midpoint
+    # above an even code is exclusive (">") and the one above an odd code inclusive (">=").
+    code = ((q > 0.25).int() + (q >= 0.75).int() + (q > 1.25).int() + (q >= 1.75).int()
+            + (q > 2.5).int() + (q >= 3.5).int() + (q > 5.0).int())
+    code = code + 8 * (wb < 0).int()
+    code = code.reshape(*lead, K).to(torch.uint8)
+    blocks = code[..., 0::2] | (code[..., 1::2] << 4)         # even element in the low nibble
+    return blocks, (e + 127).to(torch.uint8)
+
+
+def mxfp4_dequantize(blocks, scales, dtype=torch.bfloat16):
+    """(blocks (..., K/2), scales (..., K/32)) -> w (..., K) in `dtype`."""
+    *lead, half = blocks.shape
+    codes = torch.stack([blocks & 0xF, blocks >> 4], dim=-1).reshape(*lead, 2 * half).long()
+    lut = torch.tensor(E2M1_VALUES + tuple(-v for v in E2M1_VALUES), device=blocks.device)
+    vals = lut[codes].reshape(*lead, -1, 32)                  # (..., K/32, 32)
+    scale = torch.exp2(scales.float() - 127).unsqueeze(-1)    # (..., K/32, 1)
+    return (vals * scale).reshape(*lead, 2 * half).to(dtype)
