@@ -1,0 +1,111 @@
+"""The benchmark harness every bench/bench_<op>.py uses.
+
+A run first measures this machine's roofs (fp32 GEMM GFLOP/s, memory-copy GB/s), then times
+gptcore and a named peer on the same inputs (min of repeats after warm-up), and prints one
+table: ratio = peer time / gptcore time (> 1 means gptcore is faster), achieved GFLOP/s or
+GB/s, and that figure as a % of the roof. Absolute times on shared machines are noise; the
+ratio measured in the same run is the signal.
+"""
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+
+@dataclass
+class Roofs:
+    gemm_gflops: float   # fp32 2048^3 matmul
+    copy_gbs: float      # bytes read + written per second by a large tensor copy
+
+
+@dataclass
+class Row:
+    op: str
+    case: str
+    ours_s: float                 # gptcore seconds (min of repeats)
+    peer_s: float | None = None   # peer seconds on the same inputs
+    peer: str = ""                # which peer, e.g. "sdpa", "hf-eager"
+    flops: float | None = None    # useful FLOPs per call: reported as GFLOP/s vs the GEMM roof
+    bytes: float | None = None    # bytes that must move per call: GB/s vs the copy roof
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self):
+        return None if self.peer_s is None else self.peer_s / self.ours_s
+
+
+def time_fn(fn, *, warmup=2, repeat=5, min_time=0.0):
+    """Min seconds of `fn()` over `repeat` runs after `warmup` runs; keeps repeating until
+    the runs add up to `min_time` seconds (for very short calls)."""
+    for _ in range(warmup):
+        fn()
+    best, total, n = float("inf"), 0.0, 0
+    while n < repeat or total < min_time:
+        start = time.perf_counter()
+        fn()
+        elapsed = time.perf_counter() - start
+        best, total, n = min(best, elapsed), total + elapsed, n + 1
+    return best
+
+
+def measure_roofs(size=2048, copy_mb=256):
+    """This machine's fp32 GEMM and copy roofs, measured now (about 2 s)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    gemm = time_fn(lambda: a @ b, warmup=1, repeat=5)
+    src = torch.randn(copy_mb * 2**20 // 4)   # written, so reads do not all hit the zero page
+    dst = torch.empty_like(src)
+    copy = time_fn(lambda: dst.copy_(src), warmup=1, repeat=5)
+    return Roofs(gemm_gflops=2 * size**3 / gemm / 1e9, copy_gbs=2 * src.numel() * 4 / copy / 1e9)
+
+
+def _fmt_time(s):
+    return "-" if s is None else (f"{s * 1e3:.2f} ms" if s >= 1e-3 else f"{s * 1e6:.0f} us")
+
+
+def table(rows, roofs):
+    """The report as text: one line per row."""
+    head = (f"{'op':<12} {'case':<40} {'gptcore':>10} {'peer':>10} {'peer name':<16} "
+            f"{'ratio':>7} {'achieved':>14} {'% roof':>7}")
+    lines = [f"roofs: fp32 GEMM {roofs.gemm_gflops:.0f} GFLOP/s, copy {roofs.copy_gbs:.1f} GB/s "
+             f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+             f"torch {torch.__version__})", head, "-" * len(head)]
+    for r in rows:
+        if r.flops is not None:
+            rate = r.flops / r.ours_s / 1e9
+            achieved, roof = f"{rate:.1f} GFLOP/s", 100 * rate / roofs.gemm_gflops
+        elif r.bytes is not None:
+            rate = r.bytes / r.ours_s / 1e9
+            achieved, roof = f"{rate:.1f} GB/s", 100 * rate / roofs.copy_gbs
+        else:
+            achieved, roof = "-", None
+        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
+        pct = "-" if roof is None else f"{roof:.0f}%"
+        lines.append(f"{r.op:<12} {r.case:<40} {_fmt_time(r.ours_s):>10} {_fmt_time(r.peer_s):>10} "
+                     f"{r.peer:<16} {ratio:>7} {achieved:>14} {pct:>7}"
+                     + (f"  {r.note}" if r.note else ""))
+    return "\n".join(lines)
+
+
+def report(rows, roofs, json_path=None):
+    """Prints the table and, if asked, writes rows and roofs as JSON."""
+    print(table(rows, roofs))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"roofs": asdict(roofs), "torch": torch.__version__,
+                       "threads": torch.get_num_threads(),
+                       "rows": [dict(asdict(r), ratio=r.ratio) for r in rows]}, f, indent=2)
+
+
+def main(run, description):
+    """Command line for one bench file: `python bench/bench_<op>.py [--quick] [--json F]`.
+    `run(quick) -> list[Row]` does the timing."""
+    import argparse
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="small cases only (a few seconds)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = parser.parse_args()
+    roofs = measure_roofs()
+    report(run(args.quick), roofs, args.json)
