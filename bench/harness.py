@@ -17,7 +17,7 @@ import torch
 @dataclass
 class Roofs:
     gemm_gflops: float   # fp32 2048^3 matmul
-    copy_gbs: float      # bytes read + written per second by a large tensor copy
+    copy_gbs: float      # bytes copied per second (tensor size / time) by a large tensor copy
 
 
 @dataclass
@@ -58,7 +58,7 @@ def measure_roofs(size=2048, copy_mb=256):
     src = torch.randn(copy_mb * 2**20 // 4)   # written, so reads do not all hit the zero page
     dst = torch.empty_like(src)
     copy = time_fn(lambda: dst.copy_(src), warmup=1, repeat=5)
-    return Roofs(gemm_gflops=2 * size**3 / gemm / 1e9, copy_gbs=2 * src.numel() * 4 / copy / 1e9)
+    return Roofs(gemm_gflops=2 * size**3 / gemm / 1e9, copy_gbs=src.numel() * 4 / copy / 1e9)
 
 
 def _fmt_time(s):
