@@ -1,0 +1,117 @@
+"""The `gptcore` command line (also `python -m gptcore`): info and bench."""
+import argparse
+import importlib.util
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+import gptcore
+
+
+def _cpu_flags():
+    """The SIMD features this CPU reports (Linux /proc/cpuinfo), of those our kernels care about."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    return [f for f in ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_tile")
+            if f in flags]
+
+
+def _versions():
+    triton = importlib.util.find_spec("triton")
+    triton_version = "not installed"
+    if triton is not None:
+        import triton as triton_module
+        triton_version = triton_module.__version__
+    return {"gptcore": gptcore.__version__, "torch": torch.__version__, "triton": triton_version,
+            "python": platform.python_version()}
+
+
+def info(args):
+    backends = gptcore.available_backends()
+    build = {}
+    if backends["cpp"]:
+        from gptcore import _C
+        build = dict(_C.build_info())
+    report = {"versions": _versions(), "backends": backends, "build": build,
+              "cpu": {"machine": platform.machine(), "features": _cpu_flags(),
+                      "threads": torch.get_num_threads()},
+              "cuda": torch.cuda.is_available()}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"gptcore {report['versions']['gptcore']}  (torch {torch.__version__}, "
+          f"triton {report['versions']['triton']}, python {platform.python_version()})")
+    print("backends: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in backends.items()))
+    if build:
+        print("build:    " + ", ".join(f"{k}={v}" for k, v in build.items()))
+    else:
+        print("build:    the C++ extension is not built (pip install --no-build-isolation -e .)")
+    print(f"cpu:      {platform.machine()}, {torch.get_num_threads()} threads, features: "
+          f"{' '.join(report['cpu']['features']) or 'unknown'}")
+    print(f"cuda:     {'available' if report['cuda'] else 'no device'}")
+    return 0
+
+
+def _bench_dir():
+    """bench/ next to the package (source checkout or editable install), else ./bench."""
+    for candidate in (Path(gptcore.__file__).resolve().parent.parent / "bench", Path.cwd() / "bench"):
+        if (candidate / "harness.py").exists():
+            return candidate
+    return None
+
+
+def bench(args):
+    from tqdm import tqdm
+    directory = _bench_dir()
+    if directory is None:
+        print("gptcore bench: no bench/ directory found; run it from a gptcore source checkout.",
+              file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(directory))
+    import harness
+    files = sorted(directory.glob("bench_*.py"))
+    if args.only:
+        files = [f for f in files if f.stem.removeprefix("bench_") in args.only]
+    if not files:
+        print(f"gptcore bench: nothing matches --only {args.only}", file=sys.stderr)
+        return 2
+    print("measuring this machine's roofs ...", file=sys.stderr)
+    roofs = harness.measure_roofs()
+    rows = []
+    for path in tqdm(files, desc="benchmarks", unit="file", file=sys.stderr):
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        rows += module.run(quick=args.quick)
+    harness.report(rows, roofs, args.json)
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="gptcore", description="gptcore: fused attention and MoE kernels for PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("info", help="backends, build flags, CPU features, versions")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=info)
+    p = sub.add_parser("bench", help="run the benchmarks in bench/ and print one table",
+                       description="Times gptcore against its peers (torch SDPA, Hugging Face "
+                       "MoE blocks, plain PyTorch) in one run; ratio > 1 means gptcore is faster.")
+    p.add_argument("--quick", action="store_true", help="small cases only (about a minute)")
+    p.add_argument("--only", nargs="+", metavar="OP",
+                   help="only these bench files, e.g. --only attention moe")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.set_defaults(func=bench)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
