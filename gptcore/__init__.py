@@ -7,8 +7,13 @@ from gptcore.ops import (MXFP4Tensor, attention, attention_varlen, available_bac
                          load_balancing_loss, moe, moe_experts, mxfp4_dequantize, mxfp4_quantize,
                          route, router_z_loss)
 
+from gptcore.integrations import install as _install_integrations
+from gptcore.integrations import patch
+
 __version__ = "0.1.0"
+
+_install_integrations()
 
 __all__ = ["MXFP4Tensor", "attention", "attention_varlen", "available_backends", "backend",
            "load_balancing_loss", "moe", "moe_experts", "mxfp4_dequantize", "mxfp4_quantize",
-           "route", "router_z_loss", "__version__"]
+           "patch", "route", "router_z_loss", "__version__"]

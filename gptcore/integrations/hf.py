@@ -1,0 +1,100 @@
+"""Hugging Face transformers integration: attn_implementation="gptcore" and
+experts_implementation="gptcore", and gptcore.patch(model) for models already built.
+
+transformers calls our attention with q (B, H, Sq, D) and un-repeated k, v (B, Hkv, Sk, D),
+and with the flash-attention style mask: None when nothing is padded, else the 2D (B, Sk)
+padding mask, which we turn into packed sequences for gptcore.attention_varlen.
+"""
+import torch
+
+import gptcore
+
+NAME = "gptcore"
+
+
+def attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                      sliding_window=None, softcap=None, s_aux=None, **kwargs):
+    """transformers' attention interface -> (attn_output (B, Sq, H, D), None)."""
+    if dropout and module.training:
+        raise ValueError(f"dropout: gptcore attention has no attention dropout, got {dropout} "
+                         "in training mode; set the config's attention_dropout to 0")
+    options = dict(causal=getattr(module, "is_causal", True), scale=scaling,
+                   window=sliding_window, sinks=s_aux, softcap=softcap)
+    if attention_mask is None:
+        out = gptcore.attention(query, key, value, **options)             # (B, H, Sq, D)
+        return out.transpose(1, 2).contiguous(), None
+    if attention_mask.dim() != 2:
+        raise ValueError("attention_mask: expected None or a 2D (B, Sk) padding mask (the "
+                         f"flash-attention mask format), got shape {tuple(attention_mask.shape)}")
+    return _padded_attention(query, key, value, attention_mask.bool(), options), None
+
+
+def _padded_attention(query, key, value, mask, options):
+    """Drops padded positions, packs the rest as varlen sequences, and scatters back."""
+    B, H, Sq, D = query.shape
+    Sk = key.shape[2]
+    keep_k = mask[:, -Sk:]                                   # (B, Sk)
+    keep_q = keep_k[:, -Sq:]                                 # queries are the last Sq positions
+    lengths = torch.stack((keep_q.sum(1), keep_k.sum(1)))   # (2, B)
+    cu = torch.nn.functional.pad(lengths.cumsum(1), (1, 0)).to(torch.int32)  # (2, B + 1)
+    q = query.transpose(1, 2)[keep_q]                        # (Tq, H, D)
+    k = key.transpose(1, 2)[keep_k]                          # (Tk, Hkv, D)
+    v = value.transpose(1, 2)[keep_k]
+    max_q, max_k = (int(m) for m in lengths.max(dim=1).values)
+    packed = gptcore.attention_varlen(q, k, v, cu[0], cu[1], max_q, max_k, **options)
+    out = query.new_zeros(B, Sq, H, D)
+    out[keep_q] = packed
+    return out
+
+
+def _activation(experts):
+    """The gptcore activation and its parameters for a transformers experts module."""
+    if not getattr(experts, "is_concatenated", True):
+        return {"activation": "gpt_oss", "alpha": float(experts.alpha),
+                "limit": float(experts.limit)}
+    act = experts.config.hidden_act
+    if act in ("silu", "swish"):
+        return {"activation": "silu"}
+    if act in ("gelu_pytorch_tanh", "gelu_new", "gelu_fast"):
+        return {"activation": "gelu"}
+    raise ValueError(f"hidden_act: gptcore experts support silu and tanh-approximated gelu "
+                     f"(or gpt-oss's interleaved gate), got {act!r}")
+
+
+def experts_forward(experts, hidden_states, top_k_index, top_k_weights):
+    """transformers' experts interface: (T, H), (T, k), (T, k) -> (T, H)."""
+    gate_up, down = experts.gate_up_proj, experts.down_proj
+    if getattr(experts, "is_transposed", False):
+        gate_up, down = gate_up.transpose(1, 2), down.transpose(1, 2)   # to (E, 2I, H), (E, H, I)
+    biases = {}
+    if getattr(experts, "has_bias", False):
+        biases = {"gate_up_bias": experts.gate_up_proj_bias, "down_bias": experts.down_proj_bias}
+    E = gate_up.shape[0]
+    # transformers marks "no expert" with index E (expert parallelism); gptcore uses -1.
+    indices = torch.where(top_k_index >= E, -1, top_k_index)
+    return gptcore.moe_experts(hidden_states, indices, top_k_weights, gate_up, down,
+                               **biases, **_activation(experts))
+
+
+def register():
+    """Makes "gptcore" a valid attn_implementation and experts_implementation."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.integrations.moe import ExpertsInterface
+    from transformers.masking_utils import flash_attention_mask
+
+    AttentionInterface.register(NAME, attention_forward)
+    AttentionMaskInterface.register(NAME, flash_attention_mask)
+    ExpertsInterface.register(NAME, experts_forward)
+
+
+def patch(model):
+    """Switches an existing transformers model's attention (and experts, if it has any) to
+    gptcore, in place. Returns the model."""
+    if not hasattr(model, "set_attn_implementation"):
+        raise TypeError(f"model: expected a transformers PreTrainedModel, got {type(model).__name__}")
+    register()
+    model.set_attn_implementation(NAME)
+    if hasattr(model, "set_experts_implementation") and any(
+            hasattr(m, "gate_up_proj") for m in model.modules()):
+        model.set_experts_implementation(NAME)
+    return model
