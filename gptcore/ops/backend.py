@@ -1,10 +1,11 @@
 """Backend selection: which implementation (Triton, C++ extension, reference) serves a call.
 
 `auto` (the default): CUDA tensors -> Triton, CPU tensors -> C++; whatever is missing falls
-back to the reference with one warning per op and device. A forced backend that cannot
+back to the reference with one warning per op and device (per process). A forced backend that cannot
 serve a call raises RuntimeError saying why.
 """
 import contextlib
+import functools
 import importlib
 import importlib.util
 import os
@@ -18,7 +19,6 @@ BACKENDS = ("ref", "cpp", "triton")
 _CHOICES = BACKENDS + ("auto",)
 _PREFIX = {"ref": "ref_", "cpp": "", "triton": "triton_"}
 _forced = []          # stack of names set by `with gptcore.backend(...)`
-_warned = set()       # (op, device type) pairs already warned about
 _loaded = {}          # backend -> None if usable, else the reason it is not
 
 
@@ -95,18 +95,22 @@ def _unfit(name, op, device_type):
 @torch.compiler.assume_constant_result
 def _choose(op, device_type):
     """Name of the op to call: <prefix><op> of the backend chosen for `device_type`."""
-    name = current()
+    return _resolve(op, device_type, current(), _interpreting())
+
+
+@functools.lru_cache(maxsize=None)
+def _resolve(op, device_type, name, interpreting):
+    """_choose's answer for one setting (cached: it cannot change while the process runs,
+    since backends only ever load once)."""
     if name == "auto":
         native = "triton" if device_type == "cuda" else "cpp"
         reason = _unfit(native, op, device_type)
         if reason is None:
             name = native
         else:
-            if (op, device_type) not in _warned:
-                _warned.add((op, device_type))
-                warnings.warn(f"gptcore: the {native} backend cannot run {op} on {device_type} "
-                              f"tensors ({reason}); using the pure-PyTorch reference, which is "
-                              "slower.", stacklevel=4)
+            warnings.warn(f"gptcore: the {native} backend cannot run {op} on {device_type} "
+                          f"tensors ({reason}); using the pure-PyTorch reference, which is "
+                          "slower.", stacklevel=5)
             name = "ref"
     reason = _unfit(name, op, device_type)
     if reason is not None:
