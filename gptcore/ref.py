@@ -207,17 +207,20 @@ def router_z_loss(logits):
 def moe(x, router_weight, gate_up_proj, down_proj, top_k, *, router_bias=None,
         scoring="softmax", renormalize=True, bias=None, **expert_kwargs):
     """Router (Linear, weight (E, H)) -> route -> experts. Returns y (T, H) and the aux dict."""
-    E = router_weight.shape[0]
     logits = F.linear(x, router_weight, router_bias)          # (T, E)
     weights, indices = route(logits, top_k, scoring=scoring, renormalize=renormalize, bias=bias)
     y = moe_experts(x, indices, weights, gate_up_proj, down_proj, **expert_kwargs)
-    aux = {
+    return y, moe_aux(logits, indices, router_weight.shape[0])
+
+
+def moe_aux(logits, indices, num_experts):
+    """The statistics a MoE layer reports beside its output."""
+    return {
         "router_logits": logits,
-        "load_balancing_loss": load_balancing_loss(logits, indices, E),
+        "load_balancing_loss": load_balancing_loss(logits, indices, num_experts),
         "z_loss": router_z_loss(logits),
-        "tokens_per_expert": torch.bincount(indices[indices >= 0], minlength=E),
+        "tokens_per_expert": torch.bincount(indices[indices >= 0], minlength=num_experts),
     }
-    return y, aux
 
 
 # ----------------------------------------------------------------------------- MXFP4

@@ -74,14 +74,7 @@ def moe(x, router_weight, gate_up_proj, down_proj, top_k, *, router_bias=None,
     if router_weight.shape[1] != x.shape[1]:
         raise ValueError(f"router_weight: expected shape (E, {x.shape[1]}), got "
                          f"{tuple(router_weight.shape)}")
-    E = router_weight.shape[0]
     logits = F.linear(x, router_weight, router_bias)                # (T, E)
     weights, indices = route(logits, top_k, scoring=scoring, renormalize=renormalize, bias=bias)
     y = moe_experts(x, indices, weights, gate_up_proj, down_proj, **expert_kwargs)
-    aux = {
-        "router_logits": logits,
-        "load_balancing_loss": ref.load_balancing_loss(logits, indices, E),
-        "z_loss": ref.router_z_loss(logits),
-        "tokens_per_expert": torch.bincount(indices.flatten(), minlength=E),
-    }
-    return y, aux
+    return y, ref.moe_aux(logits, indices, router_weight.shape[0])
