@@ -57,7 +57,10 @@ def _attention_chunk(q, k, v, sinks, rows, Sq, scale, left, right, softcap):
     if softcap is not None:
         s = softcap * torch.tanh(s / softcap)
     s = s.masked_fill(~_visible(rows, Sq, Sk, left, right, q.device), float("-inf"))
-    m = s.amax(dim=-1, keepdim=True)                         # (B, Hkv, G, r, 1)
+    if Sk == 0:                                              # no keys: amax has nothing to reduce
+        m = s.new_full((B, Hkv, G, r, 1), float("-inf"))
+    else:
+        m = s.amax(dim=-1, keepdim=True)                     # (B, Hkv, G, r, 1)
     if sinks is not None:
         sink = sinks.view(1, Hkv, G, 1, 1)
         m = torch.maximum(m, sink)
