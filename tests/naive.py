@@ -88,12 +88,12 @@ def route(logits, top_k, scoring="softmax", renormalize=True, bias=None):
         if scoring == "softmax":
             exps = [torch.exp(row[e] - row.max()) for e in range(E)]
             probs = [p / sum(exps) for p in exps]
-            select = [float(p) for p in probs]
+            select = [float(p.detach()) for p in probs]
         elif scoring == "topk_softmax":
-            select = [float(x) for x in row]
+            select = row.detach().tolist()
         else:
             sig = [1 / (1 + torch.exp(-row[e])) for e in range(E)]
-            select = [float(sig[e]) + (0.0 if bias is None else float(bias[e])) for e in range(E)]
+            select = [float(sig[e].detach()) + (0.0 if bias is None else float(bias[e])) for e in range(E)]
         chosen = sorted(range(E), key=lambda e: (-select[e], e))[:top_k]
         if scoring == "softmax":
             w = [probs[e] for e in chosen]
