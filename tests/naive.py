@@ -93,7 +93,8 @@ def route(logits, top_k, scoring="softmax", renormalize=True, bias=None):
             select = row.detach().tolist()
         else:
             sig = [1 / (1 + torch.exp(-row[e])) for e in range(E)]
-            select = [float(sig[e].detach()) + (0.0 if bias is None else float(bias[e])) for e in range(E)]
+            shift = [0.0] * E if bias is None else bias.tolist()   # bias: selection only
+            select = [float(sig[e].detach()) + shift[e] for e in range(E)]
         chosen = sorted(range(E), key=lambda e: (-select[e], e))[:top_k]
         if scoring == "softmax":
             w = [probs[e] for e in chosen]

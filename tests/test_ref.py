@@ -60,7 +60,8 @@ ATTN_OPTIONS = [
 
 
 def _attention_inputs(B, Hq, Hkv, Sq, Sk, D, options, dtype=torch.float32):
-    q, k, v = randn(B, Hq, Sq, D, seed=1), randn(B, Hkv, Sk, D, seed=2), randn(B, Hkv, Sk, D, seed=3)
+    q = randn(B, Hq, Sq, D, seed=1)
+    k, v = randn(B, Hkv, Sk, D, seed=2), randn(B, Hkv, Sk, D, seed=3)
     options = dict(options)
     if options.pop("sinks", False):
         options["sinks"] = randn(Hq, seed=4)

@@ -37,7 +37,8 @@ def test_attention_wrong_rank():
 
 def test_attention_heads_not_divisible():
     q, k, v = _qkv(Hq=4, Hkv=3)
-    with pytest.raises(ValueError, match=r"k: expected a kv head count dividing q's 4 heads, got 3"):
+    with pytest.raises(ValueError, match=r"k: expected a kv head count dividing q's 4 heads, "
+                                         r"got 3"):
         gptcore.attention(q, k, v)
 
 
@@ -196,7 +197,8 @@ def test_route_bad_scoring():
 
 @pytest.mark.parametrize("scoring", ["softmax", "topk_softmax"])
 def test_route_bias_needs_sigmoid(scoring):
-    with pytest.raises(ValueError, match=rf"bias: only scoring='sigmoid' .* got scoring='{scoring}'"):
+    with pytest.raises(ValueError, match=rf"bias: only scoring='sigmoid' .* "
+                                         rf"got scoring='{scoring}'"):
         gptcore.route(torch.randn(3, 4), 2, scoring=scoring, bias=torch.zeros(4))
 
 
@@ -235,7 +237,8 @@ def test_moe_experts_bad_activation():
 
 def test_moe_experts_mismatched_down_proj():
     x, indices, weights, gate_up, down = _experts(H=4, I=2, E=3)
-    with pytest.raises(ValueError, match=r"down_proj: expected shape \(3, 4, 2\) .* got \(3, 4, 3\)"):
+    with pytest.raises(ValueError, match=r"down_proj: expected shape \(3, 4, 2\) .* "
+                                         r"got \(3, 4, 3\)"):
         gptcore.moe_experts(x, indices, weights, gate_up, torch.randn(3, 4, 3))
 
 
