@@ -9,7 +9,6 @@ import torch
 
 import gptcore
 import gptcore.ops.ref_backend  # noqa: F401  (defines the torch.ops.gptcore.ref_* ops)
-from gptcore.ops import _registry
 
 # the module; `gptcore.ops.backend` itself names the context-manager function
 dispatch = importlib.import_module("gptcore.ops.backend")
@@ -200,7 +199,13 @@ def _opcheck_samples():
     }
 
 
-@pytest.mark.parametrize("name", [n for n in _registry.SCHEMAS if n != "moe_index"])
+# the ops of issue 2; ops added later bring their own opcheck in their own test file
+OPCHECK_OPS = ["attention_fwd", "attention_bwd", "attention_varlen_fwd", "attention_varlen_bwd",
+               "route", "route_bwd", "moe_experts_fwd", "moe_experts_bwd", "moe_experts_mxfp4",
+               "mxfp4_quantize", "mxfp4_dequantize"]
+
+
+@pytest.mark.parametrize("name", OPCHECK_OPS)
 def test_opcheck_ref_ops(name):
     args = _opcheck_samples()[name]
     if name.endswith("_bwd"):   # backward ops run inside backward, on tensors that need no grad
