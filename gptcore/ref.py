@@ -15,6 +15,11 @@ from torch.utils.checkpoint import checkpoint
 _CHUNK_BYTES = 64 * 2**20
 
 
+def _acc(t):
+    """t in the accumulation dtype: fp32, or fp64 for fp64 inputs (gradcheck needs it)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 # ----------------------------------------------------------------------------- attention
 
 def window_bounds(causal, window):
@@ -52,7 +57,10 @@ def _attention_chunk(q, k, v, sinks, rows, Sq, scale, left, right, softcap):
     if softcap is not None:
         s = softcap * torch.tanh(s / softcap)
     s = s.masked_fill(~_visible(rows, Sq, Sk, left, right, q.device), float("-inf"))
-    m = s.amax(dim=-1, keepdim=True)                         # (B, Hkv, G, r, 1)
+    if Sk == 0:                                              # no keys: amax has nothing to reduce
+        m = s.new_full((B, Hkv, G, r, 1), float("-inf"))
+    else:
+        m = s.amax(dim=-1, keepdim=True)                     # (B, Hkv, G, r, 1)
     if sinks is not None:
         sink = sinks.view(1, Hkv, G, 1, 1)
         m = torch.maximum(m, sink)
@@ -74,10 +82,10 @@ def attention(q, k, v, *, causal=False, scale=None, window=None, sinks=None, sof
     G = Hq // Hkv
     scale = 1.0 / math.sqrt(D) if scale is None else scale
     left, right = window_bounds(causal, window)
-    qf = q.float().view(B, Hkv, G, Sq, D)        # query heads of one kv head side by side
-    kf = k.float().unsqueeze(2)                  # (B, Hkv, 1, Sk, D): broadcast, never expanded
-    vf = v.float().unsqueeze(2)
-    sf = None if sinks is None else sinks.float()
+    qf = _acc(q).view(B, Hkv, G, Sq, D)        # query heads of one kv head side by side
+    kf = _acc(k).unsqueeze(2)                  # (B, Hkv, 1, Sk, D): broadcast, never expanded
+    vf = _acc(v).unsqueeze(2)
+    sf = None if sinks is None else _acc(sinks)
     rows_per_chunk = max(1, _CHUNK_BYTES // (4 * B * Hq * max(Sk, 1)))
     outs, lses = [], []
     for start in range(0, Sq, rows_per_chunk):
@@ -127,7 +135,7 @@ def _top_k(scores, top_k):
 
 def route(logits, top_k, *, scoring="softmax", renormalize=True, bias=None):
     """logits (T, E) -> weights (T, k) fp32, indices (T, k) int64, best first."""
-    logits = logits.float()
+    logits = _acc(logits)
     if scoring == "softmax":
         probs = torch.softmax(logits, dim=-1)                 # (T, E)
         indices = _top_k(probs, top_k)
@@ -139,7 +147,7 @@ def route(logits, top_k, *, scoring="softmax", renormalize=True, bias=None):
         weights = torch.softmax(logits.gather(-1, indices), dim=-1)
     elif scoring == "sigmoid":
         scores = torch.sigmoid(logits)
-        choice = scores if bias is None else scores + bias.float()
+        choice = scores if bias is None else scores + _acc(bias)
         indices = _top_k(choice, top_k)
         weights = scores.gather(-1, indices)
         if renormalize:
@@ -171,19 +179,19 @@ def moe_experts(x, indices, weights, gate_up_proj, down_proj, *, activation="sil
 
     x (T, H); indices, weights (T, k); gate_up_proj (E, 2I, H); down_proj (E, H, I)."""
     T, H = x.shape
-    y = x.new_zeros(T, H, dtype=torch.float32)
+    y = _acc(x.new_zeros(T, H))
     for e in range(gate_up_proj.shape[0]):
         tok, slot = torch.where(indices == e)                 # the (token, slot) pairs of expert e
         if tok.numel() == 0:
             continue
-        h = x[tok].float() @ gate_up_proj[e].float().T        # (n, 2I)
+        h = _acc(x[tok]) @ _acc(gate_up_proj[e]).T        # (n, 2I)
         if gate_up_bias is not None:
-            h = h + gate_up_bias[e].float()
+            h = h + _acc(gate_up_bias[e])
         a = glu_activation(h, activation, alpha, limit)       # (n, I)
-        out = a @ down_proj[e].float().T                      # (n, H)
+        out = a @ _acc(down_proj[e]).T                      # (n, H)
         if down_bias is not None:
-            out = out + down_bias[e].float()
-        y = y.index_add(0, tok, out * weights[tok, slot].float().unsqueeze(-1))
+            out = out + _acc(down_bias[e])
+        y = y.index_add(0, tok, out * _acc(weights[tok, slot]).unsqueeze(-1))
     return y.to(x.dtype)
 
 
@@ -193,7 +201,7 @@ def load_balancing_loss(logits, indices, num_experts):
     f_e: fraction of tokens that chose expert e in any slot (sums to k); P_e: mean router
     probability of e. Equals k for perfectly balanced routing. Index -1 is not counted."""
     T = logits.shape[0]
-    probs = torch.softmax(logits.float(), dim=-1)             # (T, E)
+    probs = torch.softmax(_acc(logits), dim=-1)             # (T, E)
     valid = indices[indices >= 0]
     f = torch.bincount(valid, minlength=num_experts).float() / max(T, 1)
     return num_experts * (f * probs.mean(dim=0)).sum()
@@ -201,7 +209,7 @@ def load_balancing_loss(logits, indices, num_experts):
 
 def router_z_loss(logits):
     """ST-MoE z-loss: mean over tokens of logsumexp(logits)^2."""
-    return torch.logsumexp(logits.float(), dim=-1).square().mean()
+    return torch.logsumexp(_acc(logits), dim=-1).square().mean()
 
 
 def moe(x, router_weight, gate_up_proj, down_proj, top_k, *, router_bias=None,

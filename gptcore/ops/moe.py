@@ -21,6 +21,7 @@ def moe_experts(x, indices, weights, gate_up_proj, down_proj, *, activation="sil
 
     x (T, H); indices, weights (T, k); gate_up_proj (E, 2I, H); down_proj (E, H, I), float
     tensors or both gptcore.MXFP4Tensor (inference only). Returns (T, H) in x's dtype."""
+    validate.tensor("x", x, ndim=2, dtypes=validate.FLOAT_DTYPES)     # before x.device is read
     quantized = [isinstance(w, MXFP4Tensor) for w in (gate_up_proj, down_proj)]
     if quantized[0] != quantized[1]:
         raise TypeError("gate_up_proj, down_proj: expected both float tensors or both "

@@ -12,6 +12,17 @@ def _softcap(softcap):
     return softcap if softcap > 0 else None
 
 
+def _autograd_on():
+    """Autograd inside a kernel: grad mode on, and the autograd dispatch keys back in play.
+
+    A kernel reached through a TorchDispatchMode (opcheck, FlopCounterMode, fake tensors) runs
+    with the autograd keys excluded, and recomputing the forward there records no graph."""
+    exclude = torch._C._dispatch_tls_local_exclude_set()
+    for key in (torch._C.DispatchKey.AutogradFunctionality, torch._C.DispatchKey.ADInplaceOrView):
+        exclude = exclude.remove(key)
+    return torch._C._ForceDispatchKeyGuard(torch._C._dispatch_tls_local_include_set(), exclude)
+
+
 def _grads(outputs, inputs, grad_outputs):
     """Gradients of `outputs` for each input: zeros where unused, an empty tensor for None."""
     live = [t for t in inputs if t is not None]
@@ -39,7 +50,7 @@ def attention_fwd(q, k, v, sinks, causal, scale, window_left, window_right, soft
 
 def attention_bwd(dout, dlse, q, k, v, out, lse, sinks, causal, scale, window_left,
                   window_right, softcap):
-    with torch.enable_grad():
+    with torch.enable_grad(), _autograd_on():
         q, k, v, sinks = _leaves(q, k, v, sinks)
         o, l = attention_fwd(q, k, v, sinks, causal, scale, window_left, window_right, softcap)
         dq, dk, dv, ds = _grads((o, l), (q, k, v, sinks), (dout, dlse))
@@ -57,7 +68,7 @@ def attention_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
 def attention_varlen_bwd(dout, dlse, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                          max_seqlen_k, out, lse, sinks, causal, scale, window_left, window_right,
                          softcap):
-    with torch.enable_grad():
+    with torch.enable_grad(), _autograd_on():
         q, k, v, sinks = _leaves(q, k, v, sinks)
         o, l = attention_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                     max_seqlen_k, sinks, causal, scale, window_left, window_right,
@@ -71,7 +82,7 @@ def route(logits, top_k, scoring, renormalize, bias):
 
 
 def route_bwd(dweights, logits, indices, scoring, renormalize, bias):
-    with torch.enable_grad():
+    with torch.enable_grad(), _autograd_on():
         (leaf,) = _leaves(logits)
         weights, _ = ref.route(leaf, indices.shape[1], scoring=scoring, renormalize=renormalize,
                                bias=bias)
@@ -88,7 +99,7 @@ def moe_experts_fwd(x, indices, weights, gate_up_proj, down_proj, gate_up_bias, 
 
 def moe_experts_bwd(dy, x, indices, weights, gate_up_proj, down_proj, gate_up_bias, down_bias,
                     activation, alpha, limit):
-    with torch.enable_grad():
+    with torch.enable_grad(), _autograd_on():
         leaves = _leaves(x, weights, gate_up_proj, down_proj, gate_up_bias, down_bias)
         xl, wl, gul, dl, gubl, dbl = leaves
         y = moe_experts_fwd(xl, indices, wl, gul, dl, gubl, dbl, activation, alpha, limit)
