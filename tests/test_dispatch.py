@@ -78,8 +78,15 @@ def test_forcing_triton_on_cpu_without_interpreter_raises(monkeypatch):
     assert "TRITON_INTERPRET=1" in message or "triton" in message.split(":", 1)[1], message
 
 
-def test_auto_falls_back_to_ref_with_one_warning_per_op(monkeypatch):
-    monkeypatch.setattr(dispatch, "_warned", set())
+@pytest.fixture
+def fresh_choices():
+    """Backend choices are cached per process (that is what makes the warning once-only)."""
+    dispatch._resolve.cache_clear()
+    yield
+    dispatch._resolve.cache_clear()
+
+
+def test_auto_falls_back_to_ref_with_one_warning_per_op(monkeypatch, fresh_choices):
     real = dispatch._unfit
     monkeypatch.setattr(dispatch, "_unfit", lambda name, op, device: "pretend it is missing"
                         if name == "cpp" else real(name, op, device))
