@@ -9,8 +9,8 @@ import os
 import torch
 import triton
 
-from kernels import moe_gemm as gemm
-from kernels.moe_route import build_index, route, route_bwd  # noqa: F401  (re-exported launchers)
+from . import moe_gemm as gemm
+from .moe_route import build_index, route, route_bwd  # noqa: F401  (re-exported launchers)
 
 # Tile configs keyed on (T bucket, H, I, E); a shape not listed uses its bucket's default
 # (None). Buckets: "decode" T*k <= 64, "mid" <= 2048, "large" beyond. The two accumulators of
