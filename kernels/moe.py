@@ -13,19 +13,30 @@ from . import moe_gemm as gemm
 from .moe_route import build_index, route, route_bwd  # noqa: F401  (re-exported launchers)
 
 # Tile configs keyed on (T bucket, H, I, E); a shape not listed uses its bucket's default
-# (None). Buckets: "decode" T*k <= 64, "mid" <= 2048, "large" beyond. The two accumulators of
-# GEMM 1 at 128x128 need 8 warps to stay below 255 registers (checked by tests/test_aot_moe.py).
-_DECODE = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_warps=4, num_stages=3)
-_MID = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, num_warps=4, num_stages=3)
-_LARGE = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3)
+# (None). Buckets: "decode" T*k <= 64, "mid" <= 2048, "large" beyond. Every entry compiles for
+# sm_80 and sm_90 with no spill (tests/test_aot_moe.py); measured there, in registers per
+# thread: 128x128x64 tiles spilled (STACK 120-384 bytes) at 8 warps in every GEMM, so the large
+# tile is 128x64; GEMM 1 holds two accumulators (gate and up), which is why N stays at 64.
+_DECODE = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, num_warps=4, num_stages=3)
+_MID = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3)
+_LARGE = dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, num_warps=8, num_stages=3)
 CONFIGS = {
     ("decode", None, None, None): _DECODE,
     ("mid", None, None, None): _MID,
     ("large", None, None, None): _LARGE,
-    # gpt-oss-20b: I = 2880 = 45 * 64, so 64-wide N tiles waste nothing on the last tile
-    ("large", 2880, 2880, 32): dict(_LARGE, BLOCK_N=64, num_warps=4),
-    # Mixtral-8x7B: 14336 = 112 * 128, few experts so each sees T*k/8 rows: big tiles pay
+    # gpt-oss-20b decode: 4 of 32 experts per token, I = 2880: narrower N tiles give each
+    # expert's 2880/32 = 90 column programs instead of 45, to fill 132 SMs
+    ("decode", 2880, 2880, 32): dict(_DECODE, BLOCK_N=32),
+    # Mixtral-8x7B: 14336 = 224 * 64 and 4096 = 64 * 64: no ragged tiles at all
     ("large", 4096, 14336, 8): _LARGE,
+}
+# Backward GEMMs: the GLU-backward epilogue loads the fp32 pre-activations beside the
+# accumulator and spilled at 64x64 (STACK 8-72 bytes); 64x32 does not. One BLOCK_M per call,
+# since every kernel of the backward shares one dispatch index.
+BACKWARD_CONFIGS = {
+    "decode": _DECODE,
+    "mid": dict(BLOCK_M=64, BLOCK_N=32, BLOCK_K=64, num_warps=4, num_stages=3),
+    "large": dict(BLOCK_M=64, BLOCK_N=32, BLOCK_K=64, num_warps=4, num_stages=3),
 }
 # Weight-gradient tiles: rows walked BLOCK_M at a time, (BLOCK_N, BLOCK_K) of dW per program.
 WGRAD_CONFIG = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, num_warps=4, num_stages=3)
@@ -41,11 +52,13 @@ def t_bucket(num_slots):
     return "decode" if num_slots <= 64 else "mid" if num_slots <= 2048 else "large"
 
 
-def config(T, top_k, H, I, E):
+def config(T, top_k, H, I, E, backward=False):
     """Tile config for a layer (H, I, E) at T tokens routed to top_k experts each."""
     if _interpreting():
         return INTERPRET_CONFIG
     bucket = t_bucket(T * top_k)
+    if backward:
+        return BACKWARD_CONFIGS[bucket]
     return CONFIGS.get((bucket, H, I, E), CONFIGS[(bucket, None, None, None)])
 
 
@@ -140,7 +153,7 @@ def experts_bwd(dy, x, indices, weights, gate_up, down, gate_up_bias, down_bias,
     E, two_i = gate_up.shape[:2]
     I = two_i // 2
     x, dy, gate_up, down = x.contiguous(), dy.contiguous(), gate_up.contiguous(), down.contiguous()
-    cfg = config(T, top_k, H, I, E)
+    cfg = config(T, top_k, H, I, E, backward=True)
     index = _index(indices, E, cfg)
     offsets, sorted_slots, _ = index
     rw = weights.reshape(-1).float().contiguous()
@@ -188,3 +201,123 @@ def _wgrad(left, right, rw, sorted_slots, offsets, top_k, E, N, K, *, l_by_token
         TOP_K=top_k, L_BY_TOKEN=l_by_token, R_BY_TOKEN=r_by_token, SCALE_L=scale_l,
         HAS_BIAS=has_bias, **_launch_meta(cfg))
     return dw, dbias
+
+
+# ----------------------------------------------------------------------------- AOT specs
+
+# Sizes and strides that are multiples of 16 in every layer we target (H, I of Mixtral and
+# gpt-oss), so at run time the JIT specialises them as divisible by 16, as it does pointers.
+_DIVISIBLE_INTS = {"H", "I", "N", "K", "stride_be", "stride_bk", "stride_bn"}
+
+
+def _spec(name, fn, types, constexprs, num_warps, num_stages, divisible=_DIVISIBLE_INTS):
+    """An aot_specs() entry: every argument typed, pointers from `types`, other names i32.
+    "attrs" carries the divisibility hints the JIT derives at run time (as
+    triton.tools.compile does); without them the loads compile to scalar ones and spill."""
+    signature, attrs = {}, {}
+    for i, arg in enumerate(fn.arg_names):
+        signature[arg] = "constexpr" if arg in constexprs else types.get(arg, "i32")
+        if signature[arg].startswith("*") or arg in divisible:
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    return dict(name=name, fn=fn, signature=signature, constexprs=constexprs, attrs=attrs,
+                num_warps=num_warps, num_stages=num_stages)
+
+
+def _gemm_specs(tag, cfg, act_dtype, activation, mxfp4):
+    """GEMM 1 and GEMM 2 forward (the inference path) under one tile config."""
+    tiles = {k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
+    w = "*u8" if mxfp4 else f"*{act_dtype}"
+    common = {"sorted_ptr": "*i32", "block_expert_ptr": "*i32", "alpha": "fp32", "limit": "fp32"}
+    gate_up = _spec(
+        f"moe_gate_up_{tag}", gemm._gate_up_kernel,
+        dict(common, x_ptr=f"*{act_dtype}", w_ptr=w, w_scales_ptr="*u8",
+             bias_ptr=f"*{act_dtype}", act_ptr=f"*{act_dtype}", pre_ptr="*fp32"),
+        dict(TOP_K=4 if activation == "gpt_oss" else 2, ACTIVATION=gemm.ACTIVATIONS[activation],
+             HAS_BIAS=activation == "gpt_oss", STORE_PRE=False, MXFP4=mxfp4, **tiles),
+        cfg["num_warps"], cfg["num_stages"])
+    down = _spec(f"moe_down_{tag}", gemm._grouped_gemm_kernel, _generic_types(act_dtype, w),
+                 _generic_constexprs(tiles, activation, mxfp4, a_by_token=False, c_by_slot=True,
+                                     scale_rows=True, epilogue=0),
+                 cfg["num_warps"], cfg["num_stages"])
+    return [gate_up, down]
+
+
+def _generic_types(act_dtype, w):
+    return {"a_ptr": f"*{act_dtype}", "b_ptr": w, "b_scales_ptr": "*u8",
+            "bias_ptr": f"*{act_dtype}", "rw_ptr": "*fp32", "dy_ptr": f"*{act_dtype}",
+            "pre_ptr": "*fp32", "c_ptr": "*fp32", "sorted_ptr": "*i32",
+            "block_expert_ptr": "*i32", "alpha": "fp32", "limit": "fp32"}
+
+
+def _generic_constexprs(tiles, activation, mxfp4, *, a_by_token, c_by_slot, scale_rows,
+                        epilogue):
+    return dict(TOP_K=4 if activation == "gpt_oss" else 2, A_BY_TOKEN=a_by_token,
+                C_BY_SLOT=c_by_slot, HAS_BIAS=activation == "gpt_oss", SCALE_ROWS=scale_rows,
+                EPILOGUE=epilogue, ACTIVATION=gemm.ACTIVATIONS[activation], MXFP4=mxfp4, **tiles)
+
+
+def _backward_specs(tag, cfg, act_dtype, activation):
+    tiles = {k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
+    types = _generic_types(act_dtype, f"*{act_dtype}")
+    dh_types = dict(types, c_ptr=f"*{act_dtype}")
+    kernel, warps, stages = gemm._grouped_gemm_kernel, cfg["num_warps"], cfg["num_stages"]
+    wg = WGRAD_CONFIG
+    wg_tiles = {k: wg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
+    wg_types = {"l_ptr": f"*{act_dtype}", "r_ptr": f"*{act_dtype}", "rw_ptr": "*fp32",
+                "sorted_ptr": "*i32", "offsets_ptr": "*i64", "dw_ptr": "*fp32",
+                "dbias_ptr": "*fp32"}
+    return [
+        _spec(f"moe_dgate_up_{tag}", kernel, dh_types, _generic_constexprs(
+            tiles, activation, False, a_by_token=True, c_by_slot=False, scale_rows=True,
+            epilogue=1), warps, stages),
+        _spec(f"moe_dweights_{tag}", kernel, types, _generic_constexprs(
+            tiles, activation, False, a_by_token=False, c_by_slot=True, scale_rows=False,
+            epilogue=2), warps, stages),
+        _spec(f"moe_dx_{tag}", kernel, types, _generic_constexprs(
+            tiles, activation, False, a_by_token=False, c_by_slot=True, scale_rows=False,
+            epilogue=0), warps, stages),
+        _spec(f"moe_ddown_{tag}", gemm._grouped_wgrad_kernel, wg_types, dict(
+            TOP_K=2, L_BY_TOKEN=True, R_BY_TOKEN=False, SCALE_L=True, HAS_BIAS=True, **wg_tiles),
+            wg["num_warps"], wg["num_stages"]),
+        _spec(f"moe_dgate_up_w_{tag}", gemm._grouped_wgrad_kernel, wg_types, dict(
+            TOP_K=2, L_BY_TOKEN=False, R_BY_TOKEN=True, SCALE_L=False, HAS_BIAS=True,
+            **wg_tiles), wg["num_warps"], wg["num_stages"]),
+    ]
+
+
+def _route_specs():
+    from . import moe_route as r
+    specs = []
+    for E, top_k, mode in ((8, 2, 0), (32, 4, 1), (256, 8, 2)):
+        block_e, block_k = triton.next_power_of_2(E), triton.next_power_of_2(top_k)
+        block_t = r._route_block_t(E)
+        types = {"logits_ptr": "*bf16", "bias_ptr": "*fp32", "weights_ptr": "*fp32",
+                 "indices_ptr": "*i64", "dweights_ptr": "*fp32", "dlogits_ptr": "*fp32"}
+        shape = dict(TOP_K=top_k, BLOCK_E=block_e, BLOCK_K=block_k)
+        specs.append(_spec(f"moe_route_E{E}_k{top_k}", r._route_kernel, types,
+                           dict(SCORING_MODE=mode, RENORMALIZE=True, HAS_BIAS=mode == 2,
+                                BLOCK_T=block_t, **shape), 4, 1))
+        specs.append(_spec(f"moe_route_bwd_E{E}_k{top_k}", r._route_bwd_kernel, types,
+                           dict(SCORING_MODE=mode, RENORMALIZE=True,
+                                BLOCK_T=max(1, block_t // block_k), **shape), 4, 1))
+        index_types = {"indices_ptr": "*i64", "counts_ptr": "*i32", "offsets_ptr": "*i64",
+                       "sorted_ptr": "*i32", "block_expert_ptr": "*i32"}
+        specs.append(_spec(f"moe_index_scatter_E{E}", r._scatter_kernel, index_types,
+                           dict(BLOCK_M=128, BLOCK=1024, BLOCK_E=block_e), 4, 1))
+    specs.append(_spec("moe_index_count", r._count_kernel,
+                       {"indices_ptr": "*i64", "counts_ptr": "*i32"}, dict(BLOCK=1024), 4, 1))
+    return specs
+
+
+def aot_specs():
+    """One entry per GPU kernel config, for the ahead-of-time compile check (kernels/aot.py)."""
+    specs = _route_specs()
+    for (bucket, H, I, E), cfg in CONFIGS.items():
+        tag = bucket if H is None else f"{bucket}_H{H}_I{I}_E{E}"
+        activation = "gpt_oss" if E == 32 else "silu"
+        specs += _gemm_specs(tag, cfg, "bf16", activation, mxfp4=False)
+        specs += _gemm_specs(f"{tag}_mxfp4", cfg, "bf16", "gpt_oss", mxfp4=True)
+    for bucket, cfg in BACKWARD_CONFIGS.items():
+        for activation in ("silu", "gpt_oss"):
+            specs += _backward_specs(f"{bucket}_{activation}", cfg, "bf16", activation)
+    return specs

@@ -69,20 +69,29 @@ def _gate_up_kernel(
     up_w = (e * 2 * I + up_rows)[None, :]
     acc_gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    offs_k = tl.arange(0, BLOCK_K)
+    # Pointers are built once and advanced by BLOCK_K: rebuilding int64 tile offsets in the
+    # loop took every register at 64x64 tiles and spilled (cuobjdump STACK > 0).
+    a_ptrs = x_ptr + tok[:, None] * H + offs_k[None, :]           # (BM, BK)
+    expert_w = w_ptr + e * 2 * I * H                               # float weights only
+    gate_ptrs = expert_w + gate_rows[None, :] * H + offs_k[:, None]  # (BK, BN)
+    up_ptrs = expert_w + up_rows[None, :] * H + offs_k[:, None]
     for k0 in range(0, H, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < H
-        a = tl.load(x_ptr + tok[:, None] * H + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
-                    other=0.0)                                     # (BM, BK)
+        k_ok = offs_k < H - k0
+        a = tl.load(a_ptrs, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
         b_mask = k_ok[:, None] & n_ok[None, :]
         if MXFP4:
-            b_gate = _mxfp4_tile(w_ptr, w_scales_ptr, gate_w, ks[:, None], H, b_mask)
-            b_up = _mxfp4_tile(w_ptr, w_scales_ptr, up_w, ks[:, None], H, b_mask)
+            ks = (k0 + offs_k)[:, None]
+            b_gate = _mxfp4_tile(w_ptr, w_scales_ptr, gate_w, ks, H, b_mask)
+            b_up = _mxfp4_tile(w_ptr, w_scales_ptr, up_w, ks, H, b_mask)
         else:
-            b_gate = tl.load(w_ptr + gate_w * H + ks[:, None], mask=b_mask, other=0.0)
-            b_up = tl.load(w_ptr + up_w * H + ks[:, None], mask=b_mask, other=0.0)
+            b_gate = tl.load(gate_ptrs, mask=b_mask, other=0.0)
+            b_up = tl.load(up_ptrs, mask=b_mask, other=0.0)
         acc_gate = tl.dot(a, b_gate.to(a.dtype), acc_gate)
         acc_up = tl.dot(a, b_up.to(a.dtype), acc_up)
+        a_ptrs += BLOCK_K
+        gate_ptrs += BLOCK_K
+        up_ptrs += BLOCK_K
     if HAS_BIAS:
         acc_gate += tl.load(bias_ptr + e * 2 * I + gate_rows, mask=n_ok, other=0.0)[None, :]
         acc_up += tl.load(bias_ptr + e * 2 * I + up_rows, mask=n_ok, other=0.0)[None, :]
@@ -140,18 +149,22 @@ def _grouped_gemm_kernel(
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < N
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + a_rows[:, None] * K + offs_k[None, :]         # (BM, BK)
+    # within one expert's weights int32 offsets suffice (N*K < 2^31 for every layer we know)
+    b_ptrs = b_ptr + e * stride_be + offs_k[:, None] * stride_bk + n[None, :] * stride_bn
     for k0 in range(0, K, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < K
-        a = tl.load(a_ptr + a_rows[:, None] * K + ks[None, :],
-                    mask=row_ok[:, None] & k_ok[None, :], other=0.0)      # (BM, BK)
+        k_ok = offs_k < K - k0
+        a = tl.load(a_ptrs, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
         b_mask = k_ok[:, None] & n_ok[None, :]
         if MXFP4:
-            b = _mxfp4_tile(b_ptr, b_scales_ptr, (e * N + n)[None, :], ks[:, None], K, b_mask)
+            b = _mxfp4_tile(b_ptr, b_scales_ptr, (e * N + n)[None, :], (k0 + offs_k)[:, None], K,
+                            b_mask)
         else:
-            b = tl.load(b_ptr + e * stride_be + ks[:, None].to(tl.int64) * stride_bk
-                        + n[None, :].to(tl.int64) * stride_bn, mask=b_mask, other=0.0)
+            b = tl.load(b_ptrs, mask=b_mask, other=0.0)                 # (BK, BN)
         acc = tl.dot(a, b.to(a.dtype), acc)
+        a_ptrs += BLOCK_K
+        b_ptrs += BLOCK_K * stride_bk
     if HAS_BIAS:
         acc += tl.load(bias_ptr + e * N + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     if SCALE_ROWS:
