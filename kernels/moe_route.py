@@ -13,6 +13,8 @@ Dispatch index format (shared with the CPU backend; the lead reconciles the two)
   block_expert    int32 (num_blocks,) expert of rows [b*BLOCK_M, (b+1)*BLOCK_M), -1 if unused
   padded = T*k + E*(BLOCK_M-1) rounded up to BLOCK_M: a bound known on the host, so no sync.
 Ties in routing go to the lower expert index, as gptcore.ref.route (a stable descending sort).
+An id outside [0, E) (-1 = "no expert") lands in no segment, so it is never gathered: on a GPU,
+where validation does not read the indices, a bad id adds nothing instead of reading past the end.
 """
 import torch
 import triton
@@ -219,6 +221,14 @@ def route_bwd(dweights, logits, indices, scoring, renormalize):
     return dlogits.to(logits.dtype)
 
 
+def histogram(indices, num_experts):
+    """indices (T, k) -> tokens per expert (E,) int32; ids outside [0, E) are not counted."""
+    flat = indices.reshape(-1).contiguous()
+    counts = torch.empty(num_experts, device=indices.device, dtype=torch.int32)
+    _count_kernel[(num_experts,)](flat, counts, flat.numel(), BLOCK=1024)
+    return counts
+
+
 def padded_rows(num_slots, num_experts, block_m):
     """Host-side bound on the padded row count (no device sync): T*k + E*(BLOCK_M-1)."""
     return triton.cdiv(num_slots + num_experts * (block_m - 1), block_m) * block_m
@@ -231,13 +241,11 @@ def build_index(indices, num_experts, block_m):
     flat = indices.reshape(-1).contiguous()                        # (T*k,)
     num_slots = flat.numel()
     rows = padded_rows(num_slots, num_experts, block_m)
-    counts = torch.empty(num_experts, device=device, dtype=torch.int32)
     offsets = torch.empty(num_experts + 1, device=device, dtype=torch.int64)
     sorted_slots = torch.full((rows,), num_slots, device=device, dtype=torch.int32)
     block_expert = torch.full((rows // block_m,), -1, device=device, dtype=torch.int32)
-    block = 1024
-    _count_kernel[(num_experts,)](flat, counts, num_slots, BLOCK=block)
+    counts = histogram(indices, num_experts)
     _scatter_kernel[(num_experts,)](flat, counts, offsets, sorted_slots, block_expert, num_slots,
-                                    num_experts, BLOCK_M=block_m, BLOCK=block,
+                                    num_experts, BLOCK_M=block_m, BLOCK=1024,
                                     BLOCK_E=triton.next_power_of_2(num_experts))
     return counts, offsets, sorted_slots, block_expert

@@ -77,6 +77,7 @@ def test_dispatch_index(T, top_k, E, block_m):
     counts, offsets, sorted_slots, block_expert = moe_route.build_index(indices, E, block_m)
     flat = indices.reshape(-1)
     assert torch.equal(counts.long(), torch.bincount(flat[flat >= 0], minlength=E))
+    assert torch.equal(moe_route.histogram(indices, E), counts)
     assert sorted_slots.numel() == moe_route.padded_rows(flat.numel(), E, block_m)
     assert offsets[0] == 0 and bool((offsets % block_m == 0).all())
     for e in range(E):
@@ -218,3 +219,20 @@ def test_experts_mxfp4(activation, dtype):
     # MXFP4 values are exact in fp32 and fp16, so only the activation dtype matters: fp32
     # summation order, or the fp16 rounding of the (rows, I) activation (2^-11 relative)
     close("y", y, yr, 1e-5 if dtype == torch.float32 else 1e-2)
+
+
+# ----------------------------------------------------------------------------- op registration
+
+def test_opcheck():
+    """Schemas, fakes and autograd of the triton_ ops pass torch.library.opcheck."""
+    assert gptcore.available_backends()["triton"]
+    x = torch.randn(5, 32, requires_grad=True)
+    indices = torch.tensor([[0, 2], [1, -1], [2, 0], [0, 1], [1, 2]])
+    weights = torch.rand(5, 2, requires_grad=True)
+    gate_up = torch.randn(3, 40, 32, requires_grad=True)
+    down = torch.randn(3, 32, 20, requires_grad=True)
+    torch.library.opcheck(torch.ops.gptcore.triton_moe_experts_fwd.default,
+                          (x, indices, weights, gate_up, down, None, None, "gpt_oss", 1.702, 7.0))
+    logits = torch.randn(5, 6, requires_grad=True)
+    torch.library.opcheck(torch.ops.gptcore.triton_route.default,
+                          (logits, 2, "topk_softmax", True, None))
