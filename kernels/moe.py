@@ -13,10 +13,11 @@ from . import moe_gemm as gemm
 from .moe_route import build_index, route, route_bwd  # noqa: F401  (re-exported launchers)
 
 # Tile configs keyed on (T bucket, H, I, E); a shape not listed uses its bucket's default
-# (None). Buckets: "decode" T*k <= 64, "mid" <= 2048, "large" beyond. Every entry compiles for
-# sm_80 and sm_90 with no spill (tests/test_aot_moe.py); measured there, in registers per
-# thread: 128x128x64 tiles spilled (STACK 120-384 bytes) at 8 warps in every GEMM, so the large
-# tile is 128x64; GEMM 1 holds two accumulators (gate and up), which is why N stays at 64.
+# (None). The bucket follows the rows an expert gets on average, T*k/E, since each expert's rows
+# are padded to BLOCK_M: "decode" <= 16 (one 16-row block; Mixtral and gpt-oss up to T = 64),
+# "mid" <= 128, "large" beyond. Every entry compiles for sm_80 and sm_90 with no spill
+# (tests/test_aot_moe.py). Measured there: 128x128x64 tiles spilled (STACK 120-384 bytes) at 8
+# warps in every GEMM, so the large tile is 128x64; GEMM 1 holds two accumulators (gate, up).
 _DECODE = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, num_warps=4, num_stages=3)
 _MID = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3)
 _LARGE = dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, num_warps=8, num_stages=3)
@@ -24,8 +25,8 @@ CONFIGS = {
     ("decode", None, None, None): _DECODE,
     ("mid", None, None, None): _MID,
     ("large", None, None, None): _LARGE,
-    # gpt-oss-20b decode: 4 of 32 experts per token, I = 2880: narrower N tiles give each
-    # expert's 2880/32 = 90 column programs instead of 45, to fill 132 SMs
+    # gpt-oss-20b decode: at T = 1 only 4 experts work; 32-wide N tiles give each of them
+    # 2880/32 = 90 column programs (360 in all, not 180) for 132 SMs
     ("decode", 2880, 2880, 32): dict(_DECODE, BLOCK_N=32),
     # Mixtral-8x7B: 14336 = 224 * 64 and 4096 = 64 * 64: no ragged tiles at all
     ("large", 4096, 14336, 8): _LARGE,
@@ -48,15 +49,16 @@ def _interpreting():
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def t_bucket(num_slots):
-    return "decode" if num_slots <= 64 else "mid" if num_slots <= 2048 else "large"
+def t_bucket(T, top_k, E):
+    rows_per_expert = T * top_k / E
+    return "decode" if rows_per_expert <= 16 else "mid" if rows_per_expert <= 128 else "large"
 
 
 def config(T, top_k, H, I, E, backward=False):
     """Tile config for a layer (H, I, E) at T tokens routed to top_k experts each."""
     if _interpreting():
         return INTERPRET_CONFIG
-    bucket = t_bucket(T * top_k)
+    bucket = t_bucket(T, top_k, E)
     if backward:
         return BACKWARD_CONFIGS[bucket]
     return CONFIGS.get((bucket, H, I, E), CONFIGS[(bucket, None, None, None)])
