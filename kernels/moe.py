@@ -83,7 +83,8 @@ def _gate_up(x, index, gate_up, gate_up_scales, bias, top_k, activation, alpha, 
     pre = torch.empty(rows, 2 * I, device=x.device, dtype=torch.float32) if store_pre else act
     grid = (block_expert.numel(), triton.cdiv(I, cfg["BLOCK_N"]))
     gemm._gate_up_kernel[grid](
-        x, gate_up, gate_up_scales if mxfp4 else gate_up, bias if bias is not None else x,
+        x, gate_up, gate_up_scales if mxfp4 else gate_up,
+        bias.contiguous() if bias is not None else x,
         sorted_slots, block_expert, act, pre, T * top_k, H, I, alpha, limit,
         TOP_K=top_k, ACTIVATION=gemm.ACTIVATIONS[activation], HAS_BIAS=bias is not None,
         STORE_PRE=store_pre, MXFP4=mxfp4, **_launch_meta(cfg))
@@ -97,7 +98,7 @@ def _gemm(a, b, b_scales, bias, rw, index, top_k, N, K, b_strides, out, cfg, *, 
     _, sorted_slots, block_expert = index
     grid = (block_expert.numel(), triton.cdiv(N, cfg["BLOCK_N"]))
     gemm._grouped_gemm_kernel[grid](
-        a, b, b_scales if mxfp4 else b, bias if bias is not None else out, rw,
+        a, b, b_scales if mxfp4 else b, bias.contiguous() if bias is not None else out, rw,
         dy if dy is not None else out, pre if pre is not None else out, out,
         sorted_slots, block_expert, rw.numel(), N, K, *b_strides, out.stride(0), alpha, limit,
         TOP_K=top_k, A_BY_TOKEN=a_by_token, C_BY_SLOT=c_by_slot, HAS_BIAS=bias is not None,
@@ -106,7 +107,7 @@ def _gemm(a, b, b_scales, bias, rw, index, top_k, N, K, b_strides, out, cfg, *, 
 
 
 def _index(indices, E, cfg):
-    counts, offsets, sorted_slots, block_expert = build_index(indices, E, cfg["BLOCK_M"])
+    _, offsets, sorted_slots, block_expert = build_index(indices, E, cfg["BLOCK_M"])
     return offsets, sorted_slots, block_expert
 
 

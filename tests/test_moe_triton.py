@@ -174,6 +174,15 @@ def test_experts_empty_experts_and_minus_one():
     _check_experts(indices, tensors, "gpt_oss", torch.float32)
 
 
+def test_experts_non_contiguous_inputs():
+    indices, tensors = _problem(6, 32, 16, 3, 2, ("gate_up", "down"), torch.float32)
+    # the same values behind transposed strides: x (T, H) from (H, T), biases from (N, E)
+    strided = [None if t is None else t.transpose(0, -1).contiguous().transpose(0, -1)
+               for t in tensors]
+    assert not strided[0].is_contiguous() and not strided[4].is_contiguous()
+    _check_experts(indices.t().contiguous().t(), strided, "gelu", torch.float32)
+
+
 def test_experts_backward_is_deterministic():
     indices, tensors = _problem(20, 32, 16, 3, 2, ("gate_up", "down"), torch.float32)
     _, first = _run_experts(indices, tensors, "silu", "triton")
