@@ -107,7 +107,7 @@ def _gemm(a, b, b_scales, bias, rw, index, top_k, N, K, b_strides, out, cfg, *, 
 
 
 def _index(indices, E, cfg):
-    _, offsets, sorted_slots, block_expert = build_index(indices, E, cfg["BLOCK_M"])
+    sorted_slots, offsets, block_expert = build_index(indices, E, cfg["BLOCK_M"])
     return offsets, sorted_slots, block_expert
 
 
@@ -230,7 +230,7 @@ def _gemm_specs(tag, cfg, act_dtype, activation, mxfp4):
     """GEMM 1 and GEMM 2 forward (the inference path) under one tile config."""
     tiles = {k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
     w = "*u8" if mxfp4 else f"*{act_dtype}"
-    common = {"sorted_ptr": "*i32", "block_expert_ptr": "*i32", "alpha": "fp32", "limit": "fp32"}
+    common = {"sorted_ptr": "*i64", "block_expert_ptr": "*i64", "alpha": "fp32", "limit": "fp32"}
     gate_up = _spec(
         f"moe_gate_up_{tag}", gemm._gate_up_kernel,
         dict(common, x_ptr=f"*{act_dtype}", w_ptr=w, w_scales_ptr="*u8",
@@ -248,8 +248,8 @@ def _gemm_specs(tag, cfg, act_dtype, activation, mxfp4):
 def _generic_types(act_dtype, w):
     return {"a_ptr": f"*{act_dtype}", "b_ptr": w, "b_scales_ptr": "*u8",
             "bias_ptr": f"*{act_dtype}", "rw_ptr": "*fp32", "dy_ptr": f"*{act_dtype}",
-            "pre_ptr": "*fp32", "c_ptr": "*fp32", "sorted_ptr": "*i32",
-            "block_expert_ptr": "*i32", "alpha": "fp32", "limit": "fp32"}
+            "pre_ptr": "*fp32", "c_ptr": "*fp32", "sorted_ptr": "*i64",
+            "block_expert_ptr": "*i64", "alpha": "fp32", "limit": "fp32"}
 
 
 def _generic_constexprs(tiles, activation, mxfp4, *, a_by_token, c_by_slot, scale_rows,
@@ -267,7 +267,7 @@ def _backward_specs(tag, cfg, act_dtype, activation):
     wg = WGRAD_CONFIG
     wg_tiles = {k: wg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
     wg_types = {"l_ptr": f"*{act_dtype}", "r_ptr": f"*{act_dtype}", "rw_ptr": "*fp32",
-                "sorted_ptr": "*i32", "offsets_ptr": "*i64", "dw_ptr": "*fp32",
+                "sorted_ptr": "*i64", "offsets_ptr": "*i64", "dw_ptr": "*fp32",
                 "dbias_ptr": "*fp32"}
     return [
         _spec(f"moe_dgate_up_{tag}", kernel, dh_types, _generic_constexprs(
@@ -304,7 +304,7 @@ def _route_specs():
                            dict(SCORING_MODE=mode, RENORMALIZE=True,
                                 BLOCK_T=max(1, block_t // block_k), **shape), 4, 1))
         index_types = {"indices_ptr": "*i64", "counts_ptr": "*i32", "offsets_ptr": "*i64",
-                       "sorted_ptr": "*i32", "block_expert_ptr": "*i32"}
+                       "sorted_ptr": "*i64", "block_expert_ptr": "*i64"}
         specs.append(_spec(f"moe_index_scatter_E{E}", r._scatter_kernel, index_types,
                            dict(BLOCK_M=128, BLOCK=1024, BLOCK_E=block_e), 4, 1))
     specs.append(_spec("moe_index_count", r._count_kernel,

@@ -2,16 +2,19 @@
 (a counting sort of token slots by expert, padded per expert to BLOCK_M rows, as vLLM's
 moe_align_block_size and OpenAI triton_kernels' routing do), built with no host sync.
 
-Dispatch index format (shared with the CPU backend; the lead reconciles the two):
-  slot s = t * top_k + j names token t's j-th choice; num_slots = T * top_k.
-  counts          int32 (E,)          slots per expert (tokens-per-expert histogram; -1 ignored)
-  expert_offsets  int64 (E+1,)        start of expert e's segment in sorted_slots; every start is
-                                      a multiple of BLOCK_M (segments are padded to BLOCK_M rows)
-  sorted_slots    int32 (padded,)     expert e's slots in ascending slot order at
-                                      [offsets[e], offsets[e] + counts[e]); the rest of the
-                                      segment and everything past offsets[E] is num_slots
-  block_expert    int32 (num_blocks,) expert of rows [b*BLOCK_M, (b+1)*BLOCK_M), -1 if unused
-  padded = T*k + E*(BLOCK_M-1) rounded up to BLOCK_M: a bound known on the host, so no sync.
+Dispatch index format: the one of docs/moe-index-format.md (branch cpu-moe, gptcore.ref.moe_index),
+built on the GPU with no host sync. Slot s = t * top_k + j names token t's j-th choice.
+  sorted_slots    int64 (T*k + E*(BLOCK_M-1),)  expert 0's slots, then expert 1's, ..., each in
+                                      ascending slot order (a stable counting sort), each segment
+                                      padded to a multiple of BLOCK_M with the sentinel T*k; every
+                                      entry from offsets[E] on is the sentinel too
+  expert_offsets  int64 (E+1,)        expert e owns sorted_slots[offsets[e]:offsets[e+1]]; every
+                                      offset is a multiple of BLOCK_M; offsets[E] = padded total P
+  block_expert    int64 (ceil(len / BLOCK_M),)  expert of rows [b*BLOCK_M, (b+1)*BLOCK_M), or -1
+                                      from P / BLOCK_M on
+  (histogram: counts int32 (E,), tokens per expert, from its own launcher)
+The length is a bound known on the host (P <= T*k + E*(BLOCK_M-1)), so nothing waits on the GPU,
+and every row of a block with an expert lies below P, so the GEMMs read no row past the end.
 Ties in routing go to the lower expert index, as gptcore.ref.route (a stable descending sort).
 An id outside [0, E) (-1 = "no expert") lands in no segment, so it is never gathered: on a GPU,
 where validation does not read the indices, a bad id adds nothing instead of reading past the end.
@@ -152,7 +155,7 @@ def _count_kernel(
 @triton.jit
 def _scatter_kernel(
     indices_ptr, counts_ptr,                           # (num_slots,) int64, (E,) int32
-    offsets_ptr, sorted_ptr, block_expert_ptr,         # out: (E+1,) int64, (padded,), (blocks,)
+    offsets_ptr, sorted_ptr, block_expert_ptr,         # out: (E+1,), (length,), (blocks,) int64
     num_slots, E,
     BLOCK_M: tl.constexpr, BLOCK: tl.constexpr, BLOCK_E: tl.constexpr,
 ):
@@ -170,14 +173,14 @@ def _scatter_kernel(
         tl.store(offsets_ptr + E, start + my_padded)
     first_block = start // BLOCK_M
     for b in range(0, my_padded // BLOCK_M):
-        tl.store(block_expert_ptr + first_block + b, e)
+        tl.store(block_expert_ptr + first_block + b, e.to(tl.int64))
     pos = start
     for base in range(0, num_slots, BLOCK):
         offs = base + tl.arange(0, BLOCK)
         ids = tl.load(indices_ptr + offs, mask=offs < num_slots, other=-1)
         hit = (ids == e).to(tl.int32)
         rank = tl.cumsum(hit, axis=0) - hit                         # exclusive prefix count
-        tl.store(sorted_ptr + pos + rank, offs.to(tl.int32), mask=hit != 0)
+        tl.store(sorted_ptr + pos + rank, offs.to(tl.int64), mask=hit != 0)
         pos += tl.sum(hit, axis=0)
 
 
@@ -229,23 +232,24 @@ def histogram(indices, num_experts):
     return counts
 
 
-def padded_rows(num_slots, num_experts, block_m):
-    """Host-side bound on the padded row count (no device sync): T*k + E*(BLOCK_M-1)."""
-    return triton.cdiv(num_slots + num_experts * (block_m - 1), block_m) * block_m
+def index_length(num_slots, num_experts, block_m):
+    """len(sorted_slots): the host-side bound T*k + E*(BLOCK_M-1) on the padded total P."""
+    return num_slots + num_experts * (block_m - 1)
 
 
 def build_index(indices, num_experts, block_m):
-    """indices (T, k) int64 -> (counts, expert_offsets, sorted_slots, block_expert) in the
-    format of this file's header. Launches two kernels; never reads device memory on the host."""
+    """indices (T, k) int64 -> (sorted_slots, expert_offsets, block_expert) in the format of this
+    file's header. Launches two kernels; never reads device memory on the host."""
     device = indices.device
     flat = indices.reshape(-1).contiguous()                        # (T*k,)
     num_slots = flat.numel()
-    rows = padded_rows(num_slots, num_experts, block_m)
+    length = index_length(num_slots, num_experts, block_m)
     offsets = torch.empty(num_experts + 1, device=device, dtype=torch.int64)
-    sorted_slots = torch.full((rows,), num_slots, device=device, dtype=torch.int32)
-    block_expert = torch.full((rows // block_m,), -1, device=device, dtype=torch.int32)
+    sorted_slots = torch.full((length,), num_slots, device=device, dtype=torch.int64)
+    block_expert = torch.full((triton.cdiv(length, block_m),), -1, device=device,
+                              dtype=torch.int64)
     counts = histogram(indices, num_experts)
     _scatter_kernel[(num_experts,)](flat, counts, offsets, sorted_slots, block_expert, num_slots,
                                     num_experts, BLOCK_M=block_m, BLOCK=1024,
                                     BLOCK_E=triton.next_power_of_2(num_experts))
-    return counts, offsets, sorted_slots, block_expert
+    return sorted_slots, offsets, block_expert

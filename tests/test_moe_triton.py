@@ -73,21 +73,25 @@ def test_route_sigmoid_without_bias():
 
 @pytest.mark.parametrize("T,top_k,E,block_m", [(1, 1, 3, 16), (9, 3, 5, 4), (40, 2, 8, 16)])
 def test_dispatch_index(T, top_k, E, block_m):
+    """The format of docs/moe-index-format.md, checked entry by entry."""
     indices = torch.randint(-1, E - 1, (T, top_k))  # -1 slots and an expert with no tokens
-    counts, offsets, sorted_slots, block_expert = moe_route.build_index(indices, E, block_m)
+    sorted_slots, offsets, block_expert = moe_route.build_index(indices, E, block_m)
     flat = indices.reshape(-1)
-    assert torch.equal(counts.long(), torch.bincount(flat[flat >= 0], minlength=E))
-    assert torch.equal(moe_route.histogram(indices, E), counts)
-    assert sorted_slots.numel() == moe_route.padded_rows(flat.numel(), E, block_m)
-    assert offsets[0] == 0 and bool((offsets % block_m == 0).all())
+    S = flat.numel()
+    counts = torch.bincount(flat[flat >= 0], minlength=E)
+    assert torch.equal(moe_route.histogram(indices, E).long(), counts)
+    assert sorted_slots.dtype == offsets.dtype == block_expert.dtype == torch.int64
+    assert sorted_slots.shape == (S + E * (block_m - 1),)
+    assert block_expert.shape == (-(-sorted_slots.numel() // block_m),)
+    padded = (counts + block_m - 1) // block_m * block_m
+    assert torch.equal(offsets, torch.cat([padded.new_zeros(1), padded.cumsum(0)]))
     for e in range(E):
         lo, n = int(offsets[e]), int(counts[e])
-        want = torch.nonzero(flat == e).flatten().int()             # ascending slot order
+        want = torch.nonzero(flat == e).flatten()                  # ascending slot order
         assert torch.equal(sorted_slots[lo:lo + n], want)
-        assert bool((sorted_slots[lo + n:int(offsets[e + 1])] == flat.numel()).all())
-        blocks = block_expert[lo // block_m:int(offsets[e + 1]) // block_m]
-        assert bool((blocks == e).all())
-    assert bool((sorted_slots[int(offsets[E]):] == flat.numel()).all())
+        assert bool((sorted_slots[lo + n:int(offsets[e + 1])] == S).all())
+        assert bool((block_expert[lo // block_m:int(offsets[e + 1]) // block_m] == e).all())
+    assert bool((sorted_slots[int(offsets[E]):] == S).all())
     assert bool((block_expert[int(offsets[E]) // block_m:] == -1).all())
 
 
