@@ -2,8 +2,8 @@
 (a counting sort of token slots by expert, padded per expert to BLOCK_M rows, as vLLM's
 moe_align_block_size and OpenAI triton_kernels' routing do), built with no host sync.
 
-Dispatch index format: the one of docs/moe-index-format.md (branch cpu-moe, gptcore.ref.moe_index),
-built on the GPU with no host sync. Slot s = t * top_k + j names token t's j-th choice.
+Dispatch index format: the one of docs/moe-index-format.md (branch cpu-moe; reference
+gptcore.ref.moe_index). Slot s = t * top_k + j names token t's j-th choice.
   sorted_slots    int64 (T*k + E*(BLOCK_M-1),)  expert 0's slots, then expert 1's, ..., each in
                                       ascending slot order (a stable counting sort), each segment
                                       padded to a multiple of BLOCK_M with the sentinel T*k; every
