@@ -1,0 +1,2 @@
+"""The Triton backend: importing this module defines every `triton_` op (see _registry.py)."""
+import gptcore.ops.triton_moe  # noqa: F401
