@@ -1,0 +1,97 @@
+"""Pieces shared by the attention kernels: sequence bounds (dense or varlen), which blocks of the
+other axis a block can see (so masks touch only boundary blocks, as FlashAttention-2), scores in
+the log2 domain (exp2 with log2(e) folded into the scale), and the tile configs.
+"""
+import os
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+
+def interpreting():
+    """True when @triton.jit kernels run on the CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def block_d(head_dim):
+    """Head dim padded to a power of two (tl.dot needs at least 16 along K)."""
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def score_scales(scale, softcap):
+    """(score_scale, cap_scale) for `_scores`: log2-domain scores without softcap are
+    qk * score_scale; with softcap c they are cap_scale * tanh(qk * scale / c), and tanh is
+    computed from exp2(qk * score_scale) with score_scale = 2 log2(e) scale / c."""
+    if softcap > 0:
+        return 2.0 * LOG2E * scale / softcap, softcap * LOG2E
+    return scale * LOG2E, 0.0
+
+
+def smem_bytes(block_m, block_n, block_dim, elem_bytes, num_stages):
+    """Shared memory of one tile program: the streamed tiles (block_n x D) double-buffered
+    `num_stages` times for K and V, plus the resident (block_m x D) tile."""
+    return elem_bytes * block_dim * (2 * block_n * max(num_stages - 1, 1) + block_m)
+
+
+@triton.jit
+def seq_bounds(cu_ptr, b, seq_len, IS_VARLEN: tl.constexpr):
+    """(first packed row, length) of sequence b: cu_seqlens for varlen, else (0, seq_len)."""
+    start = b * 0
+    length = seq_len + b * 0
+    if IS_VARLEN:
+        start = tl.load(cu_ptr + b)
+        length = tl.load(cu_ptr + b + 1) - start
+    return start, length
+
+
+@triton.jit
+def block_ranges(own_min, own_max, lower, upper, other_begin, other_end, BLOCK: tl.constexpr):
+    """Blocks of the other axis seen by own indices own_min..own_max, where other index x is
+    visible to own y iff y - lower <= x <= y + upper (-1 = unbounded) and
+    other_begin <= x < other_end (other_begin a multiple of BLOCK).
+
+    Returns (start, full_lo, full_hi, end): blocks in [start, full_lo) and [full_hi, end) need
+    the mask, blocks in [full_lo, full_hi) are visible to every own index (no mask, no bounds
+    check). Everything outside [start, end) is skipped."""
+    lo = other_begin + own_min * 0
+    hi = other_end + own_min * 0
+    full_start = lo
+    full_end = hi
+    if lower >= 0:
+        lo = tl.maximum(own_min - lower, lo)
+        full_start = own_max - lower
+    if upper >= 0:
+        hi = tl.minimum(own_max + upper + 1, hi)
+        full_end = own_min + upper + 1
+    hi = tl.maximum(hi, lo)
+    full_start = tl.maximum(full_start, lo)
+    full_end = tl.maximum(tl.minimum(full_end, hi), 0)
+    start = lo // BLOCK * BLOCK
+    full_lo = (full_start + BLOCK - 1) // BLOCK * BLOCK
+    full_hi = full_end // BLOCK * BLOCK
+    if full_lo >= full_hi:
+        full_lo = (hi + BLOCK - 1) // BLOCK * BLOCK
+        full_hi = full_lo
+    return start, full_lo, full_hi, hi
+
+
+@triton.jit
+def visible(pos, cols, seq_k, left, right):
+    """Mask of broadcastable (query position, key) pairs: key < seq_k and within the window."""
+    ok = (cols < seq_k) & ((left < 0) | (cols >= pos - left))
+    ok &= (right < 0) | (cols <= pos + right)
+    return ok
+
+
+@triton.jit
+def scores(qk, score_scale, cap_scale, HAS_SOFTCAP: tl.constexpr):
+    """Raw q.k -> scores in the log2 domain (natural score * log2(e)), softcapped if asked."""
+    if HAS_SOFTCAP:
+        # tanh(x) = 1 - 2 / (exp(2x) + 1): saturates to +-1 without overflow.
+        t = 1.0 - 2.0 / (tl.math.exp2(qk * score_scale) + 1.0)
+        return t * cap_scale
+    else:
+        return qk * score_scale

@@ -1,0 +1,200 @@
+"""FlashAttention-2 forward (Dao 2023): one program per (Q tile, batch x head), K/V tiles streamed,
+online softmax in fp32 with exp2, out and lse written once. The same kernel serves dense and
+packed (varlen) sequences, and with SPLIT=True one slice of the keys of a split-KV decode.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from gptcore.kernels.attention_common import (block_d, block_ranges, interpreting,
+                                              scores, seq_bounds, smem_bytes, visible)
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages). FA2 uses 128x128 tiles at D64 and 128x64 at
+# D128 on sm80/sm90; D256 needs 64-row tiles to keep the fp32 accumulator in registers.
+GPU_CONFIGS = [(128, 128, 8, 3), (128, 64, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 8, 2)]
+# The interpreter runs programs one after another: small tiles keep many blocks per test shape.
+INTERPRETER_CONFIG = (16, 16, 4, 1)
+SMEM_LIMIT = 160 * 1024   # sm80's 163 KB per block, less a margin for the compiler's scratch
+
+
+def _config(block_m, block_n, warps, stages):
+    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=warps,
+                         num_stages=stages)
+
+
+def configs():
+    if interpreting():
+        return [_config(*INTERPRETER_CONFIG)]
+    return [_config(*c) for c in GPU_CONFIGS]
+
+
+def fits(block_m, block_n, block_dim, warps, stages, elem_bytes=2):
+    """Whether a tile fits: fp32 accumulator <= 64 registers per thread, K/V stages in shared
+    memory (the compile check in kernels/aot.py measures both for the configs kept)."""
+    acc_regs = block_m * block_dim // (32 * warps)
+    return acc_regs <= 64 and smem_bytes(block_m, block_n, block_dim, elem_bytes, stages) <= SMEM_LIMIT
+
+
+def prune(cfgs, named_args, **kwargs):
+    """Keeps tiles that fit the head dim, and no taller than the (padded) query length."""
+    bd = named_args.get("BLOCK_D", kwargs.get("BLOCK_D"))
+    rows = triton.next_power_of_2(max(int(named_args["max_seq_q"]), 1))
+    kept = [c for c in cfgs if fits(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], bd, c.num_warps,
+                                    c.num_stages)]
+    short = [c for c in kept if c.kwargs["BLOCK_M"] <= max(rows, 64)]
+    return short or kept or cfgs[-1:]
+
+
+@triton.jit
+def _fwd_blocks(acc, m_i, l_i, q, k_base, v_base, stride_ks, pos, start, end, seq_k, left, right,
+                score_scale, cap_scale, offs_n, offs_d, d_ok,
+                MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Online softmax over key blocks [start, end): acc (M, D), m_i, l_i (M,) in log2 units."""
+    for n0 in range(start, end, BLOCK_N):
+        cols = n0 + offs_n                                                    # (N,)
+        if MASKED:
+            kv_ok = cols < seq_k
+        else:
+            kv_ok = cols >= 0
+        kt = tl.load(k_base + cols[None, :] * stride_ks + offs_d[:, None],
+                     mask=kv_ok[None, :] & d_ok[:, None], other=0.0)           # (D, N)
+        s = scores(tl.dot(q, kt), score_scale, cap_scale, HAS_SOFTCAP)        # (M, N)
+        if MASKED:
+            s = tl.where(visible(pos[:, None], cols[None, :], seq_k, left, right), s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)   # row sees nothing yet: no NaN
+        p = tl.math.exp2(s - m_safe[:, None])
+        alpha = tl.math.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + cols[:, None] * stride_ks + offs_d[None, :],
+                    mask=kv_ok[:, None] & d_ok[None, :], other=0.0)            # (N, D)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit
+def attention_fwd_kernel(
+    Q, K, V, Sinks, Out, Lse, CuQ, CuK,             # pointers (Out/Lse: fp32 partials if SPLIT)
+    seq_q, seq_k, max_seq_q, n_heads, group,        # sizes (seq_*: dense lengths)
+    sq_b, sq_h, sq_s, sk_b, sk_h, sk_s,             # strides of q/out and k/v (D contiguous)
+    sl_b, sl_h, sl_s,                               # strides of lse
+    split_o, split_lse, split_len,                  # split-KV: partial strides, keys per split
+    score_scale, cap_scale, left, right,            # log2-domain scales, window (-1 unbounded)
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_SINKS: tl.constexpr, HAS_SOFTCAP: tl.constexpr, IS_VARLEN: tl.constexpr,
+    SPLIT: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // n_heads
+    h = bh % n_heads
+    q_start, len_q = seq_bounds(CuQ, b, seq_q, IS_VARLEN)
+    k_start, len_k = seq_bounds(CuK, b, seq_k, IS_VARLEN)
+    if pid_m * BLOCK_M >= len_q:
+        return
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)                          # (M,)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    row_ok = offs_m < len_q
+    b64 = b.to(tl.int64)
+    q_base = Q + b64 * sq_b + h.to(tl.int64) * sq_h + q_start.to(tl.int64) * sq_s
+    kv_off = b64 * sk_b + (h // group).to(tl.int64) * sk_h + k_start.to(tl.int64) * sk_s
+    q = tl.load(q_base + offs_m[:, None] * sq_s + offs_d[None, :],
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)                # (M, D)
+
+    shift = len_k - len_q                        # bottom-right alignment: position = row + shift
+    pos = offs_m + shift
+    last = tl.minimum(pid_m * BLOCK_M + BLOCK_M, len_q) - 1
+    k_begin = len_k * 0
+    k_end = len_k
+    if SPLIT:
+        k_begin = tl.program_id(2) * split_len
+        k_end = tl.minimum(k_begin + split_len, len_k)
+    start, full_lo, full_hi, end = block_ranges(pid_m * BLOCK_M + shift, last + shift, left,
+                                                right, k_begin, k_end, BLOCK_N)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    if HAS_SINKS and not SPLIT:
+        # The sink is one more logit (unscaled) in every row's softmax, with no value.
+        m_i = tl.zeros([BLOCK_M], tl.float32) + tl.load(Sinks + h).to(tl.float32) * 1.4426950408889634
+        l_i += 1.0
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    acc, m_i, l_i = _fwd_blocks(acc, m_i, l_i, q, K + kv_off, V + kv_off, sk_s, pos, start, full_lo,
+                                len_k, left, right, score_scale, cap_scale, offs_n, offs_d, d_ok,
+                                True, HAS_SOFTCAP, BLOCK_N)
+    acc, m_i, l_i = _fwd_blocks(acc, m_i, l_i, q, K + kv_off, V + kv_off, sk_s, pos, full_lo,
+                                full_hi, len_k, left, right, score_scale, cap_scale, offs_n, offs_d,
+                                d_ok, False, HAS_SOFTCAP, BLOCK_N)
+    acc, m_i, l_i = _fwd_blocks(acc, m_i, l_i, q, K + kv_off, V + kv_off, sk_s, pos, full_hi, end,
+                                len_k, left, right, score_scale, cap_scale, offs_n, offs_d, d_ok,
+                                True, HAS_SOFTCAP, BLOCK_N)
+
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)                  # rows that see nothing: m_i = -inf
+    lse = (m_i + tl.math.log2(l_safe)) * 0.6931471805599453  # natural log; -inf if nothing seen
+    out = acc / l_safe[:, None]                              # and zeros
+    o_base = Out + b64 * sq_b + h.to(tl.int64) * sq_h + q_start.to(tl.int64) * sq_s
+    l_base = Lse + b64 * sl_b + h.to(tl.int64) * sl_h + q_start.to(tl.int64) * sl_s
+    if SPLIT:
+        o_base += tl.program_id(2).to(tl.int64) * split_o
+        l_base += tl.program_id(2).to(tl.int64) * split_lse
+    tl.store(o_base + offs_m[:, None] * sq_s + offs_d[None, :],
+             out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+    tl.store(l_base + offs_m * sl_s, lse, mask=row_ok)
+
+
+attention_fwd_tuned = triton.autotune(
+    configs(), key=["HEAD_DIM", "HAS_SOFTCAP", "IS_VARLEN"],
+    prune_configs_by={"early_config_prune": prune})(attention_fwd_kernel)
+
+
+def launch(q, k, v, sinks, out, lse, cu_q, cu_k, sizes, q_strides, kv_strides, lse_strides,
+           score_scale, cap_scale, left, right, softcap, split=None):
+    """Launches the forward. sizes = (batch, heads, group, seq_q, seq_k, max_seq_q); for
+    split = (n_splits, keys per split, block_m, block_n, partial out/lse split strides) `out` and
+    `lse` are the fp32 partial buffers of a split-KV decode."""
+    batch, heads, group, seq_q, seq_k, max_seq_q = sizes
+    D = q.shape[-1]
+    args = (q, k, v, sinks if sinks is not None else q, out, lse,
+            cu_q if cu_q is not None else q, cu_k if cu_k is not None else q,
+            seq_q, seq_k, max_seq_q, heads, group, *q_strides, *kv_strides, *lse_strides)
+    meta = dict(HEAD_DIM=D, BLOCK_D=block_d(D), HAS_SINKS=sinks is not None,
+                HAS_SOFTCAP=softcap > 0, IS_VARLEN=cu_q is not None)
+    if split is None:
+        grid = lambda META: (triton.cdiv(max_seq_q, META["BLOCK_M"]), batch * heads, 1)  # noqa: E731
+        attention_fwd_tuned[grid](*args, 0, 0, 0, score_scale, cap_scale, left, right,
+                                  SPLIT=False, **meta)
+        return
+    n_splits, split_len, block_m, block_n, warps, split_o, split_lse = split
+    grid = (triton.cdiv(max_seq_q, block_m), batch * heads, n_splits)
+    attention_fwd_kernel[grid](*args, split_o, split_lse, split_len, score_scale, cap_scale, left,
+                               right, SPLIT=True, BLOCK_M=block_m, BLOCK_N=block_n,
+                               num_warps=warps, num_stages=2 if not interpreting() else 1, **meta)
+
+
+def aot_specs():
+    """The forward in each GPU config that fits D = 64, 128, 256 (bf16, dense, no softcap)."""
+    specs = []
+    for D in (64, 128, 256):
+        for bm, bn, warps, stages in GPU_CONFIGS:
+            if fits(bm, bn, block_d(D), warps, stages):
+                specs.append(aot_spec(D, bm, bn, warps, stages))
+    return specs
+
+
+def aot_spec(D, bm, bn, warps, stages):
+    """AOT spec of the forward at head dim D in one tile config (bf16, dense, sinks)."""
+    sig = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "Sinks": "*bf16", "Out": "*bf16",
+           "Lse": "*fp32", "CuQ": "*i32", "CuK": "*i32"}
+    sig.update({n: "i32" for n in ("seq_q", "seq_k", "max_seq_q", "n_heads", "group", "sq_b",
+                                   "sq_h", "sq_s", "sk_b", "sk_h", "sk_s", "sl_b", "sl_h", "sl_s",
+                                   "split_o", "split_lse", "split_len", "left", "right")})
+    sig.update({"score_scale": "fp32", "cap_scale": "fp32"})
+    const = dict(HEAD_DIM=D, BLOCK_D=D, BLOCK_M=bm, BLOCK_N=bn, HAS_SINKS=True,
+                 HAS_SOFTCAP=False, IS_VARLEN=False, SPLIT=False)
+    sig.update({n: "constexpr" for n in const})
+    return {"name": f"attention_fwd_d{D}_m{bm}_n{bn}_w{warps}_s{stages}",
+            "fn": attention_fwd_kernel, "signature": sig, "constexprs": const,
+            "num_warps": warps, "num_stages": stages}
