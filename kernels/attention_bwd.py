@@ -7,42 +7,18 @@ import torch
 import triton
 import triton.language as tl
 
-from gptcore.kernels.attention_common import (block_d, block_ranges, interpreting, scores,
-                                              seq_bounds, smem_bytes, visible)
+from gptcore.kernels.attention_common import (block_d, block_ranges, configs, pruner, scores,
+                                              seq_bounds, stride_hints, visible)
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages). dK/dV programs keep two (BLOCK_N x D) fp32
-# accumulators, dQ programs one (BLOCK_M x D): tiles shrink as D grows to stay in registers.
-DKDV_CONFIGS = [(32, 128, 8, 3), (32, 64, 4, 3), (32, 64, 8, 2), (16, 32, 8, 2)]
-DQ_CONFIGS = [(128, 32, 8, 3), (64, 32, 4, 3), (64, 32, 8, 2)]
-INTERPRETER_CONFIG = (16, 16, 4, 1)
+# (BLOCK_M, BLOCK_N, num_warps, num_stages, head-dim buckets proven spill-free on sm80 and sm90
+# by kernels/aot.py). dK/dV programs keep two (BLOCK_N x D) fp32 accumulators, dQ programs one
+# (BLOCK_M x D): tiles shrink as D grows to stay in registers.
+DKDV_CONFIGS = [(16, 32, 8, 2, (64, 128, 256)), (16, 64, 8, 2, (64, 128)), (32, 32, 4, 2, (64,))]
+DQ_CONFIGS = [(128, 32, 8, 3, (64,)), (64, 32, 4, 3, (64, 128)), (64, 32, 8, 2, (64, 128)),
+              (32, 32, 4, 2, (256,)), (64, 16, 8, 2, (256,))]
+INTERPRETER_CONFIG = (16, 16, 4, 1, (64, 128, 256))
 PREPROCESS_ROWS = 64
 MIN_BLOCK_M = 16                   # smallest BLOCK_M of any config: sizes the dsinks partials
-SMEM_LIMIT = 160 * 1024
-
-
-def _configs(table):
-    rows = [INTERPRETER_CONFIG] if interpreting() else table
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-            for m, n, w, s in rows]
-
-
-def fits_dkdv(block_m, block_n, block_dim, warps, stages, elem_bytes=2):
-    regs = 2 * block_n * block_dim // (32 * warps)
-    return regs <= 64 and smem_bytes(block_n, block_m, block_dim, elem_bytes, stages) <= SMEM_LIMIT
-
-
-def fits_dq(block_m, block_n, block_dim, warps, stages, elem_bytes=2):
-    regs = block_m * block_dim // (32 * warps)
-    return regs <= 64 and smem_bytes(block_m, block_n, block_dim, elem_bytes, stages) <= SMEM_LIMIT
-
-
-def _pruner(fits):
-    def prune(cfgs, named_args, **kwargs):
-        bd = named_args.get("BLOCK_D", kwargs.get("BLOCK_D"))
-        kept = [c for c in cfgs
-                if fits(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], bd, c.num_warps, c.num_stages)]
-        return kept or cfgs[-1:]
-    return prune
 
 
 @triton.jit
@@ -251,11 +227,12 @@ def attention_bwd_dq_kernel(
 
 
 attention_bwd_dkdv_tuned = triton.autotune(
-    _configs(DKDV_CONFIGS), key=["HEAD_DIM", "HAS_SOFTCAP", "IS_VARLEN"],
-    prune_configs_by={"early_config_prune": _pruner(fits_dkdv)})(attention_bwd_dkdv_kernel)
+    configs(DKDV_CONFIGS, INTERPRETER_CONFIG), key=["HEAD_DIM", "HAS_SOFTCAP", "IS_VARLEN"],
+    prune_configs_by={"early_config_prune": pruner(DKDV_CONFIGS)})(attention_bwd_dkdv_kernel)
 attention_bwd_dq_tuned = triton.autotune(
-    _configs(DQ_CONFIGS), key=["HEAD_DIM", "HAS_SINKS", "HAS_SOFTCAP", "IS_VARLEN"],
-    prune_configs_by={"early_config_prune": _pruner(fits_dq)})(attention_bwd_dq_kernel)
+    configs(DQ_CONFIGS, INTERPRETER_CONFIG), key=["HEAD_DIM", "HAS_SINKS", "HAS_SOFTCAP",
+                                                  "IS_VARLEN"],
+    prune_configs_by={"early_config_prune": pruner(DQ_CONFIGS)})(attention_bwd_dq_kernel)
 
 
 def launch(dout, dlse, q, k, v, out, lse, sinks, dq, dk, dv, cu_q, cu_k, sizes, q_strides,
@@ -289,35 +266,27 @@ def launch(dout, dlse, q, k, v, out, lse, sinks, dq, dk, dv, cu_q, cu_k, sizes, 
 
 
 def aot_specs():
-    """Preprocess, dK/dV and dQ kernels in each GPU config that fits D = 64, 128, 256 (bf16)."""
-    specs = []
-    for D in (64, 128, 256):
-        specs.append(_spec(attention_bwd_preprocess_kernel, f"attention_bwd_preprocess_d{D}",
-                           ["Out", "DOut"], ["DLse", "Delta", "CuQ"],
-                           ["seq_q", "n_heads", "sq_b", "sq_h", "sq_s", "sl_b", "sl_h", "sl_s"],
-                           dict(HEAD_DIM=D, BLOCK_D=D, BLOCK_M=PREPROCESS_ROWS, IS_VARLEN=False),
-                           4, 1))
-        ints = ["seq_q", "seq_k", "group", "sq_b", "sq_h", "sq_s", "sk_b", "sk_h", "sk_s",
-                "sl_b", "sl_h", "sl_s", "left", "right"]
-        floats = ["sm_scale", "score_scale", "cap_scale"]
-        for bm, bn, w, s in DKDV_CONFIGS:
-            if fits_dkdv(bm, bn, D, w, s):
-                specs.append(_spec(
-                    attention_bwd_dkdv_kernel, f"attention_bwd_dkdv_d{D}_m{bm}_n{bn}_w{w}_s{s}",
-                    ["Q", "K", "V", "DOut", "DK", "DV"], ["Lse", "Delta", "CuQ", "CuK"],
-                    ints + ["n_kv_heads"], dict(HEAD_DIM=D, BLOCK_D=D, BLOCK_M=bm, BLOCK_N=bn,
-                                                HAS_SOFTCAP=False, IS_VARLEN=False),
-                    w, s, floats))
-        for bm, bn, w, s in DQ_CONFIGS:
-            if fits_dq(bm, bn, D, w, s):
-                specs.append(_spec(
-                    attention_bwd_dq_kernel, f"attention_bwd_dq_d{D}_m{bm}_n{bn}_w{w}_s{s}",
-                    ["Q", "K", "V", "DOut", "Sinks", "DQ"], ["Lse", "Delta", "DSinkPart", "CuQ",
-                                                             "CuK"],
-                    ints + ["n_heads", "dsink_stride"],
-                    dict(HEAD_DIM=D, BLOCK_D=D, BLOCK_M=bm, BLOCK_N=bn, HAS_SINKS=True,
-                         HAS_SOFTCAP=False, IS_VARLEN=False),
-                    w, s, floats))
+    """Preprocess, dK/dV and dQ kernels in each GPU config at each head dim it serves (bf16)."""
+    ints = ["seq_q", "seq_k", "group", "sq_b", "sq_h", "sq_s", "sk_b", "sk_h", "sk_s", "sl_b",
+            "sl_h", "sl_s", "left", "right"]
+    floats = ["sm_scale", "score_scale", "cap_scale"]
+    specs = [_spec(attention_bwd_preprocess_kernel, f"attention_bwd_preprocess_d{D}",
+                   ["Out", "DOut"], ["DLse", "Delta"],
+                   ["seq_q", "n_heads", "sq_b", "sq_h", "sq_s", "sl_b", "sl_h", "sl_s"],
+                   dict(HEAD_DIM=D, BLOCK_D=D, BLOCK_M=PREPROCESS_ROWS, IS_VARLEN=False), 4, 1)
+             for D in (64, 128, 256)]
+    for m, n, w, s, dims in DKDV_CONFIGS:
+        specs += [_spec(attention_bwd_dkdv_kernel, f"attention_bwd_dkdv_d{D}_m{m}_n{n}_w{w}_s{s}",
+                        ["Q", "K", "V", "DOut", "DK", "DV"], ["Lse", "Delta"],
+                        ints + ["n_kv_heads"],
+                        dict(HEAD_DIM=D, BLOCK_D=D, BLOCK_M=m, BLOCK_N=n, HAS_SOFTCAP=False,
+                             IS_VARLEN=False), w, s, floats) for D in dims]
+    for m, n, w, s, dims in DQ_CONFIGS:
+        specs += [_spec(attention_bwd_dq_kernel, f"attention_bwd_dq_d{D}_m{m}_n{n}_w{w}_s{s}",
+                        ["Q", "K", "V", "DOut", "Sinks", "DQ"], ["Lse", "Delta", "DSinkPart"],
+                        ints + ["n_heads", "dsink_stride"],
+                        dict(HEAD_DIM=D, BLOCK_D=D, BLOCK_M=m, BLOCK_N=n, HAS_SINKS=True,
+                             HAS_SOFTCAP=False, IS_VARLEN=False), w, s, floats) for D in dims]
     return specs
 
 
@@ -331,4 +300,4 @@ def _spec(fn, name, bf16_ptrs, fp32_ptrs, ints, constexprs, warps, stages, float
     kinds.update({n: "constexpr" for n in constexprs})
     sig = {n: kinds[n] for n in fn.arg_names}
     return {"name": name, "fn": fn, "signature": sig, "constexprs": constexprs,
-            "num_warps": warps, "num_stages": stages}
+            "hints": stride_hints(fn.arg_names), "num_warps": warps, "num_stages": stages}

@@ -30,10 +30,28 @@ def score_scales(scale, softcap):
     return scale * LOG2E, 0.0
 
 
-def smem_bytes(block_m, block_n, block_dim, elem_bytes, num_stages):
-    """Shared memory of one tile program: the streamed tiles (block_n x D) double-buffered
-    `num_stages` times for K and V, plus the resident (block_m x D) tile."""
-    return elem_bytes * block_dim * (2 * block_n * max(num_stages - 1, 1) + block_m)
+def head_dim_bucket(block_dim):
+    """Tile configs are proven (kernels/aot.py) per padded head dim: 64 (and below), 128, 256."""
+    return max(64, block_dim)
+
+
+def configs(table, interpreter_config):
+    """triton.Configs of a table of (BLOCK_M, BLOCK_N, warps, stages, head-dim buckets); the
+    interpreter gets one small config (multi-config autotune fails under it)."""
+    rows = [interpreter_config] if interpreting() else table
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+            for m, n, w, s, _ in rows]
+
+
+def pruner(table):
+    """early_config_prune keyed on the head dim: keeps the configs proven for its bucket."""
+    def prune(cfgs, named_args, **kwargs):
+        bucket = head_dim_bucket(named_args.get("BLOCK_D", kwargs.get("BLOCK_D")))
+        proven = {(m, n, w, s) for m, n, w, s, dims in table if bucket in dims}
+        kept = [c for c in cfgs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps,
+                                    c.num_stages) in proven]
+        return kept or cfgs[-1:]
+    return prune
 
 
 @triton.jit
@@ -95,3 +113,12 @@ def scores(qk, score_scale, cap_scale, HAS_SOFTCAP: tl.constexpr):
         return t * cap_scale
     else:
         return qk * score_scale
+
+
+def stride_hints(arg_names):
+    """AOT hints for contiguous dense tensors with head dims and lengths multiples of 16: every
+    stride argument (s<tensor>_<b|h|s>, split_*) divisible by 16, the lse row stride equal to 1."""
+    hints = {n: 16 for n in arg_names if n[:2] in ("sq", "sk", "sl") or n.startswith("split_")}
+    if "sl_s" in hints:
+        hints["sl_s"] = 1
+    return hints

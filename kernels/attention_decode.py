@@ -6,7 +6,8 @@ import torch
 import triton
 import triton.language as tl
 
-from gptcore.kernels.attention_common import block_d, interpreting, seq_bounds
+from gptcore.kernels.attention_common import (block_d, interpreting, seq_bounds,
+                                              stride_hints)
 from gptcore.kernels.attention_fwd import aot_spec
 
 # H100: 132 SMs. Enough programs to fill them twice; flash-attn caps splits at 128.
@@ -112,7 +113,8 @@ def aot_specs():
                      IS_VARLEN=False)
         sig.update({n: "constexpr" for n in const})
         specs.append({"name": f"attention_combine_d{D}", "fn": attention_combine_kernel,
-                      "signature": sig, "constexprs": const, "num_warps": 4, "num_stages": 1})
+                      "signature": sig, "constexprs": const, "num_warps": 4, "num_stages": 1,
+                      "hints": stride_hints(attention_combine_kernel.arg_names)})
     specs += [_decode_spec(D) for D in (64, 128, 256)]
     return specs
 

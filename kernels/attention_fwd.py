@@ -2,47 +2,29 @@
 online softmax in fp32 with exp2, out and lse written once. The same kernel serves dense and
 packed (varlen) sequences, and with SPLIT=True one slice of the keys of a split-KV decode.
 """
-import torch
 import triton
 import triton.language as tl
 
-from gptcore.kernels.attention_common import (block_d, block_ranges, interpreting,
-                                              scores, seq_bounds, smem_bytes, visible)
+from gptcore.kernels.attention_common import (block_d, block_ranges, configs, interpreting,
+                                              pruner, scores, seq_bounds, stride_hints, visible)
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages). FA2 uses 128x128 tiles at D64 and 128x64 at
-# D128 on sm80/sm90; D256 needs 64-row tiles to keep the fp32 accumulator in registers.
-GPU_CONFIGS = [(128, 128, 8, 3), (128, 64, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 8, 2)]
+# (BLOCK_M, BLOCK_N, num_warps, num_stages, head-dim buckets it is proven for by kernels/aot.py:
+# no spill on sm80 and sm90). FA2 uses 128x128 tiles at D64 and 128x64 at D128; ours spill at
+# D128 above 64x64 and at D256 above 64x32 with 8 warps (accumulator + Q tile + scores exceed
+# 255 registers: 40 bytes spilled at D128 128x64, 8 warps, sm80).
+GPU_CONFIGS = [
+    (128, 128, 8, 3, (64,)), (128, 64, 8, 3, (64,)), (64, 64, 4, 3, (64,)),
+    (64, 64, 8, 2, (128,)), (64, 32, 8, 2, (64, 128, 256)),
+]
 # The interpreter runs programs one after another: small tiles keep many blocks per test shape.
-INTERPRETER_CONFIG = (16, 16, 4, 1)
-SMEM_LIMIT = 160 * 1024   # sm80's 163 KB per block, less a margin for the compiler's scratch
-
-
-def _config(block_m, block_n, warps, stages):
-    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=warps,
-                         num_stages=stages)
-
-
-def configs():
-    if interpreting():
-        return [_config(*INTERPRETER_CONFIG)]
-    return [_config(*c) for c in GPU_CONFIGS]
-
-
-def fits(block_m, block_n, block_dim, warps, stages, elem_bytes=2):
-    """Whether a tile fits: fp32 accumulator <= 64 registers per thread, K/V stages in shared
-    memory (the compile check in kernels/aot.py measures both for the configs kept)."""
-    acc_regs = block_m * block_dim // (32 * warps)
-    return acc_regs <= 64 and smem_bytes(block_m, block_n, block_dim, elem_bytes, stages) <= SMEM_LIMIT
+INTERPRETER_CONFIG = (16, 16, 4, 1, (64, 128, 256))
 
 
 def prune(cfgs, named_args, **kwargs):
-    """Keeps tiles that fit the head dim, and no taller than the (padded) query length."""
-    bd = named_args.get("BLOCK_D", kwargs.get("BLOCK_D"))
+    """Proven tiles for the head dim, no taller than the (padded) query length if possible."""
+    kept = pruner(GPU_CONFIGS)(cfgs, named_args, **kwargs)
     rows = triton.next_power_of_2(max(int(named_args["max_seq_q"]), 1))
-    kept = [c for c in cfgs if fits(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], bd, c.num_warps,
-                                    c.num_stages)]
-    short = [c for c in kept if c.kwargs["BLOCK_M"] <= max(rows, 64)]
-    return short or kept or cfgs[-1:]
+    return [c for c in kept if c.kwargs["BLOCK_M"] <= max(rows, 64)] or kept
 
 
 @triton.jit
@@ -119,7 +101,8 @@ def attention_fwd_kernel(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     if HAS_SINKS and not SPLIT:
         # The sink is one more logit (unscaled) in every row's softmax, with no value.
-        m_i = tl.zeros([BLOCK_M], tl.float32) + tl.load(Sinks + h).to(tl.float32) * 1.4426950408889634
+        sink = tl.load(Sinks + h).to(tl.float32) * 1.4426950408889634              # log2 units
+        m_i = tl.zeros([BLOCK_M], tl.float32) + sink
         l_i += 1.0
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     acc, m_i, l_i = _fwd_blocks(acc, m_i, l_i, q, K + kv_off, V + kv_off, sk_s, pos, start, full_lo,
@@ -146,7 +129,7 @@ def attention_fwd_kernel(
 
 
 attention_fwd_tuned = triton.autotune(
-    configs(), key=["HEAD_DIM", "HAS_SOFTCAP", "IS_VARLEN"],
+    configs(GPU_CONFIGS, INTERPRETER_CONFIG), key=["HEAD_DIM", "HAS_SOFTCAP", "IS_VARLEN"],
     prune_configs_by={"early_config_prune": prune})(attention_fwd_kernel)
 
 
@@ -163,7 +146,8 @@ def launch(q, k, v, sinks, out, lse, cu_q, cu_k, sizes, q_strides, kv_strides, l
     meta = dict(HEAD_DIM=D, BLOCK_D=block_d(D), HAS_SINKS=sinks is not None,
                 HAS_SOFTCAP=softcap > 0, IS_VARLEN=cu_q is not None)
     if split is None:
-        grid = lambda META: (triton.cdiv(max_seq_q, META["BLOCK_M"]), batch * heads, 1)  # noqa: E731
+        def grid(meta):
+            return triton.cdiv(max_seq_q, meta["BLOCK_M"]), batch * heads, 1
         attention_fwd_tuned[grid](*args, 0, 0, 0, score_scale, cap_scale, left, right,
                                   SPLIT=False, **meta)
         return
@@ -175,12 +159,10 @@ def launch(q, k, v, sinks, out, lse, cu_q, cu_k, sizes, q_strides, kv_strides, l
 
 
 def aot_specs():
-    """The forward in each GPU config that fits D = 64, 128, 256 (bf16, dense, no softcap)."""
+    """The forward in each GPU config at each head dim it serves (bf16, dense, no softcap)."""
     specs = []
-    for D in (64, 128, 256):
-        for bm, bn, warps, stages in GPU_CONFIGS:
-            if fits(bm, bn, block_d(D), warps, stages):
-                specs.append(aot_spec(D, bm, bn, warps, stages))
+    for bm, bn, warps, stages, dims in GPU_CONFIGS:
+        specs += [aot_spec(D, bm, bn, warps, stages) for D in dims]
     return specs
 
 
@@ -197,4 +179,5 @@ def aot_spec(D, bm, bn, warps, stages):
     sig.update({n: "constexpr" for n in const})
     return {"name": f"attention_fwd_d{D}_m{bm}_n{bn}_w{warps}_s{stages}",
             "fn": attention_fwd_kernel, "signature": sig, "constexprs": const,
+            "hints": stride_hints(attention_fwd_kernel.arg_names),
             "num_warps": warps, "num_stages": stages}
