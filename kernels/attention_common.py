@@ -84,7 +84,8 @@ def block_ranges(own_min, own_max, lower, upper, other_begin, other_end, BLOCK: 
     if upper >= 0:
         hi = tl.minimum(own_max + upper + 1, hi)
         full_end = own_min + upper + 1
-    hi = tl.maximum(hi, lo)
+    hi = tl.maximum(hi, other_begin)     # nothing visible: an empty range inside our slice
+    lo = tl.minimum(lo, hi)
     full_start = tl.maximum(full_start, lo)
     full_end = tl.maximum(tl.minimum(full_end, hi), 0)
     start = lo // BLOCK * BLOCK
