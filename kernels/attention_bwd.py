@@ -18,7 +18,8 @@ DQ_CONFIGS = [(128, 32, 8, 3, (64,)), (64, 32, 4, 3, (64, 128)), (64, 32, 8, 2, 
               (32, 32, 4, 2, (256,)), (64, 16, 8, 2, (256,))]
 INTERPRETER_CONFIG = (16, 16, 4, 1, (64, 128, 256))
 PREPROCESS_ROWS = 64
-MIN_BLOCK_M = 16                   # smallest BLOCK_M of any config: sizes the dsinks partials
+# One dsinks partial per (batch, head, Q tile): sized for the shortest tile any config may pick.
+MIN_BLOCK_M = min(c[0] for c in DQ_CONFIGS + [INTERPRETER_CONFIG])
 
 
 @triton.jit
@@ -250,15 +251,21 @@ def launch(dout, dlse, q, k, v, out, lse, sinks, dq, dk, dv, cu_q, cu_k, sizes, 
     attention_bwd_preprocess_kernel[(triton.cdiv(max_seq_q, PREPROCESS_ROWS), batch * heads)](
         out, dout, dlse, delta, cu_q, seq_q, heads, *q_strides, *lse_strides,
         HEAD_DIM=D, BLOCK_D=block_d(D), BLOCK_M=PREPROCESS_ROWS, IS_VARLEN=varlen)
-    grid = lambda META: (triton.cdiv(max_seq_k, META["BLOCK_N"]), batch * kv_heads)  # noqa: E731
-    attention_bwd_dkdv_tuned[grid](
+
+    def kv_grid(cfg):
+        return triton.cdiv(max_seq_k, cfg["BLOCK_N"]), batch * kv_heads
+
+    attention_bwd_dkdv_tuned[kv_grid](
         q, k, v, dout, lse, delta, dk, dv, cu_q, cu_k, seq_q, seq_k, kv_heads, group,
         *q_strides, *kv_strides, *lse_strides, sm_scale, score_scale, cap_scale, left, right,
         **meta)
     n_m = triton.cdiv(max_seq_q, MIN_BLOCK_M)
     dsink_part = torch.zeros(batch, heads, n_m, device=q.device, dtype=torch.float32)
-    grid = lambda META: (triton.cdiv(max_seq_q, META["BLOCK_M"]), batch * heads)  # noqa: E731
-    attention_bwd_dq_tuned[grid](
+
+    def q_grid(cfg):
+        return triton.cdiv(max_seq_q, cfg["BLOCK_M"]), batch * heads
+
+    attention_bwd_dq_tuned[q_grid](
         q, k, v, dout, lse, delta, sinks if sinks is not None else lse, dq, dsink_part, cu_q,
         cu_k, seq_q, seq_k, heads, group, n_m, *q_strides, *kv_strides, *lse_strides, sm_scale,
         score_scale, cap_scale, left, right, HAS_SINKS=sinks is not None, **meta)

@@ -7,8 +7,7 @@ import os
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
+LOG2E = 1.4426950408889634     # kernels spell it out: a plain global is not a constexpr
 
 
 def interpreting():
@@ -22,7 +21,7 @@ def block_d(head_dim):
 
 
 def score_scales(scale, softcap):
-    """(score_scale, cap_scale) for `_scores`: log2-domain scores without softcap are
+    """(score_scale, cap_scale) for `scores`: log2-domain scores without softcap are
     qk * score_scale; with softcap c they are cap_scale * tanh(qk * scale / c), and tanh is
     computed from exp2(qk * score_scale) with score_scale = 2 log2(e) scale / c."""
     if softcap > 0:
@@ -31,7 +30,8 @@ def score_scales(scale, softcap):
 
 
 def head_dim_bucket(block_dim):
-    """Tile configs are proven (kernels/aot.py) per padded head dim: 64 (and below), 128, 256."""
+    """Tile configs are proven (kernels/aot.py) per padded head dim: 64 (serving D <= 64), 128,
+    256."""
     return max(64, block_dim)
 
 

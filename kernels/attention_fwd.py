@@ -37,7 +37,7 @@ def _fwd_blocks(acc, m_i, l_i, q, k_base, v_base, stride_ks, pos, start, end, se
         if MASKED:
             kv_ok = cols < seq_k
         else:
-            kv_ok = cols >= 0
+            kv_ok = cols >= 0                    # every key of an unmasked block exists
         kt = tl.load(k_base + cols[None, :] * stride_ks + offs_d[:, None],
                      mask=kv_ok[None, :] & d_ok[:, None], other=0.0)           # (D, N)
         s = scores(tl.dot(q, kt), score_scale, cap_scale, HAS_SOFTCAP)        # (M, N)
@@ -135,9 +135,9 @@ attention_fwd_tuned = triton.autotune(
 
 def launch(q, k, v, sinks, out, lse, cu_q, cu_k, sizes, q_strides, kv_strides, lse_strides,
            score_scale, cap_scale, left, right, softcap, split=None):
-    """Launches the forward. sizes = (batch, heads, group, seq_q, seq_k, max_seq_q); for
-    split = (n_splits, keys per split, block_m, block_n, partial out/lse split strides) `out` and
-    `lse` are the fp32 partial buffers of a split-KV decode."""
+    """Launches the forward. sizes = (batch, heads, group, seq_q, seq_k, max_seq_q). With
+    split = (n_splits, keys per split, block_m, block_n, warps, out split stride, lse split
+    stride), `out` and `lse` are the fp32 partial buffers of a split-KV decode."""
     batch, heads, group, seq_q, seq_k, max_seq_q = sizes
     D = q.shape[-1]
     args = (q, k, v, sinks if sinks is not None else q, out, lse,
@@ -146,8 +146,8 @@ def launch(q, k, v, sinks, out, lse, cu_q, cu_k, sizes, q_strides, kv_strides, l
     meta = dict(HEAD_DIM=D, BLOCK_D=block_d(D), HAS_SINKS=sinks is not None,
                 HAS_SOFTCAP=softcap > 0, IS_VARLEN=cu_q is not None)
     if split is None:
-        def grid(meta):
-            return triton.cdiv(max_seq_q, meta["BLOCK_M"]), batch * heads, 1
+        def grid(cfg):
+            return triton.cdiv(max_seq_q, cfg["BLOCK_M"]), batch * heads, 1
         attention_fwd_tuned[grid](*args, 0, 0, 0, score_scale, cap_scale, left, right,
                                   SPLIT=False, **meta)
         return

@@ -123,10 +123,12 @@ CASES = [
     (1, 2, 1, 40, 21, 16, dict(causal=True, sinks=True)),
     (1, 2, 2, 24, 24, 16, dict(window=(-1, 0), softcap=5.0)),
     (1, 2, 2, 24, 30, 16, dict(window=(10, -1))),
+    (1, 2, 1, 21, 21, 16, dict(window=1, scale=0.3)),
+    (1, 4, 1, 100, 100, 80, {}),
+    (1, 2, 1, 9, 40, 256, dict(causal=True, softcap=1.5)),
     (1, 8, 1, 1, 300, 64, dict(causal=True, sinks=True)),
     (2, 4, 1, 3, 200, 16, dict(causal=True, window=50)),
 ]
-FP16_CASES = [CASES[1], CASES[2], CASES[11]]
 
 
 def _ids(case):
@@ -147,38 +149,39 @@ def _dense(case, dtype):
     return fn, [q, k, v, sinks]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("case", CASES, ids=_ids)
-def test_attention_fp32(case):
+def test_attention(case, dtype):
     torch.manual_seed(0)
-    fn, inputs = _dense(case, torch.float32)
-    _compare(fn, inputs, torch.float32)
-
-
-@pytest.mark.parametrize("case", FP16_CASES, ids=_ids)
-def test_attention_fp16(case):
-    torch.manual_seed(1)
-    fn, inputs = _dense(case, torch.float16)
-    _compare(fn, inputs, torch.float16)
+    fn, inputs = _dense(case, dtype)
+    _compare(fn, inputs, dtype)
 
 
 def test_decode_cases_take_the_split_kv_path():
     from gptcore.kernels import attention_decode
     for B, Hq, _, Sq, Sk, _, _ in CASES[-2:]:
         assert attention_decode.n_splits(B, Hq, Sq, Sk) > 1
+    lens_q, lens_k = zip(*VARLEN_DECODE)
+    assert attention_decode.n_splits(len(lens_q), 4, max(lens_q), max(lens_k)) > 1
 
 
-# Packed sequences (q length, k length): a zero-length sequence, one query row, Sq < Sk.
+# Packed sequences (q length, k length): a zero-length sequence, one query row, Sq < Sk; and
+# decode-like lengths, long enough in keys for the split-KV path.
 VARLEN = [(5, 9), (0, 0), (16, 21), (1, 17), (7, 7)]
+VARLEN_DECODE = [(1, 150), (0, 0), (2, 250)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-@pytest.mark.parametrize("opts", [dict(causal=True, sinks=True), dict(window=(4, 2), softcap=3.0)],
-                         ids=["causal-sinks", "window-softcap"])
-def test_attention_varlen(opts, dtype):
+@pytest.mark.parametrize("lengths, opts", [
+    (VARLEN, dict(causal=True, sinks=True)),
+    (VARLEN, dict(window=(4, 2), softcap=3.0)),
+    (VARLEN_DECODE, dict(causal=True, sinks=True, window=100)),
+], ids=["causal-sinks", "window-softcap", "decode"])
+def test_attention_varlen(lengths, opts, dtype):
     torch.manual_seed(2)
     opts = dict(opts)
     Hq, Hkv, D = 4, 2, 24
-    lens_q, lens_k = zip(*VARLEN)
+    lens_q, lens_k = zip(*lengths)
     cu_q = torch.tensor([0, *torch.tensor(lens_q).cumsum(0).tolist()], dtype=torch.int32)
     cu_k = torch.tensor([0, *torch.tensor(lens_k).cumsum(0).tolist()], dtype=torch.int32)
     q = torch.randn(int(cu_q[-1]), Hq, D).to(dtype)
