@@ -38,7 +38,7 @@ def forward(q, k, v, sinks, scale, left, right, softcap, cu_q=None, cu_k=None, m
     score_scale, cap_scale = score_scales(scale, softcap)
     sizes = (batch, heads, heads // kv_heads, seq_q, seq_k, max_seq_q)
     common = (q, k, v, sinks)
-    splits = attention_decode.n_splits(batch, heads, max_seq_q, max_seq_k)
+    splits = attention_decode.n_splits(batch, heads, heads // kv_heads, max_seq_q, max_seq_k)
     if splits == 1:
         attention_fwd.launch(*common, out, lse, cu_q, cu_k, sizes, q_strides, kv_strides,
                              lse_strides, score_scale, cap_scale, left, right, softcap)

@@ -23,15 +23,16 @@ def decode_tiles():
     return INTERPRETER_DECODE if interpreting() else GPU_DECODE
 
 
-def n_splits(batch, heads, max_seq_q, max_seq_k):
-    """Key slices per (row tile, head): 1 unless the dense grid leaves the GPU idle and each
-    slice still holds at least 4 key blocks."""
+def n_splits(batch, heads, group, max_seq_q, max_seq_k):
+    """Key slices per (row tile, kv head): 1 unless the dense grid leaves the GPU idle and each
+    slice still holds at least 4 key blocks. Rows are (query, head of the group) pairs."""
     block_m, block_n, _ = decode_tiles()
-    programs = triton.cdiv(max_seq_q, block_m) * batch * heads
-    if programs >= TARGET_PROGRAMS:
+    dense = triton.cdiv(max_seq_q, block_m) * batch * heads
+    if dense >= TARGET_PROGRAMS:
         return 1
+    packed = triton.cdiv(max_seq_q * group, block_m) * batch * (heads // group)
     by_keys = max_seq_k // (4 * block_n)
-    return max(1, min(MAX_SPLITS, by_keys, triton.cdiv(TARGET_PROGRAMS, max(programs, 1))))
+    return max(1, min(MAX_SPLITS, by_keys, triton.cdiv(TARGET_PROGRAMS, max(packed, 1))))
 
 
 @triton.jit
@@ -120,10 +121,10 @@ def aot_specs():
 
 
 def _decode_spec(D):
-    """The forward kernel as the decode launches it (SPLIT=True, fp32 partials)."""
+    """The forward kernel as the decode launches it (split keys, packed GQA rows, fp32 partials)."""
     block_m, block_n, warps = GPU_DECODE
     spec = aot_spec(D, block_m, block_n, warps, 2)
     spec["signature"].update(Out="*fp32")
-    spec["constexprs"].update(SPLIT=True)
+    spec["constexprs"].update(SPLIT=True, PACK_GQA=True)
     spec["name"] = f"attention_decode_d{D}_m{block_m}_n{block_n}_w{warps}_s2"
     return spec

@@ -65,37 +65,65 @@ def attention_fwd_kernel(
     score_scale, cap_scale, left, right,            # log2-domain scales, window (-1 unbounded)
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_SINKS: tl.constexpr, HAS_SOFTCAP: tl.constexpr, IS_VARLEN: tl.constexpr,
-    SPLIT: tl.constexpr,
+    SPLIT: tl.constexpr, PACK_GQA: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
-    b = bh // n_heads
-    h = bh % n_heads
+    if PACK_GQA:
+        # Decode: the rows of a tile are (query, head of the GQA group) pairs, so one program
+        # streams its kv head's K/V once for the whole group (as flash-attn's split-KV decode).
+        b = bh // (n_heads // group)
+        h = bh % (n_heads // group)                                           # the kv head
+    else:
+        b = bh // n_heads
+        h = bh % n_heads
     q_start, len_q = seq_bounds(CuQ, b, seq_q, IS_VARLEN)
     k_start, len_k = seq_bounds(CuK, b, seq_k, IS_VARLEN)
-    if pid_m * BLOCK_M >= len_q:
+    n_rows = len_q
+    if PACK_GQA:
+        n_rows = len_q * group
+    if pid_m * BLOCK_M >= n_rows:
         return
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)                          # (M,)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
-    row_ok = offs_m < len_q
+    row_ok = offs_m < n_rows
+    last = tl.minimum(pid_m * BLOCK_M + BLOCK_M, n_rows) - 1
     b64 = b.to(tl.int64)
-    q_base = Q + b64 * sq_b + h.to(tl.int64) * sq_h + q_start.to(tl.int64) * sq_s
-    kv_off = b64 * sk_b + (h // group).to(tl.int64) * sk_h + k_start.to(tl.int64) * sk_s
-    q = tl.load(q_base + offs_m[:, None] * sq_s + offs_d[None, :],
+    if PACK_GQA:
+        rows = offs_m // group                                                # query row
+        heads = (h * group + offs_m % group).to(tl.int64)                     # query head
+        first_row = pid_m * BLOCK_M // group
+        last_row = last // group
+        kv_head = h
+        q_head = b64 * 0                         # the head varies by row: in q_row / l_row
+        l_head = b64 * 0
+        q_row = heads * sq_h + rows * sq_s                                    # (M,)
+        l_row = heads * sl_h + rows * sl_s
+    else:
+        rows = offs_m
+        first_row = pid_m * BLOCK_M
+        last_row = last
+        kv_head = h // group
+        q_head = h.to(tl.int64) * sq_h
+        l_head = h.to(tl.int64) * sl_h
+        q_row = offs_m * sq_s                    # int32 row offsets: fewer registers than int64
+        l_row = offs_m * sl_s
+    q_base = Q + b64 * sq_b + q_head + q_start.to(tl.int64) * sq_s
+    kv_off = b64 * sk_b + kv_head.to(tl.int64) * sk_h + k_start.to(tl.int64) * sk_s
+    q = tl.load(q_base + q_row[:, None] + offs_d[None, :],
                 mask=row_ok[:, None] & d_ok[None, :], other=0.0)                # (M, D)
 
     shift = len_k - len_q                        # bottom-right alignment: position = row + shift
-    pos = offs_m + shift
-    last = tl.minimum(pid_m * BLOCK_M + BLOCK_M, len_q) - 1
+    pos = rows + shift
     k_begin = len_k * 0
     k_end = len_k
     if SPLIT:
         k_begin = tl.program_id(2) * split_len
         k_end = tl.minimum(k_begin + split_len, len_k)
-    start, full_lo, full_hi, end = block_ranges(pid_m * BLOCK_M + shift, last + shift, left,
-                                                right, k_begin, k_end, BLOCK_N)
+    start, full_lo, full_hi, end = block_ranges(first_row + shift, last_row + shift, left, right,
+                                                k_begin, k_end, BLOCK_N)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -118,14 +146,14 @@ def attention_fwd_kernel(
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)                  # rows that see nothing: m_i = -inf
     lse = (m_i + tl.math.log2(l_safe)) * 0.6931471805599453  # natural log; -inf if nothing seen
     out = acc / l_safe[:, None]                              # and zeros
-    o_base = Out + b64 * sq_b + h.to(tl.int64) * sq_h + q_start.to(tl.int64) * sq_s
-    l_base = Lse + b64 * sl_b + h.to(tl.int64) * sl_h + q_start.to(tl.int64) * sl_s
+    o_base = Out + b64 * sq_b + q_head + q_start.to(tl.int64) * sq_s
+    l_base = Lse + b64 * sl_b + l_head + q_start.to(tl.int64) * sl_s
     if SPLIT:
         o_base += tl.program_id(2).to(tl.int64) * split_o
         l_base += tl.program_id(2).to(tl.int64) * split_lse
-    tl.store(o_base + offs_m[:, None] * sq_s + offs_d[None, :],
-             out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
-    tl.store(l_base + offs_m * sl_s, lse, mask=row_ok)
+    tl.store(o_base + q_row[:, None] + offs_d[None, :], out.to(Out.dtype.element_ty),
+             mask=row_ok[:, None] & d_ok[None, :])
+    tl.store(l_base + l_row, lse, mask=row_ok)
 
 
 attention_fwd_tuned = triton.autotune(
@@ -149,12 +177,12 @@ def launch(q, k, v, sinks, out, lse, cu_q, cu_k, sizes, q_strides, kv_strides, l
         def grid(cfg):
             return triton.cdiv(max_seq_q, cfg["BLOCK_M"]), batch * heads, 1
         attention_fwd_tuned[grid](*args, 0, 0, 0, score_scale, cap_scale, left, right,
-                                  SPLIT=False, **meta)
+                                  SPLIT=False, PACK_GQA=False, **meta)
         return
     n_splits, split_len, block_m, block_n, warps, split_o, split_lse = split
-    grid = (triton.cdiv(max_seq_q, block_m), batch * heads, n_splits)
+    grid = (triton.cdiv(max_seq_q * group, block_m), batch * heads // group, n_splits)
     attention_fwd_kernel[grid](*args, split_o, split_lse, split_len, score_scale, cap_scale, left,
-                               right, SPLIT=True, BLOCK_M=block_m, BLOCK_N=block_n,
+                               right, SPLIT=True, PACK_GQA=True, BLOCK_M=block_m, BLOCK_N=block_n,
                                num_warps=warps, num_stages=2 if not interpreting() else 1, **meta)
 
 
@@ -175,7 +203,7 @@ def aot_spec(D, bm, bn, warps, stages):
                                    "split_o", "split_lse", "split_len", "left", "right")})
     sig.update({"score_scale": "fp32", "cap_scale": "fp32"})
     const = dict(HEAD_DIM=D, BLOCK_D=D, BLOCK_M=bm, BLOCK_N=bn, HAS_SINKS=True,
-                 HAS_SOFTCAP=False, IS_VARLEN=False, SPLIT=False)
+                 HAS_SOFTCAP=False, IS_VARLEN=False, SPLIT=False, PACK_GQA=False)
     sig.update({n: "constexpr" for n in const})
     return {"name": f"attention_fwd_d{D}_m{bm}_n{bn}_w{warps}_s{stages}",
             "fn": attention_fwd_kernel, "signature": sig, "constexprs": const,

@@ -159,10 +159,10 @@ def test_attention(case, dtype):
 
 def test_decode_cases_take_the_split_kv_path():
     from gptcore.kernels import attention_decode
-    for B, Hq, _, Sq, Sk, _, _ in CASES[-2:]:
-        assert attention_decode.n_splits(B, Hq, Sq, Sk) > 1
+    for B, Hq, Hkv, Sq, Sk, _, _ in CASES[-2:]:
+        assert attention_decode.n_splits(B, Hq, Hq // Hkv, Sq, Sk) > 1
     lens_q, lens_k = zip(*VARLEN_DECODE)
-    assert attention_decode.n_splits(len(lens_q), 4, max(lens_q), max(lens_k)) > 1
+    assert attention_decode.n_splits(len(lens_q), 4, 2, max(lens_q), max(lens_k)) > 1
 
 
 # Packed sequences (q length, k length): a zero-length sequence, one query row, Sq < Sk; and
