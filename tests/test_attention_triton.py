@@ -57,6 +57,7 @@ def interpreter():
     os.environ["TRITON_INTERPRET"] = "1"
     swapped = _interpret_triton_helpers()
     _reload_kernels()
+    assert gptcore.available_backends()["triton"], "the triton backend failed to load"
     yield
     for module, name, original in swapped:
         setattr(module, name, original)
@@ -221,8 +222,31 @@ def test_ops_are_registered_for_cpu_and_cuda():
             assert _registry.has_op("triton_" + name, key), (name, key)
 
 
-def test_opcheck_fake_and_schema():
-    q, k, v = torch.randn(1, 2, 5, 16), torch.randn(1, 1, 7, 16), torch.randn(1, 1, 7, 16)
+def test_non_contiguous_inputs():
+    """q, k, v as transposed views of (B, S, H, D) tensors, the layout most models hold."""
+    torch.manual_seed(4)
+    q = torch.randn(2, 13, 4, 16).transpose(1, 2)
+    k = torch.randn(2, 17, 2, 16).transpose(1, 2)
+    v = torch.randn(2, 17, 2, 16).transpose(1, 2)
+
+    def fn(q, k, v, sinks):
+        return gptcore.attention(q, k, v, causal=True, return_lse=True)
+    _compare(fn, [q, k, v, None], torch.float32)
+
+
+def test_opcheck():
+    """Schema, fake tensors, autograd registration and AOT dispatch of the registered op."""
+    torch.manual_seed(5)
+    q, k, v = (torch.randn(1, 2, 5, 16, requires_grad=True),
+               torch.randn(1, 1, 7, 16, requires_grad=True),
+               torch.randn(1, 1, 7, 16, requires_grad=True))
+    sinks = torch.randn(2, requires_grad=True)
     torch.library.opcheck(torch.ops.gptcore.triton_attention_fwd,
-                          (q, k, v, None, True, 0.25, -1, 0, 0.0),
-                          test_utils=("test_schema", "test_faketensor"))
+                          (q, k, v, sinks, True, 0.25, -1, 0, 0.0))
+    cu_q = torch.tensor([0, 2, 5], dtype=torch.int32)
+    cu_k = torch.tensor([0, 3, 7], dtype=torch.int32)
+    qv, kv, vv = (torch.randn(5, 2, 16, requires_grad=True),
+                  torch.randn(7, 1, 16, requires_grad=True),
+                  torch.randn(7, 1, 16, requires_grad=True))
+    torch.library.opcheck(torch.ops.gptcore.triton_attention_varlen_fwd,
+                          (qv, kv, vv, cu_q, cu_k, 3, 4, sinks, True, 0.25, 2, 0, 3.0))
