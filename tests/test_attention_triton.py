@@ -25,10 +25,10 @@ KERNEL_MODULES = ("gptcore.kernels.attention_common", "gptcore.kernels.attention
                   "gptcore.kernels.attention")
 
 # Max error relative to max(1, max |reference|). fp32: the kernel sums in another order than
-# the reference (measured <= 2e-6 here); 1e-4 still catches any mask or scale error, which
-# shows as O(0.1). fp16: P and dS are rounded to fp16 (2^-11 relative) before their matmuls
-# and summed over up to 300 keys: 1e-2.
-TOL = {torch.float32: 1e-4, torch.float16: 1e-2}
+# the reference; measured max 2.3e-6 over this file (dq), so 2e-5 leaves 9x headroom and still
+# catches a mask or scale error, which shows as O(0.1). fp16: inputs, P and dS rounded to fp16
+# (2^-11 relative) before their matmuls; measured max 6.6e-4 (dsinks), so 3e-3.
+TOL = {torch.float32: 2e-5, torch.float16: 3e-3}
 
 
 def _reload_kernels():
