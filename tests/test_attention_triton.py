@@ -250,3 +250,22 @@ def test_opcheck():
                   torch.randn(7, 1, 16, requires_grad=True))
     torch.library.opcheck(torch.ops.gptcore.triton_attention_varlen_fwd,
                           (qv, kv, vv, cu_q, cu_k, 3, 4, sinks, True, 0.25, 2, 0, 3.0))
+
+
+@pytest.mark.parametrize("head_dim", [1, 64, 80, 128, 256])
+def test_autotune_pruning_keeps_the_tiles_proven_for_the_head_dim(head_dim):
+    """The GPU autotuner (not run by the interpreter, which gets one config) only ever tries
+    the tiles the AOT check compiled for the padded head dim."""
+    from gptcore.kernels import attention_bwd, attention_fwd
+    from gptcore.kernels.attention_common import block_d, head_dim_bucket, pruner
+    bd = block_d(head_dim)
+    for table, prune in ((attention_fwd.GPU_CONFIGS, attention_fwd.prune),
+                         (attention_bwd.DKDV_CONFIGS, pruner(attention_bwd.DKDV_CONFIGS)),
+                         (attention_bwd.DQ_CONFIGS, pruner(attention_bwd.DQ_CONFIGS))):
+        cfgs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+                for m, n, w, s, _ in table]
+        kept = prune(cfgs, {"max_seq_q": 4096}, BLOCK_D=bd)
+        proven = {c[:4] for c in table if head_dim_bucket(bd) in c[4]}
+        got = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
+               for c in kept}
+        assert got and got == proven, (table, got, proven)
