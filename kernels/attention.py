@@ -18,6 +18,15 @@ def _layout(q, k, lse):
             (0, lse.stride(1), lse.stride(0)))
 
 
+def _check_offsets(q_strides, kv_strides, max_seq_q, max_seq_k):
+    """Kernels index rows inside one sequence with int32 (row * row stride): refuse what would
+    overflow instead of reading the wrong rows."""
+    for name, rows, stride in (("q", max_seq_q, q_strides[2]), ("k/v", max_seq_k, kv_strides[2])):
+        if rows * stride >= 2**31:
+            raise ValueError(f"{name}: the Triton attention kernels need sequence length x row "
+                             f"stride < 2**31, got {rows} x {stride}")
+
+
 def _sizes(q, k, cu_q, max_q, max_k):
     """(batch, heads, kv_heads, seq_q, seq_k, max_seq_q, max_seq_k)."""
     if q.dim() == 4:
@@ -35,6 +44,7 @@ def forward(q, k, v, sinks, scale, left, right, softcap, cu_q=None, cu_k=None, m
     if out.numel() == 0 or batch * heads == 0 or max_seq_q == 0:
         return out, lse.fill_(float("-inf"))
     q_strides, kv_strides, lse_strides = _layout(q, k, lse)
+    _check_offsets(q_strides, kv_strides, max_seq_q, max_seq_k)
     score_scale, cap_scale = score_scales(scale, softcap)
     sizes = (batch, heads, heads // kv_heads, seq_q, seq_k, max_seq_q)
     common = (q, k, v, sinks)
@@ -64,6 +74,7 @@ def backward(dout, dlse, q, k, v, out, lse, sinks, scale, left, right, softcap, 
         dsinks = None if sinks is None else torch.zeros_like(sinks)
         return dq.zero_(), dk.zero_(), dv.zero_(), dsinks
     q_strides, kv_strides, lse_strides = _layout(q, k, lse)
+    _check_offsets(q_strides, kv_strides, sizes[5], sizes[6])
     score_scale, cap_scale = score_scales(scale, softcap)
     dsinks = attention_bwd.launch(dout, dlse, q, k, v, out, lse, sinks, dq, dk, dv, cu_q, cu_k,
                                   sizes, q_strides, kv_strides, lse_strides, scale, score_scale,

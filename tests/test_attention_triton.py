@@ -269,3 +269,11 @@ def test_autotune_pruning_keeps_the_tiles_proven_for_the_head_dim(head_dim):
         got = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
                for c in kept}
         assert got and got == proven, (table, got, proven)
+
+
+def test_row_offsets_that_would_overflow_int32_are_refused():
+    from gptcore.kernels import attention as launchers
+    q = torch.empty(4, 1, 16)
+    cu = torch.tensor([0, 4], dtype=torch.int32)
+    with pytest.raises(ValueError, match="2\\*\\*31"):
+        launchers.forward(q, q, q, None, 0.25, -1, -1, 0.0, cu, cu, 2**27, 4)
