@@ -1,15 +1,9 @@
 """Triton attention kernels on CPU under the Triton interpreter vs gptcore.ref: outputs, lse and
 every gradient (q, k, v, sinks, and through lse) over odd shapes, masks, GQA, varlen, decode.
 
-@triton.jit picks interpreter or compiler when a module is imported, triton's own @jit helpers
-(tl.zeros, the reduction combiners) included. `import gptcore` imports triton (through
-torch._dynamo), usually before this module, so the fixture swaps triton.language's @jit helpers
-for interpreter ones and (re)imports the kernel modules under TRITON_INTERPRET=1, and undoes
-both afterwards. The variable is set only while this module's tests run (backend.py reads it per
-call), so other test files see it unset.
+tests/conftest.py sets TRITON_INTERPRET=1 before triton is imported.
 The interpreter computes bf16 tl.dot wrongly (triton issue 11584): fp32 and fp16 only.
 """
-import importlib
 import os
 
 import pytest
@@ -20,10 +14,6 @@ from gptcore import ref
 
 triton = pytest.importorskip("triton", reason="triton is not installed")
 
-KERNEL_MODULES = ("gptcore.kernels.attention_common", "gptcore.kernels.attention_fwd",
-                  "gptcore.kernels.attention_decode", "gptcore.kernels.attention_bwd",
-                  "gptcore.kernels.attention")
-
 # Max error relative to max(1, max |reference|). fp32: the kernel sums in another order than
 # the reference; measured max 2.3e-6 over this file (dq), so 2e-5 leaves 9x headroom and still
 # catches a mask or scale error, which shows as O(0.1). fp16: inputs, P and dS rounded to fp16
@@ -31,41 +21,11 @@ KERNEL_MODULES = ("gptcore.kernels.attention_common", "gptcore.kernels.attention
 TOL = {torch.float32: 2e-5, torch.float16: 3e-3}
 
 
-def _reload_kernels():
-    for name in KERNEL_MODULES:
-        importlib.reload(importlib.import_module(name))
-
-
-def _interpret_triton_helpers():
-    """Replaces compiled @jit helpers of triton.language with interpreter ones; returns the
-    (module, name, original) triples to put back."""
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
-    from triton.runtime.jit import JITFunction
-    swapped = []
-    for module in (tl, tl.standard, tl.math):
-        for name, obj in list(vars(module).items()):
-            if isinstance(obj, JITFunction) and not isinstance(obj, InterpretedFunction):
-                swapped.append((module, name, obj))
-                setattr(module, name, InterpretedFunction(obj.fn))
-    return swapped
-
-
 @pytest.fixture(scope="module", autouse=True)
 def interpreter():
-    old = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    swapped = _interpret_triton_helpers()
-    _reload_kernels()
+    """tests/conftest.py sets TRITON_INTERPRET=1 before triton is imported."""
+    assert os.environ.get("TRITON_INTERPRET") == "1", "run under tests/conftest.py"
     assert gptcore.available_backends()["triton"], "the triton backend failed to load"
-    yield
-    for module, name, original in swapped:
-        setattr(module, name, original)
-    if old is None:
-        del os.environ["TRITON_INTERPRET"]
-    else:
-        os.environ["TRITON_INTERPRET"] = old
-    _reload_kernels()
 
 
 def _close(name, got, want, dtype):

@@ -1,14 +1,11 @@
 """Triton MoE kernels (routing, dispatch index, grouped GEMMs, backward, MXFP4) against
-gptcore.ref on CPU, under the Triton interpreter: outputs and every gradient."""
-import os
+gptcore.ref on CPU, under the Triton interpreter (tests/conftest.py sets TRITON_INTERPRET=1):
+outputs and every gradient."""
+import pytest
+import torch
 
-os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported (gptcore imports it lazily)
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-import gptcore  # noqa: E402
-from gptcore import ref  # noqa: E402
+import gptcore
+from gptcore import ref
 
 pytest.importorskip("triton", reason="the Triton backend needs triton installed")
 from gptcore.kernels import moe_route  # noqa: E402
