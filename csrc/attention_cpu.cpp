@@ -22,9 +22,8 @@ Problem make_problem(const at::Tensor& q, const at::Tensor& k, const at::Tensor*
                      double scale, int64_t left, int64_t right, double softcap) {
   Problem pb;
   pb.dense = cu_q == nullptr;
-  const int64_t hd = pb.dense ? 1 : 0;  // dim of heads: (B, H, S, D) or (T, H, D)
-  pb.Hq = q.size(hd);
-  pb.Hkv = k.size(hd);
+  pb.Hq = q.size(1);  // heads sit at dim 1 of both (B, H, S, D) and (T, H, D)
+  pb.Hkv = k.size(1);
   pb.D = q.size(-1);
   TORCH_CHECK_VALUE(pb.Hkv > 0 && pb.Hq % pb.Hkv == 0, "gptcore.attention: k has ", pb.Hkv,
                     " heads, which must divide q's ", pb.Hq);
