@@ -2,7 +2,9 @@
 // BLIS's Haswell sgemm kernel) and vectorised exp (Cephes-style range reduction + degree-6 poly).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "attention_kernels.h"
 
@@ -124,19 +126,28 @@ struct NnTile {
   }
 };
 
-// Panels outermost: one packed B panel (K x 16 floats, 4 KB at K=64) stays in L1 while every
-// 6-row block of A streams past it.
-void gemm_nt(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* bp,
-             float* c, int64_t ldc) {
+// B (N x K) is packed 16 rows at a time into a (K x 16) panel, which stays in L1 while every
+// 6-row block of A streams past it; columns past N are computed on zero rows and dropped.
+void gemm_abt(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
+              int64_t ldb, float* c, int64_t ldc) {
+  thread_local std::vector<float> panel, out;
+  panel.resize(K * kPanel);
+  out.resize(M * kPanel);
   for (int64_t n = 0; n < N; n += kPanel) {
-    const float* panel = bp + n * K;
+    const int64_t cols = std::min(kPanel, N - n);
+    for (int64_t j = 0; j < kPanel; ++j)
+      for (int64_t k = 0; k < K; ++k) panel[k * kPanel + j] = j < cols ? b[(n + j) * ldb + k] : 0.0f;
     int64_t m = 0;
-    for (; m + kRows <= M; m += kRows) nt_tile<kRows>(K, a + m * lda, lda, panel, c + m * ldc + n, ldc);
-    tail_rows<NtTile>(M - m, K, a + m * lda, lda, panel, c + m * ldc + n, ldc);
+    for (; m + kRows <= M; m += kRows)
+      nt_tile<kRows>(K, a + m * lda, lda, panel.data(), out.data() + m * kPanel, kPanel);
+    tail_rows<NtTile>(M - m, K, a + m * lda, lda, panel.data(), out.data() + m * kPanel, kPanel);
+    for (int64_t r = 0; r < M; ++r)
+      std::copy(out.data() + r * kPanel, out.data() + r * kPanel + cols, c + r * ldc + n);
   }
 }
 
-void gemm_nn_acc(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
+// N must be a multiple of 16 (callers pass the padded head dim Dp).
+void gemm_ab_acc(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
                  int64_t ldb, float* c, int64_t ldc) {
   for (int64_t n = 0; n < N; n += kPanel) {
     int64_t m = 0;
@@ -144,6 +155,15 @@ void gemm_nn_acc(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, c
       nn_tile<kRows>(K, a + m * lda, lda, b + n, ldb, c + m * ldc + n, ldc);
     tail_rows<NnTile>(M - m, K, a + m * lda, lda, b + n, ldb, c + m * ldc + n, ldc);
   }
+}
+
+void gemm_atb_acc(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
+                  int64_t ldb, float* c, int64_t ldc) {
+  thread_local std::vector<float> at;
+  at.resize(M * K);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t m = 0; m < M; ++m) at[m * K + k] = a[k * lda + m];
+  gemm_ab_acc(M, N, K, at.data(), K, b, ldb, c, ldc);
 }
 
 float row_max(const float* x, int64_t n) {
@@ -186,6 +206,6 @@ void ds_row(const float* p, float* dp, int64_t n, float delta) {
 
 }  // namespace
 
-const AttentionKernels kAttentionAvx2 = {gemm_nt, gemm_nn_acc, row_max, exp_row, ds_row};
+const AttentionKernels kAttentionAvx2 = {gemm_abt, gemm_ab_acc, gemm_atb_acc, row_max, exp_row, ds_row};
 
 }  // namespace gptcore

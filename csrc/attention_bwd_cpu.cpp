@@ -13,7 +13,7 @@ namespace gptcore::attn {
 namespace {
 
 // Keys per backward tile and rows (G x query positions) per Q tile: six 64 x 64 fp32 tiles
-// (S, dP, P^T, dS^T, dQ rows, softcap slopes) take 96 KB, well inside the 512 KB L2.
+// (S, dP, softcap slopes, K, V, dK, dV at D=64) take 112 KB, well inside the 512 KB L2.
 constexpr int64_t kBwdKeys = 64;
 constexpr int64_t kBwdRows = 64;
 
@@ -31,23 +31,21 @@ struct Grads {
 template <typename T>
 void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, const T* k,
                const T* v, const Grads& gr, T* dk, T* dv) {
-  const AttentionKernels& ker = kernels();
   const int64_t D = pb.D, Dp = pb.Dp, G = pb.G;
   const int64_t bq = std::max<int64_t>(1, kBwdRows / G), Mmax = G * bq;
+  const AttentionKernels& ker = kernels(Mmax);
   const int64_t BKp = round_up(kBwdKeys, kPanel);
   const Layout ql = pb.q_layout(D), kvl = pb.kv_layout(D), ll = pb.q_layout(1),
                pl = pb.q_layout(Dp);
   const int64_t Lq = pb.len_q[ch.n], shift = pb.len_k[ch.n] - Lq;
-  std::vector<float> kp(BKp * D), vp(BKp * D), krow(kBwdKeys * Dp), dk_acc(kBwdKeys * Dp),
+  std::vector<float> krow(kBwdKeys * Dp), vrow(kBwdKeys * Dp), dk_acc(kBwdKeys * Dp),
       dv_acc(kBwdKeys * Dp), qs(Mmax * Dp), dos(Mmax * Dp), s(Mmax * BKp), dp(Mmax * BKp),
-      slope(pb.softcap > 0 ? Mmax * BKp : 0), pt(kBwdKeys * Mmax), dst(kBwdKeys * Mmax),
-      lse_r(Mmax), delta_r(Mmax);
+      slope(pb.softcap > 0 ? Mmax * BKp : 0), lse_r(Mmax), delta_r(Mmax);
   float* dq_part = gr.dq_part + ch.c * gr.part_stride;
   for (int64_t j0 = ch.j0; j0 < ch.j1; j0 += kBwdKeys) {
-    const int64_t nk = std::min(kBwdKeys, ch.j1 - j0), nkp = round_up(nk, kPanel);
-    pack_panels(k + kvl.at(ch.n, ch.h, j0), kvl.row, nk, D, kp.data());
-    pack_panels(v + kvl.at(ch.n, ch.h, j0), kvl.row, nk, D, vp.data());
+    const int64_t nk = std::min(kBwdKeys, ch.j1 - j0);
     pack_rows(k + kvl.at(ch.n, ch.h, j0), kvl.row, nk, D, Dp, 1.0f, krow.data());
+    pack_rows(v + kvl.at(ch.n, ch.h, j0), kvl.row, nk, D, Dp, 1.0f, vrow.data());
     std::fill(dk_acc.begin(), dk_acc.end(), 0.0f);
     std::fill(dv_acc.begin(), dv_acc.end(), 0.0f);
     const auto [p_lo, p_hi] = pb.band.positions(j0, j0 + nk, shift, shift + Lq);
@@ -62,7 +60,7 @@ void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, co
           delta_r[g * rows + i] = gr.delta[ll.at(ch.n, h, i0 + i)];
         }
       }
-      ker.gemm_nt(M, nkp, D, qs.data(), Dp, kp.data(), s.data(), BKp);   // S = Qs K^T
+      ker.gemm_abt(M, nk, D, qs.data(), Dp, krow.data(), Dp, s.data(), BKp);  // S = Qs K^T
       if (pb.softcap > 0) {
         apply_softcap(s.data(), BKp, M, nk, pb.softcap);
         for (int64_t r = 0; r < M; ++r)  // d(c tanh(x / c))/dx = 1 - (s / c)^2
@@ -72,7 +70,7 @@ void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, co
           }
       }
       const bool masked = !pb.band.all_visible(i0 + shift, i1 + shift, j0, j0 + nk);
-      ker.gemm_nt(M, nkp, D, dos.data(), Dp, vp.data(), dp.data(), BKp);  // dP = dO V^T
+      ker.gemm_abt(M, nk, D, dos.data(), Dp, vrow.data(), Dp, dp.data(), BKp);  // dP = dO V^T
       for (int64_t r = 0; r < M; ++r) {
         float* prow = s.data() + r * BKp;
         float* dsrow = dp.data() + r * BKp;
@@ -87,15 +85,10 @@ void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, co
         if (pb.softcap > 0)
           for (int64_t j = 0; j < nk; ++j) dsrow[j] *= slope[r * BKp + j];
       }
-      for (int64_t r = 0; r < M; ++r)
-        for (int64_t j = 0; j < nk; ++j) {
-          pt[j * M + r] = s[r * BKp + j];
-          dst[j * M + r] = dp[r * BKp + j];
-        }
-      ker.gemm_nn_acc(nk, Dp, M, pt.data(), M, dos.data(), Dp, dv_acc.data(), Dp);  // dV += P^T dO
-      ker.gemm_nn_acc(nk, Dp, M, dst.data(), M, qs.data(), Dp, dk_acc.data(), Dp);  // dK += dS^T Qs
-      for (int64_t g = 0; g < G; ++g)                                               // dQ += dS K
-        ker.gemm_nn_acc(rows, Dp, nk, dp.data() + g * rows * BKp, BKp, krow.data(), Dp,
+      ker.gemm_atb_acc(nk, Dp, M, s.data(), BKp, dos.data(), Dp, dv_acc.data(), Dp);  // dV += P^T dO
+      ker.gemm_atb_acc(nk, Dp, M, dp.data(), BKp, qs.data(), Dp, dk_acc.data(), Dp);  // dK += dS^T Qs
+      for (int64_t g = 0; g < G; ++g)                                                 // dQ += dS K
+        ker.gemm_ab_acc(rows, Dp, nk, dp.data() + g * rows * BKp, BKp, krow.data(), Dp,
                         dq_part + pl.at(ch.n, ch.h * G + g, i0), pl.row);
     }
     for (int64_t j = 0; j < nk; ++j) {

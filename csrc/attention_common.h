@@ -15,9 +15,9 @@
 
 namespace gptcore::attn {
 
-inline const AttentionKernels& kernels() {
-  return use_avx2() ? kAttentionAvx2 : kAttentionPortable;
-}
+// The tile kernels for tiles of `rows` query rows: portable loops without AVX2; else BLAS for
+// the GEMMs of large tiles and our AVX2 micro-kernels for small ones (csrc/attention_blas.cpp).
+const AttentionKernels& kernels(int64_t rows);
 
 // Element offset of row i of head h in sequence n: base[n] + h * head + i * row.
 struct Layout {
@@ -113,22 +113,39 @@ void pack_rows(const T* src, int64_t stride, int64_t rows, int64_t D, int64_t Dp
   }
 }
 
-// Packs `rows` rows of D values as the B operand of gemm_nt: panels of 16 rows stored
-// column-major (panel, d, 16); rows past `rows` up to the next multiple of 16 are zero.
-template <typename T>
-void pack_panels(const T* src, int64_t stride, int64_t rows, int64_t D, float* dst) {
-  const int64_t padded = round_up(rows, kPanel);
-  for (int64_t p = 0; p < padded; p += kPanel) {
-    float* panel = dst + p * D;
-    for (int64_t j = 0; j < kPanel; ++j) {
-      if (p + j < rows) {
-        const T* s = src + (p + j) * stride;
-        for (int64_t c = 0; c < D; ++c) panel[c * kPanel + j] = static_cast<float>(s[c]);
-      } else {
-        for (int64_t c = 0; c < D; ++c) panel[c * kPanel + j] = 0.0f;
-      }
-    }
+// K and V as fp32 rows of Dp values for every (sequence, kv head): converted once per call
+// instead of once per query block.
+struct PackedKV {
+  std::vector<float> k, v;
+  std::vector<int64_t> base;  // per sequence: first row of head 0
+  int64_t Dp;
+  const float* k_at(int64_t n, int64_t h, int64_t j, int64_t len) const {
+    return k.data() + (base[n] + h * len + j) * Dp;
   }
+  const float* v_at(int64_t n, int64_t h, int64_t j, int64_t len) const {
+    return v.data() + (base[n] + h * len + j) * Dp;
+  }
+};
+
+template <typename T>
+PackedKV pack_kv(const Problem& pb, const T* k, const T* v) {
+  PackedKV p{{}, {}, std::vector<int64_t>(pb.nseq), pb.Dp};
+  int64_t rows = 0;
+  for (int64_t n = 0; n < pb.nseq; ++n) {
+    p.base[n] = rows;
+    rows += pb.Hkv * pb.len_k[n];
+  }
+  p.k.resize(rows * pb.Dp);
+  p.v.resize(rows * pb.Dp);
+  const Layout kvl = pb.kv_layout(pb.D);
+  parallel_items(pb.nseq * pb.Hkv, [&](int64_t item) {
+    const int64_t n = item / pb.Hkv, h = item % pb.Hkv, len = pb.len_k[n];
+    pack_rows(k + kvl.at(n, h, 0), kvl.row, len, pb.D, pb.Dp, 1.0f,
+              p.k.data() + (p.base[n] + h * len) * pb.Dp);
+    pack_rows(v + kvl.at(n, h, 0), kvl.row, len, pb.D, pb.Dp, 1.0f,
+              p.v.data() + (p.base[n] + h * len) * pb.Dp);
+  });
+  return p;
 }
 
 // Scores after softcap: c * tanh(s / c) for the first n of each of M rows.

@@ -7,6 +7,8 @@
 #include <c10/core/ScalarType.h>
 #include <torch/library.h>
 
+#include <type_traits>
+
 #include "attention_common.h"
 
 namespace gptcore::attn {
@@ -80,16 +82,21 @@ struct Item {
 
 // The result of a piece before the sink joins: o normalised over the piece's keys (M x Dp)
 // and its log-sum-exp per row (-inf where the piece saw no key).
+// K/V tiles come from `packed` when given, else straight from k/v when they are fp32 rows of
+// Dp values, else are converted here (decode: each tile is read once).
 template <typename T>
-void run_item(const Problem& pb, const Item& it, const T* q, const T* k, const T* v, float* o_out,
-              float* lse_out) {
-  const AttentionKernels& ker = kernels();
+void run_item(const Problem& pb, const Item& it, const T* q, const T* k, const T* v,
+              const PackedKV* packed, float* o_out, float* lse_out) {
   const int64_t D = pb.D, Dp = pb.Dp, bq = it.i1 - it.i0, M = pb.G * bq;
+  const AttentionKernels& ker = kernels(M);
   const Layout ql = pb.q_layout(D), kvl = pb.kv_layout(D);
   const int64_t shift = pb.len_k[it.n] - pb.len_q[it.n];  // position of row i is i + shift
-  const int64_t BKp = round_up(kTileKeys, kPanel);
-  std::vector<float> qs(M * Dp), kp(BKp * D), vt(kTileKeys * Dp), s(M * BKp), m(M, -INFINITY),
-      l(M, 0.0f);
+  const int64_t BKp = round_up(kTileKeys, kPanel), Lk = pb.len_k[it.n];
+  constexpr bool is_f32 = std::is_same_v<T, float>;
+  const bool direct = !packed && is_f32 && D == Dp;
+  const bool convert = !packed && !direct;
+  std::vector<float> qs(M * Dp), kbuf(convert ? kTileKeys * Dp : 0),
+      vbuf(convert ? kTileKeys * Dp : 0), s(M * BKp), m(M, -INFINITY), l(M, 0.0f);
   float* o = o_out;
   std::fill(o, o + M * Dp, 0.0f);
   for (int64_t g = 0; g < pb.G; ++g)
@@ -97,10 +104,21 @@ void run_item(const Problem& pb, const Item& it, const T* q, const T* k, const T
               qs.data() + g * bq * Dp);
   const int64_t p0 = it.i0 + shift, p1 = it.i1 + shift;
   for (int64_t j0 = it.k0; j0 < it.k1; j0 += kTileKeys) {
-    const int64_t nk = std::min(kTileKeys, it.k1 - j0), nkp = round_up(nk, kPanel);
-    pack_panels(k + kvl.at(it.n, it.h, j0), kvl.row, nk, D, kp.data());
-    pack_rows(v + kvl.at(it.n, it.h, j0), kvl.row, nk, D, Dp, 1.0f, vt.data());
-    ker.gemm_nt(M, nkp, D, qs.data(), Dp, kp.data(), s.data(), BKp);
+    const int64_t nk = std::min(kTileKeys, it.k1 - j0);
+    const float *kt = kbuf.data(), *vt = vbuf.data();
+    int64_t ld = Dp;
+    if (packed) {
+      kt = packed->k_at(it.n, it.h, j0, Lk);
+      vt = packed->v_at(it.n, it.h, j0, Lk);
+    } else if (convert) {
+      pack_rows(k + kvl.at(it.n, it.h, j0), kvl.row, nk, D, Dp, 1.0f, kbuf.data());
+      pack_rows(v + kvl.at(it.n, it.h, j0), kvl.row, nk, D, Dp, 1.0f, vbuf.data());
+    } else if constexpr (is_f32) {
+      kt = k + kvl.at(it.n, it.h, j0);
+      vt = v + kvl.at(it.n, it.h, j0);
+      ld = kvl.row;
+    }
+    ker.gemm_abt(M, nk, D, qs.data(), Dp, kt, ld, s.data(), BKp);
     if (pb.softcap > 0) apply_softcap(s.data(), BKp, M, nk, pb.softcap);
     const bool masked = !pb.band.all_visible(p0, p1, j0, j0 + nk);
     for (int64_t r = 0; r < M; ++r) {
@@ -118,7 +136,7 @@ void run_item(const Problem& pb, const Item& it, const T* q, const T* k, const T
       l[r] = l[r] * alpha + sum;
       m[r] = m_new;
     }
-    ker.gemm_nn_acc(M, Dp, nk, s.data(), BKp, vt.data(), Dp, o, Dp);
+    ker.gemm_ab_acc(M, Dp, nk, s.data(), BKp, vt, ld, o, Dp);
   }
   for (int64_t r = 0; r < M; ++r) {
     const float inv = l[r] > 0 ? 1.0f / l[r] : 0.0f;
@@ -191,10 +209,17 @@ void forward(const Problem& pb, const T* q, const T* k, const T* v, T* out, floa
   }
   const int64_t M = pb.G * bq;
   const bool split = items.size() > groups.size();
+  // Convert K/V once when tiles are reused by several query blocks and are not already fp32
+  // rows of Dp values.
+  int64_t q_blocks = 0;
+  for (int64_t n = 0; n < pb.nseq; ++n) q_blocks = std::max(q_blocks, (pb.len_q[n] + bq - 1) / bq);
+  const bool pack = q_blocks > 1 && !(std::is_same_v<T, float> && pb.D == pb.Dp);
+  const PackedKV packed = pack ? pack_kv(pb, k, v) : PackedKV{};
+  const PackedKV* pk = pack ? &packed : nullptr;
   std::vector<float> part_o(split ? items.size() * M * pb.Dp : 0), part_lse(split ? items.size() * M : 0);
   if (split) {
     parallel_items(items.size(), [&](int64_t i) {
-      run_item(pb, items[i], q, k, v, part_o.data() + i * M * pb.Dp, part_lse.data() + i * M);
+      run_item(pb, items[i], q, k, v, pk, part_o.data() + i * M * pb.Dp, part_lse.data() + i * M);
     });
   }
   parallel_items(groups.size(), [&](int64_t gi) {
@@ -205,7 +230,7 @@ void forward(const Problem& pb, const T* q, const T* k, const T* v, T* out, floa
       return;
     }
     std::vector<float> o(M * pb.Dp), l(M);
-    run_item(pb, items[first], q, k, v, o.data(), l.data());
+    run_item(pb, items[first], q, k, v, pk, o.data(), l.data());
     write_rows(pb, items[first], o.data(), 0, l.data(), 0, 1, out, lse);
   });
 }

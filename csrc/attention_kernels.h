@@ -1,23 +1,27 @@
 // Attention tile micro-kernels on plain fp32 pointers, shared by the portable and AVX2 builds.
-// Two GEMM shapes cover the forward and the flash-attention-2 backward, plus the row passes of
+// Three GEMM shapes cover the forward and the flash-attention-2 backward, plus the row passes of
 // the online softmax. No ATen here: csrc/attention_avx2.cpp includes this header.
 #pragma once
 #include <cstdint>
 
 namespace gptcore {
 
-// Columns per packed panel of the B operand of gemm_nt, and the unit every padded dim rounds to.
+// Rows of B per packed panel in the AVX2 gemm_abt, and the unit every padded dim rounds to.
 constexpr int64_t kPanel = 16;
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// All matrices are row-major fp32 with the given leading dimensions.
 struct AttentionKernels {
-  // C (M x N) = A (M x K) * B^T, B (N x K) packed as N/16 panels of (K x 16), N a multiple of 16.
-  void (*gemm_nt)(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* bp,
-                  float* c, int64_t ldc);
-  // C (M x N) += A (M x K) * B (K x N), B row-major; N a multiple of 16.
-  void (*gemm_nn_acc)(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda,
+  // C (M x N) = A (M x K) * B^T, B (N x K).
+  void (*gemm_abt)(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
+                   int64_t ldb, float* c, int64_t ldc);
+  // C (M x N) += A (M x K) * B (K x N).
+  void (*gemm_ab_acc)(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda,
                       const float* b, int64_t ldb, float* c, int64_t ldc);
+  // C (M x N) += A^T * B, A (K x M), B (K x N).
+  void (*gemm_atb_acc)(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda,
+                       const float* b, int64_t ldb, float* c, int64_t ldc);
   // max of x[0..n) (-inf when n == 0).
   float (*row_max)(const float* x, int64_t n);
   // x[j] = exp(x[j] - shift) in place, shift finite; returns the sum. exp(-inf) gives 0.

@@ -8,22 +8,17 @@
 namespace gptcore {
 namespace {
 
-void gemm_nt(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* bp,
-             float* c, int64_t ldc) {
-  for (int64_t m = 0; m < M; ++m) {
-    for (int64_t n = 0; n < N; n += kPanel) {
-      float acc[kPanel] = {};
-      const float* panel = bp + n * K;
-      for (int64_t k = 0; k < K; ++k) {
-        const float am = a[m * lda + k];
-        for (int64_t j = 0; j < kPanel; ++j) acc[j] += am * panel[k * kPanel + j];
-      }
-      std::copy(acc, acc + kPanel, c + m * ldc + n);
+void gemm_abt(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
+              int64_t ldb, float* c, int64_t ldc) {
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      float acc = 0.0f;
+      for (int64_t k = 0; k < K; ++k) acc += a[m * lda + k] * b[n * ldb + k];
+      c[m * ldc + n] = acc;
     }
-  }
 }
 
-void gemm_nn_acc(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
+void gemm_ab_acc(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
                  int64_t ldb, float* c, int64_t ldc) {
   for (int64_t m = 0; m < M; ++m) {
     float* crow = c + m * ldc;
@@ -33,6 +28,15 @@ void gemm_nn_acc(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, c
       for (int64_t n = 0; n < N; ++n) crow[n] += am * brow[n];
     }
   }
+}
+
+void gemm_atb_acc(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
+                  int64_t ldb, float* c, int64_t ldc) {
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t m = 0; m < M; ++m) {
+      const float akm = a[k * lda + m];
+      for (int64_t n = 0; n < N; ++n) c[m * ldc + n] += akm * b[k * ldb + n];
+    }
 }
 
 float row_max(const float* x, int64_t n) {
@@ -56,6 +60,6 @@ void ds_row(const float* p, float* dp, int64_t n, float delta) {
 
 }  // namespace
 
-const AttentionKernels kAttentionPortable = {gemm_nt, gemm_nn_acc, row_max, exp_row, ds_row};
+const AttentionKernels kAttentionPortable = {gemm_abt, gemm_ab_acc, gemm_atb_acc, row_max, exp_row, ds_row};
 
 }  // namespace gptcore
