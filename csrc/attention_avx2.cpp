@@ -126,10 +126,48 @@ struct NnTile {
   }
 };
 
-// B (N x K) is packed 16 rows at a time into a (K x 16) panel, which stays in L1 while every
-// 6-row block of A streams past it; columns past N are computed on zero rows and dropped.
+// R rows of A against every row of B by dot products along K: each B row is loaded once, so a
+// decode tile (a few query rows, thousands of keys) streams K at memory speed with no packing.
+template <int R>
+void abt_dots(int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb,
+              float* c, int64_t ldc) {
+  const __m256i tail = tail_mask(K % 8);
+  for (int64_t n = 0; n < N; ++n) {
+    const float* brow = b + n * ldb;
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+      const __m256 bv = _mm256_loadu_ps(brow + k);
+      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(a + r * lda + k), bv, acc[r]);
+    }
+    if (k < K) {
+      const __m256 bv = _mm256_maskload_ps(brow + k, tail);
+      for (int r = 0; r < R; ++r)
+        acc[r] = _mm256_fmadd_ps(_mm256_maskload_ps(a + r * lda + k, tail), bv, acc[r]);
+    }
+    for (int r = 0; r < R; ++r) c[r * ldc + n] = hsum(acc[r]);
+  }
+}
+
+template <int R>
+struct DotTile {
+  static void run(int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb,
+                  float* c, int64_t ldc) {
+    abt_dots<R>(N, K, a, lda, b, ldb, c, ldc);
+  }
+};
+
+// Tiles of up to 6 rows use dot products (above); larger ones pack B (N x K) 16 rows at a time
+// into a (K x 16) panel, which stays in L1 while every 6-row block of A streams past it;
+// columns past N are computed on zero rows and dropped.
 void gemm_abt(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
               int64_t ldb, float* c, int64_t ldc) {
+  if (M <= kRows) {
+    if (M == kRows) abt_dots<kRows>(N, K, a, lda, b, ldb, c, ldc);
+    else tail_rows<DotTile>(M, N, K, a, lda, b, ldb, c, ldc);
+    return;
+  }
   thread_local std::vector<float> panel, out;
   panel.resize(K * kPanel);
   out.resize(M * kPanel);

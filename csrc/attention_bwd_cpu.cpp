@@ -33,7 +33,6 @@ void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, co
                const T* v, const Grads& gr, T* dk, T* dv) {
   const int64_t D = pb.D, Dp = pb.Dp, G = pb.G;
   const int64_t bq = std::max<int64_t>(1, kBwdRows / G), Mmax = G * bq;
-  const AttentionKernels& ker = kernels(Mmax);
   const int64_t BKp = round_up(kBwdKeys, kPanel);
   const Layout ql = pb.q_layout(D), kvl = pb.kv_layout(D), ll = pb.q_layout(1),
                pl = pb.q_layout(Dp);
@@ -51,6 +50,7 @@ void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, co
     const auto [p_lo, p_hi] = pb.band.positions(j0, j0 + nk, shift, shift + Lq);
     for (int64_t i0 = p_lo - shift; i0 < p_hi - shift; i0 += bq) {
       const int64_t i1 = std::min(i0 + bq, p_hi - shift), rows = i1 - i0, M = G * rows;
+      const AttentionKernels& ker = kernels(M);
       for (int64_t g = 0; g < G; ++g) {
         const int64_t h = ch.h * G + g;
         pack_rows(q + ql.at(ch.n, h, i0), ql.row, rows, D, Dp, pb.scale, qs.data() + g * rows * Dp);
