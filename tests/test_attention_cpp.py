@@ -157,6 +157,7 @@ def test_bad_offsets_raise_in_cpp():
 
 
 def test_opcheck():
+    gptcore.available_backends()  # loads the C++ ops and registers their fakes and autograd
     torch.manual_seed(0)
     q, k, v = torch.randn(1, 4, 9, 16), torch.randn(1, 2, 12, 16), torch.randn(1, 2, 12, 16)
     sinks = torch.randn(4)
@@ -183,6 +184,7 @@ def test_opcheck():
 
 
 def test_torch_compile_fullgraph():
+    gptcore.available_backends()  # loads the backends outside the trace
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, 4, 20, 16, requires_grad=True) for _ in range(3))
 
