@@ -9,6 +9,21 @@
 
 TORCH_LIBRARY(gptcore, m) {
   m.set_python_module("gptcore.ops._registry");
+  // Attention (flash-attention style, CPU kernels in csrc/attention_cpu.cpp, attention_bwd_cpu.cpp).
+  m.def("attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? sinks, bool causal, float scale, "
+        "int window_left, int window_right, float softcap) -> (Tensor, Tensor)");
+  m.def("attention_bwd(Tensor dout, Tensor dlse, Tensor q, Tensor k, Tensor v, Tensor out, "
+        "Tensor lse, Tensor? sinks, bool causal, float scale, int window_left, "
+        "int window_right, float softcap) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("attention_varlen_fwd(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, "
+        "Tensor cu_seqlens_k, int max_seqlen_q, int max_seqlen_k, "
+        "Tensor? sinks, bool causal, float scale, int window_left, "
+        "int window_right, float softcap) -> (Tensor, Tensor)");
+  m.def("attention_varlen_bwd(Tensor dout, Tensor dlse, Tensor q, Tensor k, Tensor v, "
+        "Tensor cu_seqlens_q, Tensor cu_seqlens_k, int max_seqlen_q, "
+        "int max_seqlen_k, Tensor out, Tensor lse, Tensor? sinks, bool causal, "
+        "float scale, int window_left, int window_right, float softcap) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
   // MXFP4 (OCP MX): w (..., K) -> blocks uint8 (..., K/2), scales uint8 (..., K/32).
   m.def("mxfp4_quantize(Tensor w) -> (Tensor, Tensor)");
   m.def("mxfp4_dequantize(Tensor blocks, Tensor scales, ScalarType dtype) -> Tensor");

@@ -1,0 +1,243 @@
+// Attention backward on CPU, flash-attention-2 style (Dao 2023): P is recomputed from the saved
+// log-sum-exp, Delta = rowsum(dO * O) - dlse. A work item owns a chunk of key blocks of one
+// (sequence, kv head), so dK and dV need no atomics; each chunk adds its dQ into its own fp32
+// slice, and the slices are summed in a fixed order afterwards: the result is deterministic.
+#include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include "attention_common.h"
+
+namespace gptcore::attn {
+namespace {
+
+// Keys per backward tile and rows (G x query positions) per Q tile, chosen by cache budget
+// (not tuned): the nine 64 x 64 fp32 tiles (S, dP, softcap slopes, Q, dO, K, V, dK, dV at
+// D=64) take 144 KB, inside the 512 KB L2.
+constexpr int64_t kBwdKeys = 64;
+constexpr int64_t kBwdRows = 64;
+
+struct Chunk {
+  int64_t n, h, c, j0, j1;  // sequence, kv head, chunk index, key range
+};
+
+struct Grads {
+  const float* lse;
+  const float* delta;
+  float* dq_part;       // per chunk, a q-shaped fp32 partial dQ with Dp per row (unscaled)
+  int64_t part_stride;  // elements per chunk slice
+};
+
+template <typename T>
+void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, const T* k,
+               const T* v, const Grads& gr, T* dk, T* dv) {
+  const int64_t D = pb.D, Dp = pb.Dp, G = pb.G;
+  const int64_t bq = std::max<int64_t>(1, kBwdRows / G), Mmax = G * bq;
+  const int64_t BKp = round_up(kBwdKeys, kPanel);
+  const Layout ql = pb.q_layout(D), kvl = pb.kv_layout(D), ll = pb.q_layout(1),
+               pl = pb.q_layout(Dp);
+  const int64_t Lq = pb.len_q[ch.n], shift = pb.len_k[ch.n] - Lq;
+  std::vector<float> krow(kBwdKeys * Dp), vrow(kBwdKeys * Dp), dk_acc(kBwdKeys * Dp),
+      dv_acc(kBwdKeys * Dp), qs(Mmax * Dp), dos(Mmax * Dp), s(Mmax * BKp), dp(Mmax * BKp),
+      slope(pb.softcap > 0 ? Mmax * BKp : 0), lse_r(Mmax), delta_r(Mmax);
+  float* dq_part = gr.dq_part + ch.c * gr.part_stride;
+  for (int64_t j0 = ch.j0; j0 < ch.j1; j0 += kBwdKeys) {
+    const int64_t nk = std::min(kBwdKeys, ch.j1 - j0);
+    pack_rows(k + kvl.at(ch.n, ch.h, j0), kvl.row, nk, D, Dp, 1.0f, krow.data());
+    pack_rows(v + kvl.at(ch.n, ch.h, j0), kvl.row, nk, D, Dp, 1.0f, vrow.data());
+    std::fill(dk_acc.begin(), dk_acc.end(), 0.0f);
+    std::fill(dv_acc.begin(), dv_acc.end(), 0.0f);
+    const auto [p_lo, p_hi] = pb.band.positions(j0, j0 + nk, shift, shift + Lq);
+    for (int64_t i0 = p_lo - shift; i0 < p_hi - shift; i0 += bq) {
+      const int64_t i1 = std::min(i0 + bq, p_hi - shift), rows = i1 - i0, M = G * rows;
+      const AttentionKernels& ker = kernels(M);
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t h = ch.h * G + g;
+        pack_rows(q + ql.at(ch.n, h, i0), ql.row, rows, D, Dp, pb.scale, qs.data() + g * rows * Dp);
+        pack_rows(dout + ql.at(ch.n, h, i0), ql.row, rows, D, Dp, 1.0f, dos.data() + g * rows * Dp);
+        for (int64_t i = 0; i < rows; ++i) {
+          lse_r[g * rows + i] = gr.lse[ll.at(ch.n, h, i0 + i)];
+          delta_r[g * rows + i] = gr.delta[ll.at(ch.n, h, i0 + i)];
+        }
+      }
+      ker.gemm_abt(M, nk, D, qs.data(), Dp, krow.data(), Dp, s.data(), BKp);  // S = Qs K^T
+      if (pb.softcap > 0) {
+        apply_softcap(s.data(), BKp, M, nk, pb.softcap);
+        for (int64_t r = 0; r < M; ++r)  // d(c tanh(x / c))/dx = 1 - (s / c)^2
+          for (int64_t j = 0; j < nk; ++j) {
+            const float t = s[r * BKp + j] / pb.softcap;
+            slope[r * BKp + j] = 1.0f - t * t;
+          }
+      }
+      const bool masked = !pb.band.all_visible(i0 + shift, i1 + shift, j0, j0 + nk);
+      ker.gemm_abt(M, nk, D, dos.data(), Dp, vrow.data(), Dp, dp.data(), BKp);  // dP = dO V^T
+      for (int64_t r = 0; r < M; ++r) {
+        float* prow = s.data() + r * BKp;
+        float* dsrow = dp.data() + r * BKp;
+        if (lse_r[r] == -INFINITY) {  // the row saw nothing: P = 0, no gradient
+          std::fill(prow, prow + nk, 0.0f);
+          std::fill(dsrow, dsrow + nk, 0.0f);
+          continue;
+        }
+        if (masked) pb.band.mask_row(prow, i0 + shift + r % rows, j0, nk);
+        ker.exp_row(prow, nk, lse_r[r]);                                  // P = exp(S - lse)
+        ker.ds_row(prow, dsrow, nk, delta_r[r]);                          // dS = P (dP - Delta)
+        if (pb.softcap > 0)
+          for (int64_t j = 0; j < nk; ++j) dsrow[j] *= slope[r * BKp + j];
+      }
+      ker.gemm_atb_acc(nk, Dp, M, s.data(), BKp, dos.data(), Dp, dv_acc.data(), Dp);  // dV += P^T dO
+      ker.gemm_atb_acc(nk, Dp, M, dp.data(), BKp, qs.data(), Dp, dk_acc.data(), Dp);  // dK += dS^T Qs
+      for (int64_t g = 0; g < G; ++g)                                                 // dQ += dS K
+        ker.gemm_ab_acc(rows, Dp, nk, dp.data() + g * rows * BKp, BKp, krow.data(), Dp,
+                        dq_part + pl.at(ch.n, ch.h * G + g, i0), pl.row);
+    }
+    for (int64_t j = 0; j < nk; ++j) {
+      T* dkr = dk + kvl.at(ch.n, ch.h, j0 + j);
+      T* dvr = dv + kvl.at(ch.n, ch.h, j0 + j);
+      for (int64_t c = 0; c < D; ++c) {
+        dkr[c] = static_cast<T>(dk_acc[j * Dp + c]);
+        dvr[c] = static_cast<T>(dv_acc[j * Dp + c]);
+      }
+    }
+  }
+}
+
+template <typename T>
+void backward(const Problem& pb, const T* dout, const float* dlse, const T* q, const T* k,
+              const T* v, const T* out, const float* lse, T* dq, T* dk, T* dv, float* dsinks,
+              int64_t q_rows) {
+  const int64_t D = pb.D, Dp = pb.Dp;
+  const Layout ql = pb.q_layout(D), ll = pb.q_layout(1), pl = pb.q_layout(Dp);
+  std::vector<float> delta(q_rows * pb.Hq);
+  parallel_items(pb.nseq * pb.Hq, [&](int64_t item) {  // Delta = rowsum(dO * O) - dlse
+    const int64_t n = item / pb.Hq, h = item % pb.Hq;
+    for (int64_t i = 0; i < pb.len_q[n]; ++i) {
+      const T* o = out + ql.at(n, h, i);
+      const T* d = dout + ql.at(n, h, i);
+      float acc = 0.0f;
+      for (int64_t c = 0; c < D; ++c) acc += static_cast<float>(o[c]) * static_cast<float>(d[c]);
+      delta[ll.at(n, h, i)] = acc - dlse[ll.at(n, h, i)];
+    }
+  });
+  if (dsinks != nullptr) {  // dsink_h = -sum over rows of exp(sink_h - lse) * Delta
+    for (int64_t h = 0; h < pb.Hq; ++h) {
+      double acc = 0.0;
+      for (int64_t n = 0; n < pb.nseq; ++n)
+        for (int64_t i = 0; i < pb.len_q[n]; ++i) {
+          const float l = lse[ll.at(n, h, i)];
+          if (l != -INFINITY) acc += std::exp(pb.sinks[h] - l) * delta[ll.at(n, h, i)];
+        }
+      dsinks[h] = static_cast<float>(-acc);
+    }
+  }
+  // Chunks of key blocks: one per (sequence, kv head) when that already gives every thread
+  // several items, else the key blocks are split so that both cores work on one long sequence.
+  const int64_t threads = at::get_num_threads(), base = pb.nseq * pb.Hkv;
+  const int64_t want = base >= 4 * threads ? 1 : (4 * threads + base - 1) / std::max<int64_t>(base, 1);
+  std::vector<Chunk> chunks;
+  int64_t nslices = 1;
+  for (int64_t n = 0; n < pb.nseq; ++n) {
+    const int64_t blocks = (pb.len_k[n] + kBwdKeys - 1) / kBwdKeys;
+    const int64_t nc = std::min(want, blocks);
+    if (nc == 0) continue;
+    nslices = std::max(nslices, nc);
+    const int64_t per = (blocks + nc - 1) / nc * kBwdKeys;
+    for (int64_t h = 0; h < pb.Hkv; ++h)
+      for (int64_t c = 0; c < nc; ++c)
+        chunks.push_back({n, h, c, std::min(pb.len_k[n], c * per), std::min(pb.len_k[n], (c + 1) * per)});
+  }
+  const int64_t part_stride = q_rows * pb.Hq * Dp;
+  std::vector<float> dq_part(nslices * part_stride, 0.0f);
+  const Grads gr{lse, delta.data(), dq_part.data(), part_stride};
+  parallel_items(chunks.size(), [&](int64_t c) {
+    run_chunk(pb, chunks[c], dout, q, k, v, gr, dk, dv);
+  });
+  parallel_items(pb.nseq * pb.Hq, [&](int64_t item) {  // dQ = scale * (sum of slices, in order)
+    const int64_t n = item / pb.Hq, h = item % pb.Hq;
+    for (int64_t i = 0; i < pb.len_q[n]; ++i) {
+      T* dst = dq + ql.at(n, h, i);
+      for (int64_t c = 0; c < D; ++c) {
+        float acc = 0.0f;
+        for (int64_t sl = 0; sl < nslices; ++sl) acc += dq_part[sl * part_stride + pl.at(n, h, i) + c];
+        dst[c] = static_cast<T>(acc * pb.scale);
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_backward(
+    const at::Tensor& dout, const at::Tensor& dlse, const at::Tensor& q, const at::Tensor& k,
+    const at::Tensor& v, const at::Tensor* cu_q, const at::Tensor* cu_k, const at::Tensor& out,
+    const at::Tensor& lse, const c10::optional<at::Tensor>& sinks, bool causal, double scale,
+    int64_t left, int64_t right, double softcap) {
+  TORCH_CHECK_TYPE(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type() &&
+                       q.scalar_type() == out.scalar_type(),
+                   "gptcore.attention backward: q, k, v, out must share a dtype, got ",
+                   q.scalar_type(), ", ", k.scalar_type(), ", ", v.scalar_type(), ", ",
+                   out.scalar_type());
+  TORCH_CHECK_VALUE(k.sizes() == v.sizes() && out.sizes() == q.sizes() && dout.sizes() == q.sizes(),
+                    "gptcore.attention backward: shapes disagree: q ", q.sizes(), ", k ",
+                    k.sizes(), ", v ", v.sizes(), ", out ", out.sizes(), ", dout ", dout.sizes());
+  auto lse_sizes = q.sizes().vec();
+  lse_sizes.pop_back();
+  TORCH_CHECK_VALUE(lse.sizes() == lse_sizes && dlse.sizes() == lse_sizes,
+                    "gptcore.attention backward: lse and dlse must have shape ", lse_sizes,
+                    ", got ", lse.sizes(), " and ", dlse.sizes());
+  if (causal) right = right < 0 ? 0 : std::min<int64_t>(right, 0);
+  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous(),
+                   oc = out.contiguous(), doc = dout.to(q.scalar_type()).contiguous(),
+                   lc = lse.to(at::kFloat).contiguous(), dlc = dlse.to(at::kFloat).contiguous();
+  c10::optional<at::Tensor> sf;
+  if (sinks.has_value()) sf = sinks->to(at::kFloat).contiguous();
+  const Problem pb = make_problem(qc, kc, cu_q, cu_k, sf, scale, left, right, softcap);
+  TORCH_CHECK_VALUE(!sf.has_value() || sf->numel() == pb.Hq, "gptcore.attention: sinks must have ",
+                    pb.Hq, " values, got ", sf->numel());
+  at::Tensor dq = at::empty(qc.sizes(), qc.options()), dk = at::zeros(kc.sizes(), kc.options()),
+             dv = at::zeros(vc.sizes(), vc.options());
+  at::Tensor dsinks = at::empty({sf.has_value() ? pb.Hq : 0}, qc.options().dtype(at::kFloat));
+  const int64_t q_rows = pb.dense ? pb.nseq * (pb.nseq ? pb.len_q[0] : 0) : q.size(0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "attention_bwd", [&] {
+    backward<scalar_t>(pb, doc.data_ptr<scalar_t>(), dlc.data_ptr<float>(), qc.data_ptr<scalar_t>(),
+                       kc.data_ptr<scalar_t>(), vc.data_ptr<scalar_t>(), oc.data_ptr<scalar_t>(),
+                       lc.data_ptr<float>(), dq.data_ptr<scalar_t>(), dk.data_ptr<scalar_t>(),
+                       dv.data_ptr<scalar_t>(), sf.has_value() ? dsinks.data_ptr<float>() : nullptr,
+                       q_rows);
+  });
+  if (sinks.has_value()) dsinks = dsinks.to(sinks->scalar_type());
+  else dsinks = q.new_empty({0});
+  return {dq, dk, dv, dsinks};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_bwd_cpu(
+    const at::Tensor& dout, const at::Tensor& dlse, const at::Tensor& q, const at::Tensor& k,
+    const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+    const c10::optional<at::Tensor>& sinks, bool causal, double scale, int64_t left,
+    int64_t right, double softcap) {
+  TORCH_CHECK_VALUE(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
+                    "gptcore.attention backward: q, k, v must be 4-D (B, H, S, D), got ",
+                    q.sizes(), ", ", k.sizes(), ", ", v.sizes());
+  return run_backward(dout, dlse, q, k, v, nullptr, nullptr, out, lse, sinks, causal, scale, left,
+                      right, softcap);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_varlen_bwd_cpu(
+    const at::Tensor& dout, const at::Tensor& dlse, const at::Tensor& q, const at::Tensor& k,
+    const at::Tensor& v, const at::Tensor& cu_q, const at::Tensor& cu_k, int64_t, int64_t,
+    const at::Tensor& out, const at::Tensor& lse, const c10::optional<at::Tensor>& sinks,
+    bool causal, double scale, int64_t left, int64_t right, double softcap) {
+  TORCH_CHECK_VALUE(q.dim() == 3 && k.dim() == 3 && v.dim() == 3,
+                    "gptcore.attention_varlen backward: q, k, v must be 3-D (T, H, D), got ",
+                    q.sizes(), ", ", k.sizes(), ", ", v.sizes());
+  return run_backward(dout, dlse, q, k, v, &cu_q, &cu_k, out, lse, sinks, causal, scale, left,
+                      right, softcap);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(gptcore, CPU, m) {
+  m.impl("attention_bwd", &attention_bwd_cpu);
+  m.impl("attention_varlen_bwd", &attention_varlen_bwd_cpu);
+}
+
+}  // namespace gptcore::attn
