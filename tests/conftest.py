@@ -3,10 +3,16 @@
 The Triton kernels are proven on CPU under the Triton interpreter. @triton.jit decides between
 interpreter and compiler when a function is decorated (triton's own helpers included, and
 `import torch` may import triton), so TRITON_INTERPRET=1 is set here, before anything imports
-triton. It only lets Triton run CPU tensors when a test forces gptcore.backend("triton"): the
-auto backend still sends CPU tensors to the C++ extension. The ahead-of-time compile check
-runs in a child process without it.
+triton, and the Triton backend is loaded at once: tests that unset the variable to check that
+Triton then refuses CPU tensors must not be the first to import our kernels. The variable only
+lets Triton run CPU tensors when a test forces gptcore.backend("triton"); the auto backend still
+sends CPU tensors to the C++ extension. The ahead-of-time compile check runs in a child process
+without it.
 """
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import gptcore  # noqa: E402
+
+gptcore.available_backends()   # imports gptcore.ops.triton_backend and its kernels now
