@@ -54,6 +54,10 @@ void gemm_nt(int64_t n, int64_t m, int64_t K, const float* A, int64_t lda, const
 template <typename Fn>
 void for_each_item(int64_t items, int64_t scratch_floats, const Fn& fn);
 
+// Reorders each block of 32 values as the MXFP4 nibbles are stored: 16 even elements, then 16
+// odd ones (the activation layout mxfp4_matvec_avx2 expects). K % 32 == 0; in place is fine.
+void mxfp4_permute_row(float* row, int64_t K);
+
 at::Tensor float_contiguous(const at::Tensor& t);
 at::Tensor optional_float(const std::optional<at::Tensor>& t);
 

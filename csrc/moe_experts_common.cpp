@@ -5,6 +5,7 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "cpu_features.h"
@@ -180,6 +181,17 @@ void gemm_nt(int64_t n, int64_t m, int64_t K, const float* A, int64_t lda, const
   at::Tensor c = at::from_blob(C, {n, m}, {ldc, 1}, opts);
   if (beta == 0.0f) c.copy_(at::mm(a, b.t()));
   else c.mul_(beta).add_(at::mm(a, b.t()));
+}
+
+void mxfp4_permute_row(float* row, int64_t K) {
+  float block[32];
+  for (int64_t b = 0; b < K; b += 32) {
+    for (int i = 0; i < 16; ++i) {
+      block[i] = row[b + 2 * i];
+      block[16 + i] = row[b + 2 * i + 1];
+    }
+    std::copy_n(block, 32, row + b);
+  }
 }
 
 at::Tensor float_contiguous(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
