@@ -54,16 +54,17 @@ class Layer:
         return hit * 3 * self.H * self.I * bytes_per_weight
 
 
-def best_peer(layer, x, grad=False):
-    """(seconds, name) of the faster Hugging Face peer."""
+def repeats(T):
+    """Small calls are cheap and the most exposed to other jobs on the CPU: repeat them more."""
+    return 20 if T <= 16 else 5 if T <= 512 else 3
+
+
+def best_peer(layer, x):
+    """(seconds, name) of the faster Hugging Face peer, forward only."""
     times = {}
     for name, block in layer.peers.items():
-        if grad:
-            xr = x.detach().requires_grad_()
-            times[name] = time_fn(lambda: block(xr[None]).sum().backward(), repeat=3)
-        else:
-            with torch.no_grad():
-                times[name] = time_fn(lambda: block(x[None]), repeat=3 if len(x) > 512 else 5)
+        with torch.no_grad():
+            times[name] = time_fn(lambda: block(x[None]), repeat=repeats(len(x)))
     name = min(times, key=times.get)
     return times[name], f"hf-{name}"
 
@@ -74,7 +75,7 @@ def forward_rows(layer, tokens, dtype, label):
     for T in tokens:
         x = torch.randn(T, layer.H).to(dtype)
         with torch.no_grad():
-            ours = time_fn(lambda: layer.ours(x), repeat=3 if T > 512 else 7)
+            ours = time_fn(lambda: layer.ours(x), repeat=repeats(T))
         peer, name = best_peer(layer, x)
         gbs = layer.weight_bytes(T, bpw) / ours / 1e9
         rows.append(Row("moe", f"{label} T={T}", ours, peer, name, flops=layer.flops(T),
@@ -100,7 +101,7 @@ def mxfp4_rows(layer, tokens):
         with torch.no_grad():
             ref32 = layer.ours(x)
             err = ((layer.ours(x, gu4, dn4) - ref32).norm() / ref32.norm()).item()
-            ours = time_fn(lambda: layer.ours(x, gu4, dn4), repeat=10)
+            ours = time_fn(lambda: layer.ours(x, gu4, dn4), repeat=repeats(T))
         peer, name = best_peer(layer, x)
         gbs = layer.weight_bytes(T, 17 / 32) / ours / 1e9
         rows.append(Row("moe", f"mxfp4 T={T} (vs fp32 peer)", ours, peer, name,

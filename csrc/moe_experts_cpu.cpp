@@ -19,10 +19,14 @@
 namespace gptcore {
 namespace {
 
-// Tile sizes. A converted tile of weight rows is about kTileFloats floats (128 KB, half of
-// Zen 3's L2) so it stays cached while every row block of the expert streams past it;
-// MKL sgemm on the fp32 tile then runs near its roof for row blocks of kRowBlock.
+// Tile sizes. With few rows per expert a tile of weight rows is about kTileFloats floats
+// (128 KB, stays in L2 while converted and read) and narrow tiles give both threads work.
+// With many rows each sgemm call must be wide: MKL packs the activation block on every call,
+// which with 16-column tiles cost as much as the multiply (T=4096: 23 GFLOP/s vs 48 for
+// torch's big GEMMs in the same run); 8x wider tiles amortise it.
 constexpr int64_t kTileFloats = 32 * 1024;
+constexpr int64_t kWideTileFloats = 8 * kTileFloats;
+constexpr int64_t kWideFromRows = 16;
 constexpr int64_t kRowBlock = 256;
 
 // Experts with at most this many rows use the fused MXFP4 matrix-vector kernel (AVX2): decode
@@ -30,8 +34,9 @@ constexpr int64_t kRowBlock = 256;
 // doubles that work. Measured at T=1, H1024 I2816 E8 top-2: 1.24 ms tile + sgemm, 0.50 ms fused.
 constexpr int64_t kFusedRows = kMatvecMaxX;
 
-int64_t tile_width(int64_t rows_per_col, int64_t cols, int64_t total) {
-  const int64_t w = std::max<int64_t>(8, kTileFloats / (rows_per_col * cols));
+int64_t tile_width(int64_t rows_per_col, int64_t cols, int64_t total, int64_t max_rows) {
+  const int64_t floats = max_rows >= kWideFromRows ? kWideTileFloats : kTileFloats;
+  const int64_t w = std::max<int64_t>(8, floats / (rows_per_col * cols));
   return std::min(w, total);
 }
 
@@ -165,7 +170,9 @@ at::Tensor experts_forward(const at::Tensor& x, const at::Tensor& indices,
     }
   });
 
-  const int64_t w1 = tile_width(2, H, I);
+  int64_t max_rows = 0;
+  for (int64_t e = 0; e < p.E; ++e) max_rows = std::max(max_rows, d.count(e));
+  const int64_t w1 = tile_width(2, H, I, max_rows);
   const auto items1 = tiles(d, p.E, I, w1);
   float* Ap = A.data_ptr<float>();
   for_each_item(items1.size(), 2 * w1 * H + kRowBlock * 2 * w1 + 2 * w1,
@@ -178,7 +185,7 @@ at::Tensor experts_forward(const at::Tensor& x, const at::Tensor& indices,
     if (fused_row[q]) mxfp4_permute_row(Ap + q * I, I);
   }
 
-  const int64_t w2 = tile_width(1, I, H);
+  const int64_t w2 = tile_width(1, I, H, max_rows);
   const auto items2 = tiles(d, p.E, H, w2);
   float* Op = O.data_ptr<float>();
   for_each_item(items2.size(), w2 * I, [&](int64_t item, float* scratch) {
