@@ -27,6 +27,24 @@ TORCH_LIBRARY(gptcore, m) {
   // MXFP4 (OCP MX): w (..., K) -> blocks uint8 (..., K/2), scales uint8 (..., K/32).
   m.def("mxfp4_quantize(Tensor w) -> (Tensor, Tensor)");
   m.def("mxfp4_dequantize(Tensor blocks, Tensor scales, ScalarType dtype) -> Tensor");
+  // MoE: routing, the dispatch index (format in csrc/moe_index.h), grouped expert GEMMs.
+  m.def("route(Tensor logits, int top_k, str scoring, bool renormalize, Tensor? bias) "
+        "-> (Tensor, Tensor)");
+  m.def("route_bwd(Tensor dweights, Tensor logits, Tensor indices, str scoring, "
+        "bool renormalize, Tensor? bias) -> Tensor");
+  m.def("moe_index(Tensor indices, int num_experts, int block_m) "
+        "-> (Tensor, Tensor, Tensor)");
+  m.def("moe_experts_fwd(Tensor x, Tensor indices, Tensor weights, Tensor gate_up_proj, "
+        "Tensor down_proj, Tensor? gate_up_bias, Tensor? down_bias, str activation, "
+        "float alpha, float limit) -> Tensor");
+  m.def("moe_experts_bwd(Tensor dy, Tensor x, Tensor indices, Tensor weights, "
+        "Tensor gate_up_proj, Tensor down_proj, Tensor? gate_up_bias, Tensor? down_bias, "
+        "str activation, float alpha, float limit) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("moe_experts_mxfp4(Tensor x, Tensor indices, Tensor weights, Tensor gate_up_blocks, "
+        "Tensor gate_up_scales, Tensor down_blocks, Tensor down_scales, "
+        "Tensor? gate_up_bias, Tensor? down_bias, str activation, float alpha, "
+        "float limit) -> Tensor");
 }
 
 namespace py = pybind11;

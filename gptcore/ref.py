@@ -195,6 +195,27 @@ def moe_experts(x, indices, weights, gate_up_proj, down_proj, *, activation="sil
     return y.to(x.dtype)
 
 
+def moe_index(indices, num_experts, block_m=1):
+    """The dispatch index of docs/moe-index-format.md: indices (T, k) -> (sorted_slots,
+    expert_offsets, block_expert). Slot s = t*k + j; each expert's slots in increasing order,
+    padded to a multiple of block_m with the sentinel T*k; block_expert is -1 past the end."""
+    flat = indices.reshape(-1).long()                          # (T*k,)
+    S = flat.numel()
+    length = S + num_experts * (block_m - 1)
+    counts = torch.bincount(flat[flat >= 0], minlength=num_experts)
+    padded = (counts + block_m - 1) // block_m * block_m      # (E,)
+    offsets = torch.cat([padded.new_zeros(1), padded.cumsum(0)])
+    sorted_slots = torch.full((length,), S, dtype=torch.int64, device=indices.device)
+    block_expert = torch.full((-(-length // block_m),), -1, dtype=torch.int64,
+                              device=indices.device)
+    for e in range(num_experts):
+        slots = torch.nonzero(flat == e).flatten()            # increasing slot order
+        start = int(offsets[e])
+        sorted_slots[start:start + slots.numel()] = slots
+        block_expert[start // block_m:int(offsets[e + 1]) // block_m] = e
+    return sorted_slots, offsets, block_expert
+
+
 def load_balancing_loss(logits, indices, num_experts):
     """Switch-style E * sum_e f_e * P_e, as Hugging Face computes it for top-k routing.
 

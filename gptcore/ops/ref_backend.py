@@ -115,6 +115,10 @@ def moe_experts_mxfp4(x, indices, weights, gate_up_blocks, gate_up_scales, down_
                            activation, alpha, limit)
 
 
+def moe_index(indices, num_experts, block_m):
+    return ref.moe_index(indices, num_experts, block_m)
+
+
 def mxfp4_quantize(w):
     return ref.mxfp4_quantize(w)
 
