@@ -160,9 +160,10 @@ void down_tile(const Problem& p, const Dispatch& d, const float* A, const float*
 }
 
 // Experts with at least this many rows run whole_expert. H1024 I2816 E8 top-2, same runs as
-// Hugging Face: fp32 T=4096 (~1024 rows each) 821 -> 741 ms (peer 707). bf16 at every row count:
-// oneDNN's bf16 kernels beat converting tiles to fp32, T=16 (~4 rows) 12.6 -> 5.5 ms (peer 5.1),
-// T=128 32.8 -> 10.0 ms (peer 9.8), T=512 105.6 -> 25.0 ms (peer 24.8).
+// Hugging Face: fp32 T=4096 (~1024 rows each) 821 -> 700-740 ms (peer 707-730, within noise).
+// bf16 at every row count: oneDNN's bf16 kernels beat converting tiles to fp32, T=1 1.60 ->
+// 1.14 ms, T=16 (~4 rows) 12.6 -> 5.5 ms (peer 5.1), T=128 32.8 -> 10.0 ms (peer 9.8),
+// T=512 105.6 -> 25.0 ms (peer 24.8).
 constexpr int64_t kWholeRows = 256;
 constexpr int64_t kWholeRowsBF16 = 1;
 
@@ -188,25 +189,40 @@ void glu_whole(const Problem& p, const at::Tensor& h, at::Tensor& a) {
 }
 
 // Expert e with one at::mm per projection, called outside parallel regions so that each call
-// uses all threads: A[rows of e] = GLU(x_e @ gate_up_e^T + b), then O[rows of e] =
-// (A_e @ down_e^T + b) * routing weight. xe (n, H) in the weights' dtype; in bf16 the products
-// accumulate in fp32 and are rounded to bf16, as torch's bf16 matmul does.
+// uses all threads: a = GLU(x_e @ gate_up_e^T + b), then O[rows of e] = (a @ down_e^T + b) *
+// routing weight. xe (n, H) in the weights' dtype; in bf16 the products accumulate in fp32 and
+// are rounded to bf16, as torch's bf16 matmul does. h (>= n, 2I) and a (>= n, I) are scratch
+// shared by all experts (T=4096 fp32: one 23 MB h instead of eight, and no (N, I) A for the
+// tiles), which saves page faults on fresh memory.
 void whole_expert(const Problem& p, const Dispatch& d, const at::Tensor& xe,
-                  const float* route_w, int64_t e, float* A, float* O) {
+                  const float* route_w, int64_t e, at::Tensor& h_buf, at::Tensor& a_buf,
+                  float* O) {
   const int64_t H = p.H, I = p.I, first = d.offsets[e], n = d.count(e);
+  const bool f32 = xe.scalar_type() == at::kFloat;
   const auto fopts = at::TensorOptions().dtype(at::kFloat);
-  at::Tensor h = at::mm(xe, p.gate_up_w[e].t()).to(at::kFloat);  // (n, 2I)
-  if (p.gate_up_bias) h.add_(at::from_blob(const_cast<float*>(p.gate_up_bias) + e * 2 * I, {2 * I}, fopts));
-  at::Tensor a = at::from_blob(A + first * I, {n, I}, fopts);
+  at::Tensor h = h_buf.narrow(0, 0, n), a = a_buf.narrow(0, 0, n);  // (n, 2I), (n, I)
+  const at::Tensor gu = p.gate_up_w[e].t(), dn = p.down_w[e].t();
+  if (f32) {
+    at::mm_out(h, xe, gu);
+  } else {
+    h.copy_(at::mm(xe, gu));
+  }
+  if (p.gate_up_bias) {
+    h.add_(at::from_blob(const_cast<float*>(p.gate_up_bias) + e * 2 * I, {2 * I}, fopts));
+  }
   glu_whole(p, h, a);
-  const at::Tensor o = at::mm(a.to(xe.scalar_type()), p.down_w[e].t()).to(at::kFloat).contiguous();  // (n, H)
-  const float* op = o.data_ptr<float>();
+  at::Tensor o = at::from_blob(O + first * H, {n, H}, fopts);
+  if (f32) {
+    at::mm_out(o, a, dn);
+  } else {
+    o.copy_(at::mm(a.to(xe.scalar_type()), dn));
+  }
   const float* db = p.down_bias ? p.down_bias + e * H : nullptr;
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const float scale = route_w[d.sorted[first + i]];
       float* orow = O + (first + i) * H;
-      for (int64_t c = 0; c < H; ++c) orow[c] = (op[i * H + c] + (db ? db[c] : 0.0f)) * scale;
+      for (int64_t c = 0; c < H; ++c) orow[c] = (orow[c] + (db ? db[c] : 0.0f)) * scale;
     }
   });
 }
@@ -220,7 +236,6 @@ at::Tensor experts_forward(const at::Tensor& x, const at::Tensor& indices,
   const float* route_w = wf.data_ptr<float>();
   const auto fopts = x.options().dtype(at::kFloat);
   at::Tensor xg = at::empty({N, H}, fopts);  // rows of x in dispatch order
-  at::Tensor A = at::empty({N, I}, fopts);
   at::Tensor O = at::empty({N, H}, fopts);
   float* xgp = xg.data_ptr<float>();
   // rows of experts on the fused MXFP4 path: permuted for mxfp4_matvec_avx2
@@ -236,28 +251,40 @@ at::Tensor experts_forward(const at::Tensor& x, const at::Tensor& indices,
     }
   });
 
-  float* Ap = A.data_ptr<float>();
   float* Op = O.data_ptr<float>();
   const bool bf16 = x.scalar_type() == at::kBFloat16 && p.gate_up.kind == WeightRows::Kind::kBF16;
   std::vector<char> whole(p.E, 0);
-  int64_t max_rows = 0;  // of the experts left to the tiles
+  int64_t max_rows = 0, whole_rows = 0;  // most rows of an expert on the tiles / whole_expert
   for (int64_t e = 0; e < p.E; ++e) {
     const int64_t n = d.count(e);
     whole[e] = n > 0 && whole_expert_rows(p, bf16, n);
-    if (!whole[e]) max_rows = std::max(max_rows, n);
-    if (!whole[e]) continue;
-    const int64_t first = d.offsets[e];
-    at::Tensor xe;  // (n, H)
-    if (bf16) {
-      at::Tensor tokens = at::empty({n}, x.options().dtype(at::kLong));
-      int64_t* tp = tokens.data_ptr<int64_t>();
-      for (int64_t i = 0; i < n; ++i) tp[i] = d.sorted[first + i] / k;
-      xe = x.contiguous().index_select(0, tokens);
+    if (whole[e]) {
+      whole_rows = std::max(whole_rows, n);
     } else {
-      xe = at::from_blob(xgp + first * H, {n, H}, fopts);
+      max_rows = std::max(max_rows, n);
     }
-    whole_expert(p, d, xe, route_w, e, Ap, Op);
   }
+  if (whole_rows > 0) {
+    at::Tensor h = at::empty({whole_rows, 2 * I}, fopts), a = at::empty({whole_rows, I}, fopts);
+    const at::Tensor xc = x.contiguous();
+    for (int64_t e = 0; e < p.E; ++e) {
+      if (!whole[e]) continue;
+      const int64_t first = d.offsets[e], n = d.count(e);
+      at::Tensor xe;  // (n, H)
+      if (bf16) {
+        at::Tensor tokens = at::empty({n}, x.options().dtype(at::kLong));
+        int64_t* tp = tokens.data_ptr<int64_t>();
+        for (int64_t i = 0; i < n; ++i) tp[i] = d.sorted[first + i] / k;
+        xe = xc.index_select(0, tokens);
+      } else {
+        xe = at::from_blob(xgp + first * H, {n, H}, fopts);
+      }
+      whole_expert(p, d, xe, route_w, e, h, a, Op);
+    }
+  }
+  // (N, I) activations of the experts on the tiles
+  at::Tensor A = at::empty({max_rows > 0 ? N : 0, I}, fopts);
+  float* Ap = A.data_ptr<float>();
   const int64_t w1 = tile_width(2, H, I, max_rows);
   const auto items1 = tiles(d, p.E, I, w1, whole);
   for_each_item(items1.size(), 2 * w1 * H + kRowBlock * 2 * w1 + 2 * w1,
