@@ -10,9 +10,9 @@
 // expert's rows (MKL sgemm, or oneDNN's bf16 kernels when x and the weights are bf16), both
 // threads inside each call.
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 #include <ATen/ops/add.h>
 #include <ATen/ops/clamp.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/gelu.h>
 #include <ATen/ops/index_select.h>
@@ -174,8 +174,8 @@ bool whole_expert_rows(const Problem& p, bool bf16, int64_t n) {
   return bf16 && n >= kWholeRowsBF16;
 }
 
-// glu_forward over whole rows h (n, 2I) -> a (n, I) with ATen's vectorised kernels: the scalar
-// loop (std::exp per element) cost 50 ms of 730 at T=4096.
+// glu_forward over whole rows h (n, 2I) -> a (n, I) with ATen's vectorised kernels (SLEEF exp)
+// instead of glu_forward's scalar std::exp: 23M activations per call at T=4096.
 void glu_whole(const Problem& p, const at::Tensor& h, at::Tensor& a) {
   const int64_t I = p.I;
   if (p.act == Activation::kGptOss) {  // interleaved gate, up pairs
