@@ -10,10 +10,16 @@
 // expert's rows (MKL sgemm, or oneDNN's bf16 kernels when x and the weights are bf16), both
 // threads inside each call.
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/add.h>
+#include <ATen/ops/clamp.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
+#include <ATen/ops/gelu.h>
 #include <ATen/ops/index_select.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/mul.h>
+#include <ATen/ops/sigmoid.h>
+#include <ATen/ops/silu.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -168,6 +174,20 @@ bool whole_expert_rows(const Problem& p, bool bf16, int64_t n) {
   return bf16 && n >= kWholeRowsBF16;
 }
 
+// glu_forward over whole rows h (n, 2I) -> a (n, I) with ATen's vectorised kernels (SLEEF exp)
+// instead of glu_forward's scalar std::exp: 23M activations per call at T=4096.
+void glu_whole(const Problem& p, const at::Tensor& h, at::Tensor& a) {
+  const int64_t I = p.I;
+  if (p.act == Activation::kGptOss) {  // interleaved gate, up pairs
+    const at::Tensor g = at::clamp(h.slice(1, 0, 2 * I, 2), std::nullopt, p.limit);
+    const at::Tensor u = at::clamp(h.slice(1, 1, 2 * I, 2), -p.limit, p.limit);
+    at::mul_out(a, at::mul(g, at::sigmoid(at::mul(g, p.alpha))), at::add(u, 1.0));
+  } else {
+    const at::Tensor g = h.narrow(1, 0, I), u = h.narrow(1, I, I);
+    at::mul_out(a, p.act == Activation::kSilu ? at::silu(g) : at::gelu(g, "tanh"), u);
+  }
+}
+
 // Expert e with one at::mm per projection, called outside parallel regions so that each call
 // uses all threads: a = GLU(x_e @ gate_up_e^T + b), then O[rows of e] = (a @ down_e^T + b) *
 // routing weight. xe (n, H) in the weights' dtype; in bf16 the products accumulate in fp32 and
@@ -187,15 +207,10 @@ void whole_expert(const Problem& p, const Dispatch& d, const at::Tensor& xe,
   } else {
     h.copy_(at::mm(xe, gu));
   }
-  float *hp = h.data_ptr<float>(), *ap = a.data_ptr<float>();
-  const float* gb = p.gate_up_bias ? p.gate_up_bias + e * 2 * I : nullptr;
-  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; gb && i < end; ++i) {
-      for (int64_t c = 0; c < 2 * I; ++c) hp[i * 2 * I + c] += gb[c];
-    }
-    glu_forward(p.act, p.alpha, p.limit, hp + begin * 2 * I, 2 * I, end - begin, I,
-                ap + begin * I, I);
-  });
+  if (p.gate_up_bias) {
+    h.add_(at::from_blob(const_cast<float*>(p.gate_up_bias) + e * 2 * I, {2 * I}, fopts));
+  }
+  glu_whole(p, h, a);
   at::Tensor o = at::from_blob(O + first * H, {n, H}, fopts);
   if (f32) {
     at::mm_out(o, a, dn);
