@@ -6,8 +6,20 @@
 //   combine: y[t] = sum_j O[slot (t, j)] in slot order (deterministic, no atomics)
 // Column tiles keep both cores busy at every T: at T=1 (two experts, weight-bandwidth bound)
 // each thread streams its own share of the weight columns.
+// Experts with many rows (whole_expert) skip the tiles: one at::mm per projection over all the
+// expert's rows (MKL sgemm, or oneDNN's bf16 kernels when x and the weights are bf16), both
+// threads inside each call.
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/add.h>
+#include <ATen/ops/clamp.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/gelu.h>
+#include <ATen/ops/index_select.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/mul.h>
+#include <ATen/ops/sigmoid.h>
+#include <ATen/ops/silu.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -52,14 +64,16 @@ struct Problem {
   WeightRows gate_up, down;  // rows of (E * 2I, H) and (E * H, I)
   const float* gate_up_bias; // (E, 2I) or null
   const float* down_bias;    // (E, H) or null
+  at::Tensor gate_up_w, down_w;  // the float weights (E, 2I, H), (E, H, I); undefined for MXFP4
 };
 
 // Items of one stage: (expert, first column) pairs over the experts that have tokens.
+// Experts marked in `whole` are skipped (whole_expert computes them).
 std::vector<std::pair<int64_t, int64_t>> tiles(const Dispatch& d, int64_t E, int64_t cols,
-                                               int64_t width) {
+                                               int64_t width, const std::vector<char>& whole) {
   std::vector<std::pair<int64_t, int64_t>> items;
   for (int64_t e = 0; e < E; ++e) {
-    if (d.count(e) == 0) continue;
+    if (d.count(e) == 0 || whole[e]) continue;
     for (int64_t c = 0; c < cols; c += width) items.emplace_back(e, c);
   }
   return items;
@@ -145,6 +159,75 @@ void down_tile(const Problem& p, const Dispatch& d, const float* A, const float*
   }
 }
 
+// Experts with at least this many rows run whole_expert. H1024 I2816 E8 top-2, same runs as
+// Hugging Face: fp32 T=4096 (~1024 rows each) 821 -> 700-740 ms (peer 707-730, within noise).
+// bf16 at every row count: oneDNN's bf16 kernels beat converting tiles to fp32, T=1 1.60 ->
+// 1.14 ms, T=16 (~4 rows) 12.6 -> 5.5 ms (peer 5.1), T=128 32.8 -> 10.0 ms (peer 9.8),
+// T=512 105.6 -> 25.0 ms (peer 24.8).
+constexpr int64_t kWholeRows = 256;
+constexpr int64_t kWholeRowsBF16 = 1;
+
+// Whether an expert with n rows runs whole_expert: fp32 weights, or bf16 weights and bf16 x
+// (bf16 weights with fp32 x, fp16 and MXFP4 weights stay on the converting tiles).
+bool whole_expert_rows(const Problem& p, bool bf16, int64_t n) {
+  if (p.gate_up.kind == WeightRows::Kind::kF32) return n >= kWholeRows;
+  return bf16 && n >= kWholeRowsBF16;
+}
+
+// glu_forward over whole rows h (n, 2I) -> a (n, I) with ATen's vectorised kernels (SLEEF exp)
+// instead of glu_forward's scalar std::exp. It matters in bf16, where the GEMMs are fast: T=512
+// 0.90x -> 0.99x of the peer, T=128 0.88-0.94x -> 0.97-1.00x (fp32 T=4096: no difference).
+void glu_whole(const Problem& p, const at::Tensor& h, at::Tensor& a) {
+  const int64_t I = p.I;
+  if (p.act == Activation::kGptOss) {  // interleaved gate, up pairs
+    const at::Tensor g = at::clamp(h.slice(1, 0, 2 * I, 2), std::nullopt, p.limit);
+    const at::Tensor u = at::clamp(h.slice(1, 1, 2 * I, 2), -p.limit, p.limit);
+    at::mul_out(a, at::mul(g, at::sigmoid(at::mul(g, p.alpha))), at::add(u, 1.0));
+  } else {
+    const at::Tensor g = h.narrow(1, 0, I), u = h.narrow(1, I, I);
+    at::mul_out(a, p.act == Activation::kSilu ? at::silu(g) : at::gelu(g, "tanh"), u);
+  }
+}
+
+// Expert e with one at::mm per projection, called outside parallel regions so that each call
+// uses all threads: a = GLU(x_e @ gate_up_e^T + b), then O[rows of e] = (a @ down_e^T + b) *
+// routing weight. xe (n, H) in the weights' dtype; in bf16 the products accumulate in fp32 and
+// are rounded to bf16, as torch's bf16 matmul does. h (>= n, 2I) and a (>= n, I) are scratch
+// shared by all experts (T=4096 fp32: one 23 MB h instead of eight, and no (N, I) A for the
+// tiles), which saves page faults on fresh memory.
+void whole_expert(const Problem& p, const Dispatch& d, const at::Tensor& xe,
+                  const float* route_w, int64_t e, at::Tensor& h_buf, at::Tensor& a_buf,
+                  float* O) {
+  const int64_t H = p.H, I = p.I, first = d.offsets[e], n = d.count(e);
+  const bool f32 = xe.scalar_type() == at::kFloat;
+  const auto fopts = at::TensorOptions().dtype(at::kFloat);
+  at::Tensor h = h_buf.narrow(0, 0, n), a = a_buf.narrow(0, 0, n);  // (n, 2I), (n, I)
+  const at::Tensor gu = p.gate_up_w[e].t(), dn = p.down_w[e].t();
+  if (f32) {
+    at::mm_out(h, xe, gu);
+  } else {
+    h.copy_(at::mm(xe, gu));
+  }
+  if (p.gate_up_bias) {
+    h.add_(at::from_blob(const_cast<float*>(p.gate_up_bias) + e * 2 * I, {2 * I}, fopts));
+  }
+  glu_whole(p, h, a);
+  at::Tensor o = at::from_blob(O + first * H, {n, H}, fopts);
+  if (f32) {
+    at::mm_out(o, a, dn);
+  } else {
+    o.copy_(at::mm(a.to(xe.scalar_type()), dn));
+  }
+  const float* db = p.down_bias ? p.down_bias + e * H : nullptr;
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float scale = route_w[d.sorted[first + i]];
+      float* orow = O + (first + i) * H;
+      for (int64_t c = 0; c < H; ++c) orow[c] = (orow[c] + (db ? db[c] : 0.0f)) * scale;
+    }
+  });
+}
+
 at::Tensor experts_forward(const at::Tensor& x, const at::Tensor& indices,
                            const at::Tensor& weights, Problem& p, const char* op) {
   const Dispatch d = build_dispatch(indices, p.E, op);
@@ -154,7 +237,6 @@ at::Tensor experts_forward(const at::Tensor& x, const at::Tensor& indices,
   const float* route_w = wf.data_ptr<float>();
   const auto fopts = x.options().dtype(at::kFloat);
   at::Tensor xg = at::empty({N, H}, fopts);  // rows of x in dispatch order
-  at::Tensor A = at::empty({N, I}, fopts);
   at::Tensor O = at::empty({N, H}, fopts);
   float* xgp = xg.data_ptr<float>();
   // rows of experts on the fused MXFP4 path: permuted for mxfp4_matvec_avx2
@@ -170,11 +252,42 @@ at::Tensor experts_forward(const at::Tensor& x, const at::Tensor& indices,
     }
   });
 
-  int64_t max_rows = 0;
-  for (int64_t e = 0; e < p.E; ++e) max_rows = std::max(max_rows, d.count(e));
-  const int64_t w1 = tile_width(2, H, I, max_rows);
-  const auto items1 = tiles(d, p.E, I, w1);
+  float* Op = O.data_ptr<float>();
+  const bool bf16 = x.scalar_type() == at::kBFloat16 && p.gate_up.kind == WeightRows::Kind::kBF16;
+  std::vector<char> whole(p.E, 0);
+  int64_t max_rows = 0, whole_rows = 0;  // most rows of an expert on the tiles / whole_expert
+  for (int64_t e = 0; e < p.E; ++e) {
+    const int64_t n = d.count(e);
+    whole[e] = n > 0 && whole_expert_rows(p, bf16, n);
+    if (whole[e]) {
+      whole_rows = std::max(whole_rows, n);
+    } else {
+      max_rows = std::max(max_rows, n);
+    }
+  }
+  if (whole_rows > 0) {
+    at::Tensor h = at::empty({whole_rows, 2 * I}, fopts), a = at::empty({whole_rows, I}, fopts);
+    const at::Tensor xc = x.contiguous();
+    for (int64_t e = 0; e < p.E; ++e) {
+      if (!whole[e]) continue;
+      const int64_t first = d.offsets[e], n = d.count(e);
+      at::Tensor xe;  // (n, H)
+      if (bf16) {
+        at::Tensor tokens = at::empty({n}, x.options().dtype(at::kLong));
+        int64_t* tp = tokens.data_ptr<int64_t>();
+        for (int64_t i = 0; i < n; ++i) tp[i] = d.sorted[first + i] / k;
+        xe = xc.index_select(0, tokens);
+      } else {
+        xe = at::from_blob(xgp + first * H, {n, H}, fopts);
+      }
+      whole_expert(p, d, xe, route_w, e, h, a, Op);
+    }
+  }
+  // (N, I) activations of the experts on the tiles
+  at::Tensor A = at::empty({max_rows > 0 ? N : 0, I}, fopts);
   float* Ap = A.data_ptr<float>();
+  const int64_t w1 = tile_width(2, H, I, max_rows);
+  const auto items1 = tiles(d, p.E, I, w1, whole);
   for_each_item(items1.size(), 2 * w1 * H + kRowBlock * 2 * w1 + 2 * w1,
                 [&](int64_t item, float* scratch) {
                   const auto [e, c0] = items1[item];
@@ -186,8 +299,7 @@ at::Tensor experts_forward(const at::Tensor& x, const at::Tensor& indices,
   }
 
   const int64_t w2 = tile_width(1, I, H, max_rows);
-  const auto items2 = tiles(d, p.E, H, w2);
-  float* Op = O.data_ptr<float>();
+  const auto items2 = tiles(d, p.E, H, w2, whole);
   for_each_item(items2.size(), w2 * I, [&](int64_t item, float* scratch) {
     const auto [e, h0] = items2[item];
     down_tile(p, d, Ap, route_w, e, h0, std::min(w2, H - h0), Op, scratch);
@@ -239,6 +351,8 @@ at::Tensor moe_experts_fwd_cpu(const at::Tensor& x, const at::Tensor& indices,
   Problem p = make_problem(x, indices, gu.size(0), dn.size(2), activation, alpha, limit, gub, db);
   p.gate_up = float_weight_rows(gu);
   p.down = float_weight_rows(dn);
+  p.gate_up_w = gu;
+  p.down_w = dn;
   return experts_forward(x, indices, weights, p, "moe_experts");
 }
 
