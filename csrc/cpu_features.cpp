@@ -18,6 +18,15 @@ bool cpu_has_avx2() {
 
 std::atomic<bool> avx2_enabled{true};
 
+bool detect_bf16_dot() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
 }  // namespace
 
 bool use_avx2() {
@@ -26,5 +35,10 @@ bool use_avx2() {
 }
 
 void set_avx2_enabled(bool enabled) { avx2_enabled.store(enabled); }
+
+bool cpu_has_bf16_dot() {
+  static const bool supported = detect_bf16_dot();
+  return supported;
+}
 
 }  // namespace gptcore

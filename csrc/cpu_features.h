@@ -8,4 +8,8 @@ namespace gptcore {
 bool use_avx2();
 void set_avx2_enabled(bool enabled);
 
+// True when the CPU has bf16 dot-product instructions (AVX512_BF16), the ones torch's bf16
+// matmul (oneDNN) runs on. Without them that matmul is far slower than our fp32 tiles.
+bool cpu_has_bf16_dot();
+
 }  // namespace gptcore

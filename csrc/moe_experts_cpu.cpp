@@ -167,8 +167,10 @@ void down_tile(const Problem& p, const Dispatch& d, const float* A, const float*
 constexpr int64_t kWholeRows = 256;
 constexpr int64_t kWholeRowsBF16 = 1;
 
-// Whether an expert with n rows runs whole_expert: fp32 weights, or bf16 weights and bf16 x
-// (bf16 weights with fp32 x, fp16 and MXFP4 weights stay on the converting tiles).
+// Whether an expert with n rows runs whole_expert: fp32 weights, or bf16 weights and bf16 x on
+// a CPU with bf16 dot products (bf16 weights with fp32 x, fp16 and MXFP4 weights, and bf16 on
+// CPUs without AVX512_BF16, where torch's bf16 matmul runs at ~10 GFLOP/s, stay on the
+// converting tiles).
 bool whole_expert_rows(const Problem& p, bool bf16, int64_t n) {
   if (p.gate_up.kind == WeightRows::Kind::kF32) return n >= kWholeRows;
   return bf16 && n >= kWholeRowsBF16;
@@ -253,7 +255,8 @@ at::Tensor experts_forward(const at::Tensor& x, const at::Tensor& indices,
   });
 
   float* Op = O.data_ptr<float>();
-  const bool bf16 = x.scalar_type() == at::kBFloat16 && p.gate_up.kind == WeightRows::Kind::kBF16;
+  const bool bf16 = x.scalar_type() == at::kBFloat16 &&
+                    p.gate_up.kind == WeightRows::Kind::kBF16 && cpu_has_bf16_dot();
   std::vector<char> whole(p.E, 0);
   int64_t max_rows = 0, whole_rows = 0;  // most rows of an expert on the tiles / whole_expert
   for (int64_t e = 0; e < p.E; ++e) {

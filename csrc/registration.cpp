@@ -62,6 +62,7 @@ static py::dict build_info() {
   info["openmp"] = 0;
 #endif
   info["avx2_kernels"] = gptcore::use_avx2();
+  info["bf16_dot"] = gptcore::cpu_has_bf16_dot();
   return info;
 }
 
