@@ -82,8 +82,8 @@ def attention(q, k, v, *, causal=False, scale=None, window=None, sinks=None, sof
     G = Hq // Hkv
     scale = 1.0 / math.sqrt(D) if scale is None else scale
     left, right = window_bounds(causal, window)
-    qf = _acc(q).view(B, Hkv, G, Sq, D)        # query heads of one kv head side by side
-    kf = _acc(k).unsqueeze(2)                  # (B, Hkv, 1, Sk, D): broadcast, never expanded
+    qf = _acc(q).view(B, Hkv, G, Sq, D)          # query heads of one kv head side by side
+    kf = _acc(k).unsqueeze(2)                    # (B, Hkv, 1, Sk, D): broadcast, never expanded
     vf = _acc(v).unsqueeze(2)
     sf = None if sinks is None else _acc(sinks)
     rows_per_chunk = max(1, _CHUNK_BYTES // (4 * B * Hq * max(Sk, 1)))
@@ -184,11 +184,11 @@ def moe_experts(x, indices, weights, gate_up_proj, down_proj, *, activation="sil
         tok, slot = torch.where(indices == e)                 # the (token, slot) pairs of expert e
         if tok.numel() == 0:
             continue
-        h = _acc(x[tok]) @ _acc(gate_up_proj[e]).T        # (n, 2I)
+        h = _acc(x[tok]) @ _acc(gate_up_proj[e]).T            # (n, 2I)
         if gate_up_bias is not None:
             h = h + _acc(gate_up_bias[e])
         a = glu_activation(h, activation, alpha, limit)       # (n, I)
-        out = a @ _acc(down_proj[e]).T                      # (n, H)
+        out = a @ _acc(down_proj[e]).T                        # (n, H)
         if down_bias is not None:
             out = out + _acc(down_bias[e])
         y = y.index_add(0, tok, out * _acc(weights[tok, slot]).unsqueeze(-1))

@@ -13,6 +13,17 @@ import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import pytest  # noqa: E402
+
 import gptcore  # noqa: E402
 
 gptcore.available_backends()   # imports gptcore.ops.triton_backend and its kernels now
+
+
+@pytest.fixture(params=[True, False], ids=["avx2", "portable"])
+def isa(request):
+    """Runs a C++ test on the AVX2 kernels and again on the portable path."""
+    from gptcore import _C
+    _C.set_avx2_enabled(request.param)
+    yield request.param
+    _C.set_avx2_enabled(True)

@@ -65,13 +65,6 @@ def _compare(fn, inputs, out_shape, lse_shape, tol):
         torch.testing.assert_close(a.float(), b.float(), **tol, msg=lambda m: f"{name}: {m}")
 
 
-@pytest.fixture(params=[True, False], ids=["avx2", "portable"])
-def isa(request):
-    _C.set_avx2_enabled(request.param)
-    yield request.param
-    _C.set_avx2_enabled(True)
-
-
 def _dense(B, Hq, Hkv, Sq, Sk, D, opts, dtype, tol, contiguous=True):
     torch.manual_seed(0)
     inputs = _inputs(B, Hq, Hkv, Sq, Sk, D, dtype, opts.get("sinks"), contiguous)
@@ -93,14 +86,9 @@ def test_dense_low_precision(case, dtype):
     _dense(*case, dtype, LOW_TOL[dtype])
 
 
-@pytest.mark.parametrize("isa_on", [True, False], ids=["avx2", "portable"])
-def test_non_contiguous(isa_on):
-    _C.set_avx2_enabled(isa_on)
-    try:
-        _dense(2, 4, 2, 45, 61, 48, dict(causal=True, sinks=True), torch.float32, FP32_TOL,
-               contiguous=False)
-    finally:
-        _C.set_avx2_enabled(True)
+def test_non_contiguous(isa):
+    _dense(2, 4, 2, 45, 61, 48, dict(causal=True, sinks=True), torch.float32, FP32_TOL,
+           contiguous=False)
 
 
 VARLEN = [

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import gptcore
+from checks import close_scaled
 from gptcore import ref
 
 triton = pytest.importorskip("triton", reason="triton is not installed")
@@ -29,9 +30,7 @@ def interpreter():
 
 
 def _close(name, got, want, dtype):
-    err = (got.float() - want.float()).abs().max().item() if want.numel() else 0.0
-    scale = max(1.0, want.float().abs().max().item() if want.numel() else 0.0)
-    assert err <= TOL[dtype] * scale, f"{name}: max abs diff {err:.3g} (scale {scale:.3g})"
+    close_scaled(name, got, want, TOL[dtype])
 
 
 def _lse_close(got, want, dtype):

@@ -6,7 +6,7 @@ import torch
 import gptcore
 from gptcore import ref
 
-C = pytest.importorskip("gptcore._C", reason="the C++ extension is not built")
+pytest.importorskip("gptcore._C", reason="the C++ extension is not built")
 ops = torch.ops.gptcore
 assert gptcore.available_backends()["cpp"]  # loads the extension and registers its fakes
 
@@ -19,13 +19,6 @@ def assert_close(got, want, atol=ATOL, rtol=RTOL, what=""):
     diff = (got.float() - want.float()).abs().max().item() if got.numel() else 0.0
     assert torch.allclose(got.float(), want.float(), atol=atol, rtol=rtol), \
         f"{what}: max |diff| = {diff:.3g}"
-
-
-@pytest.fixture(params=["avx2", "portable"])
-def path(request):
-    C.set_avx2_enabled(request.param == "avx2")
-    yield request.param
-    C.set_avx2_enabled(True)
 
 
 # ----------------------------------------------------------------------------- routing
@@ -185,7 +178,7 @@ ACTS = ["silu", "gelu", "gpt_oss"]
 @pytest.mark.parametrize("T,H,I,E,k", [(1, 32, 24, 4, 2), (29, 40, 72, 7, 2), (11, 16, 8, 5, 5),
                                        (64, 24, 40, 3, 1), (400, 40, 72, 3, 2),
                                        (600, 16, 24, 5, 2)])
-def test_experts_forward(path, activation, bias, T, H, I, E, k):
+def test_experts_forward(isa, activation, bias, T, H, I, E, k):
     x, idx, w, gu, dn, gub, db = make_experts(T, H, I, E, k, bias=bias)
     if T > 1:
         idx[1, 0] = -1
@@ -198,7 +191,7 @@ def test_experts_forward(path, activation, bias, T, H, I, E, k):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("activation", ACTS)
-def test_experts_half_weights(path, dtype, activation):
+def test_experts_half_weights(isa, dtype, activation):
     x, idx, w, gu, dn, gub, db = make_experts(19, 48, 40, 6, 2, dtype=dtype, bias=True)
     y = ops.moe_experts_fwd(x, idx, w, gu, dn, gub, db, activation, 1.702, 7.0)
     # both convert the same half weights to fp32 and compute in fp32
@@ -214,7 +207,7 @@ def test_experts_half_weights(path, dtype, activation):
     assert_close(yh, want, tol, tol, "half activations")
 
 
-def test_experts_routing_extremes(path):
+def test_experts_routing_extremes(isa):
     """All tokens to one expert, experts without tokens, whole rows of -1."""
     x, idx, w, gu, dn, gub, db = make_experts(300, 32, 24, 6, 2, bias=True)
     for case in (torch.zeros_like(idx), torch.full_like(idx, 5), torch.full_like(idx, -1)):
@@ -282,7 +275,7 @@ def test_experts_opcheck():
 
 @pytest.mark.parametrize("activation", ACTS)
 @pytest.mark.parametrize("T,E,k", [(1, 4, 2), (40, 5, 2)])
-def test_experts_mxfp4_matches_dequantised(path, activation, T, E, k):
+def test_experts_mxfp4_matches_dequantised(isa, activation, T, E, k):
     x, idx, w, gu, dn, gub, db = make_experts(T, 64, 32, E, k, bias=True)
     gu4, dn4 = ref.mxfp4_quantize(gu), ref.mxfp4_quantize(dn)
     y = ops.moe_experts_mxfp4(x, idx, w, *gu4, *dn4, gub, db, activation, 1.702, 7.0)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import gptcore
+from checks import close_scaled as close
 from gptcore import ref
 
 pytest.importorskip("triton", reason="the Triton backend needs triton installed")
@@ -18,14 +19,6 @@ LIMIT = 1.0  # gpt_oss clamp small enough that the clamps cut random pre-activat
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-def close(name, got, want, tol):
-    """|got - want| <= tol * max|want| (+ tol for all-zero refs); prints the max difference."""
-    got, want = got.float(), want.float()
-    err = (got - want).abs().max().item() if want.numel() else 0.0
-    bound = tol * max(want.abs().max().item() if want.numel() else 0.0, 1.0)
-    assert err <= bound, f"{name}: max |diff| {err:.3g} > {bound:.3g}"
 
 
 # ----------------------------------------------------------------------------- routing

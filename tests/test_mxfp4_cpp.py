@@ -3,14 +3,7 @@ import pytest
 import torch
 
 import gptcore
-from gptcore import _C, ref
-
-
-@pytest.fixture(params=[True, False], ids=["avx2", "portable"])
-def simd(request):
-    _C.set_avx2_enabled(request.param)
-    yield request.param
-    _C.set_avx2_enabled(True)
+from gptcore import ref
 
 
 def _weights(shape, seed=0):
@@ -24,7 +17,7 @@ def _weights(shape, seed=0):
 
 @pytest.mark.parametrize("shape", [(32,), (3, 64), (2, 5, 96), (7, 1024)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_quantize_matches_ref_bit_for_bit(shape, dtype, simd):
+def test_quantize_matches_ref_bit_for_bit(shape, dtype, isa):
     w = _weights(shape).to(dtype)
     with gptcore.backend("cpp"):
         w4 = gptcore.mxfp4_quantize(w)
@@ -35,7 +28,7 @@ def test_quantize_matches_ref_bit_for_bit(shape, dtype, simd):
 
 @pytest.mark.parametrize("shape", [(32,), (3, 64), (2, 5, 96), (7, 1024)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_dequantize_matches_ref_exactly(shape, dtype, simd):
+def test_dequantize_matches_ref_exactly(shape, dtype, isa):
     blocks, scales = ref.mxfp4_quantize(_weights(shape))
     scales[..., 0] = 0                                          # 2^-127: the subnormal scale
     with gptcore.backend("cpp"):

@@ -1,8 +1,8 @@
 """Backend selection: which implementation (Triton, C++ extension, reference) serves a call.
 
 `auto` (the default): CUDA tensors -> Triton, CPU tensors -> C++; whatever is missing falls
-back to the reference with one warning per op and device (per process). A forced backend that cannot
-serve a call raises RuntimeError saying why.
+back to the reference with one warning per op and device per process. A forced backend that
+cannot serve a call raises RuntimeError saying why.
 """
 import contextlib
 import functools
