@@ -8,20 +8,12 @@
 #include <algorithm>
 #include <cmath>
 
+#include "blas.h"
 #include "cpu_features.h"
 #include "moe_experts.h"
 #include "moe_index.h"
 #include "moe_kernels.h"
 #include "mxfp4_kernels.h"
-
-// MKL's Fortran sgemm, exported by torch's MKL builds (torch 2.13 x86-64 wheels). A weak
-// reference: where torch has no MKL the symbol is null and gemm_nt falls back to at::mm, whose
-// per-call overhead (tensor wrappers, dispatch: several us) is what direct calls avoid: the
-// decode path makes hundreds of small calls per layer.
-extern "C" void SGEMM(const char* transa, const char* transb, const int* m, const int* n,
-                      const int* k, const float* alpha, const float* a, const int* lda,
-                      const float* b, const int* ldb, const float* beta, float* c,
-                      const int* ldc) __attribute__((weak));
 
 namespace gptcore {
 
@@ -167,12 +159,11 @@ void glu_backward(Activation act, float alpha, float limit, const float* h, cons
 
 void gemm_nt(int64_t n, int64_t m, int64_t K, const float* A, int64_t lda, const float* B,
              int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (SGEMM != nullptr) {
+  // Direct BLAS: the decode path makes hundreds of small calls per layer, where at::mm's
+  // per-call overhead would show; at::mm only where torch has no BLAS.
+  if (blas_available()) {
     // Column-major BLAS sees row-major C^T (m, n) = B (m, K) . A^T (K, n).
-    const char transb = 'T', transa = 'N';
-    const int im = m, in = n, ik = K, ildb = ldb, ilda = lda, ildc = ldc;
-    const float one = 1.0f;
-    SGEMM(&transb, &transa, &im, &in, &ik, &one, B, &ildb, A, &ilda, &beta, C, &ildc);
+    blas_sgemm('T', 'N', m, n, K, B, ldb, A, lda, beta, C, ldc);
     return;
   }
   const auto opts = at::TensorOptions().dtype(at::kFloat);
