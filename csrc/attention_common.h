@@ -2,16 +2,15 @@
 // lives in memory, the visibility band of a query position, fp32 tile packing, and the
 // dynamic work queue both passes use.
 #pragma once
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <vector>
 
 #include "attention_kernels.h"
 #include "cpu_features.h"
+#include "parallel.h"
 
 namespace gptcore::attn {
 
@@ -89,16 +88,6 @@ struct Problem {
 Problem make_problem(const at::Tensor& q, const at::Tensor& k, const at::Tensor* cu_q,
                      const at::Tensor* cu_k, const c10::optional<at::Tensor>& sinks_f32,
                      double scale, int64_t left, int64_t right, double softcap);
-
-// Runs fn(item) for item in [0, n) on every thread, each taking the next item from a shared
-// counter: causal and windowed items differ in cost, so static chunks would leave a core idle.
-template <typename Fn>
-void parallel_items(int64_t n, const Fn& fn) {
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
-    for (int64_t i = next++; i < n; i = next++) fn(i);
-  });
-}
 
 // Copies `rows` rows of D values (row stride `stride`) times `mul` into dst (rows x Dp, fp32),
 // zero-padding columns D..Dp.

@@ -3,7 +3,6 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
-#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -48,12 +47,6 @@ void glu_backward(Activation act, float alpha, float limit, const float* h, cons
 void gemm_nt(int64_t n, int64_t m, int64_t K, const float* A, int64_t lda, const float* B,
              int64_t ldb, float beta, float* C, int64_t ldc);
 
-// Runs fn(item, thread_scratch) for item in [0, items) on all threads, each thread taking the
-// next unclaimed item (items differ in cost: experts have different token counts). Every item
-// writes its own part of the output, so results do not depend on the schedule.
-template <typename Fn>
-void for_each_item(int64_t items, int64_t scratch_floats, const Fn& fn);
-
 // Reorders each block of 32 values as the MXFP4 nibbles are stored: 16 even elements, then 16
 // odd ones (the activation layout mxfp4_matvec_avx2 expects). K % 32 == 0; in place is fine.
 void mxfp4_permute_row(float* row, int64_t K);
@@ -62,5 +55,3 @@ at::Tensor float_contiguous(const at::Tensor& t);
 at::Tensor optional_float(const std::optional<at::Tensor>& t);
 
 }  // namespace gptcore
-
-#include "moe_experts_impl.h"

@@ -25,6 +25,7 @@
 #include <algorithm>
 
 #include "cpu_features.h"
+#include "parallel.h"
 #include "moe_experts.h"
 #include "moe_kernels.h"
 
@@ -291,7 +292,7 @@ at::Tensor experts_forward(const at::Tensor& x, const at::Tensor& indices,
   float* Ap = A.data_ptr<float>();
   const int64_t w1 = tile_width(2, H, I, max_rows);
   const auto items1 = tiles(d, p.E, I, w1, whole);
-  for_each_item(items1.size(), 2 * w1 * H + kRowBlock * 2 * w1 + 2 * w1,
+  parallel_items(items1.size(), 2 * w1 * H + kRowBlock * 2 * w1 + 2 * w1,
                 [&](int64_t item, float* scratch) {
                   const auto [e, c0] = items1[item];
                   gate_up_tile(p, d, xgp, e, c0, std::min(w1, I - c0), Ap, scratch);
@@ -303,7 +304,7 @@ at::Tensor experts_forward(const at::Tensor& x, const at::Tensor& indices,
 
   const int64_t w2 = tile_width(1, I, H, max_rows);
   const auto items2 = tiles(d, p.E, H, w2, whole);
-  for_each_item(items2.size(), w2 * I, [&](int64_t item, float* scratch) {
+  parallel_items(items2.size(), w2 * I, [&](int64_t item, float* scratch) {
     const auto [e, h0] = items2[item];
     down_tile(p, d, Ap, route_w, e, h0, std::min(w2, H - h0), Op, scratch);
   });
