@@ -14,7 +14,7 @@ $(BIN)/python:
 
 $(DEPS): $(BIN)/python pyproject.toml
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install setuptools wheel cmake ninja pybind11 numpy tqdm triton pytest pytest-benchmark transformers safetensors
+	$(BIN)/pip install setuptools wheel cmake ninja pybind11 numpy tqdm triton pytest pytest-benchmark hypothesis transformers safetensors tokenizers matplotlib
 	touch $(DEPS)
 
 build: $(DEPS)
