@@ -55,7 +55,6 @@ static py::dict build_info() {
   info["compiler"] = GPTCORE_COMPILER;
   info["build_type"] = GPTCORE_BUILD_TYPE;
   info["cxx_standard"] = __cplusplus;
-  info["cuda"] = static_cast<bool>(GPTCORE_WITH_CUDA);
 #ifdef _OPENMP
   info["openmp"] = _OPENMP;
 #else
