@@ -27,3 +27,38 @@ def isa(request):
     _C.set_avx2_enabled(request.param)
     yield request.param
     _C.set_avx2_enabled(True)
+
+
+# ----------------------------------------------------------------------------- skip policy
+# A skipped suite proves nothing, so a skip fails the run unless it is for hardware these
+# machines do not have. Such a skip must say so with this phrase in its reason.
+HARDWARE_SKIP = "needs a CUDA GPU"
+_skips = []
+
+
+def _record_skip(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _skips.append((report.nodeid, reason))
+
+
+def pytest_collectreport(report):
+    _record_skip(report)
+
+
+def pytest_runtest_logreport(report):
+    _record_skip(report)
+
+
+def pytest_terminal_summary(terminalreporter):
+    hardware = [s for s in _skips if HARDWARE_SKIP in s[1]]
+    other = [s for s in _skips if HARDWARE_SKIP not in s[1]]
+    terminalreporter.write_line(f"skip policy: {len(hardware)} skipped for missing hardware "
+                                f"({HARDWARE_SKIP}), {len(other)} skipped for anything else")
+    for nodeid, reason in other:
+        terminalreporter.write_line(f"  NOT ALLOWED: {nodeid}: {reason}", red=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if any(HARDWARE_SKIP not in reason for _, reason in _skips) and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
