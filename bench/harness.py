@@ -8,7 +8,10 @@ ratio measured in the same run is the signal.
 """
 import json
 import platform
+import subprocess
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -65,6 +68,73 @@ def _fmt_time(s):
     return "-" if s is None else (f"{s * 1e3:.2f} ms" if s >= 1e-3 else f"{s * 1e6:.0f} us")
 
 
+def achieved(r, roofs):
+    """(achieved rate as text, % of its roof or None) of one row."""
+    if r.flops is not None:
+        rate = r.flops / r.ours_s / 1e9
+        return f"{rate:.1f} GFLOP/s", 100 * rate / roofs.gemm_gflops
+    if r.bytes is not None:
+        rate = r.bytes / r.ours_s / 1e9
+        return f"{rate:.1f} GB/s", 100 * rate / roofs.copy_gbs
+    return "-", None
+
+
+def _cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _isa_flags():
+    """The SIMD features of this CPU that our kernels choose between."""
+    wanted = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+              "avx512_bf16", "amx_bf16")
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    return [f for f in wanted if f in flags]
+
+
+def _version(module):
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return None
+
+
+def _commit():
+    """HEAD of the checkout bench/ lives in, "+dirty" when it has uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def environment():
+    """What a result depends on: code, library versions, CPU, threads, gptcore's build."""
+    try:
+        from gptcore import _C
+        build = {k: v for k, v in dict(_C.build_info()).items()}
+    except ImportError:
+        build = None
+    return {"commit": _commit(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__, "transformers": _version("transformers"),
+            "triton": _version("triton"), "cpu": _cpu_model(), "isa": _isa_flags(),
+            "threads": torch.get_num_threads(), "build": build}
+
+
 def table(rows, roofs):
     """The report as text: one line per row."""
     head = (f"{'op':<12} {'case':<40} {'gptcore':>10} {'peer':>10} {'peer name':<16} "
@@ -73,30 +143,29 @@ def table(rows, roofs):
              f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
              f"torch {torch.__version__})", head, "-" * len(head)]
     for r in rows:
-        if r.flops is not None:
-            rate = r.flops / r.ours_s / 1e9
-            achieved, roof = f"{rate:.1f} GFLOP/s", 100 * rate / roofs.gemm_gflops
-        elif r.bytes is not None:
-            rate = r.bytes / r.ours_s / 1e9
-            achieved, roof = f"{rate:.1f} GB/s", 100 * rate / roofs.copy_gbs
-        else:
-            achieved, roof = "-", None
+        rate, roof = achieved(r, roofs)
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
         pct = "-" if roof is None else f"{roof:.0f}%"
         lines.append(f"{r.op:<12} {r.case:<40} {_fmt_time(r.ours_s):>10} {_fmt_time(r.peer_s):>10} "
-                     f"{r.peer:<16} {ratio:>7} {achieved:>14} {pct:>7}"
+                     f"{r.peer:<16} {ratio:>7} {rate:>14} {pct:>7}"
                      + (f"  {r.note}" if r.note else ""))
     return "\n".join(lines)
 
 
 def report(rows, roofs, json_path=None):
-    """Prints the table and, if asked, writes rows and roofs as JSON."""
+    """Prints the table and, if asked, writes it with the run's environment as JSON (the
+    files README's tables are generated from: bench/readme_tables.py)."""
     print(table(rows, roofs))
     if json_path:
+        out = []
+        for r in rows:
+            rate, roof = achieved(r, roofs)
+            out.append(dict(asdict(r), ratio=r.ratio, achieved=rate, roof_pct=roof))
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         with open(json_path, "w") as f:
-            json.dump({"roofs": asdict(roofs), "torch": torch.__version__,
-                       "threads": torch.get_num_threads(),
-                       "rows": [dict(asdict(r), ratio=r.ratio) for r in rows]}, f, indent=2)
+            json.dump({"environment": environment(), "roofs": asdict(roofs), "rows": out}, f,
+                      indent=1)
+        print(f"results written to {json_path}")
 
 
 def main(run, description):

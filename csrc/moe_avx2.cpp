@@ -64,10 +64,12 @@ void mxfp4_matvec_avx2(const uint8_t* blocks, const uint8_t* scales, int64_t row
       const __m128i odd = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(bytes, 4), low4));
       const __m256 w0 = int8_to_ps(even), w1 = int8_to_ps(_mm_srli_si128(even, 8));
       const __m256 w2 = int8_to_ps(odd), w3 = int8_to_ps(_mm_srli_si128(odd, 8));
-      // 2^(s - 127) / 2 = 2^(s - 128) from its exponent bits; s = 0 (all-zero blocks, or
-      // blocks below 1e-37) maps to 0 instead of a denormal
-      const int sbits = rs[b] >= 1 ? (rs[b] - 1) : 0;
-      const __m256 scale = _mm256_castsi256_ps(_mm256_set1_epi32(sbits << 23));
+      // 2^(s - 127) / 2 = 2^(s - 128): from its exponent bits where that is a normal float,
+      // spelled out for s = 0 and 1, whose 2^-128 and 2^-127 are subnormal (OCP: byte 0 is
+      // 2^-127, as in every other path)
+      const __m256 scale =
+          rs[b] >= 2 ? _mm256_castsi256_ps(_mm256_set1_epi32((rs[b] - 1) << 23))
+                     : _mm256_set1_ps(rs[b] == 1 ? 0x1p-127f : 0x1p-128f);
       for (int64_t i = 0; i < nx; ++i) {
         const float* xb = x + i * ldx + 32 * b;  // permuted: 16 even elements, then 16 odd
         __m256 t = _mm256_mul_ps(w0, _mm256_loadu_ps(xb));

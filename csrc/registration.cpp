@@ -5,6 +5,7 @@
 #include <torch/version.h>
 #include <pybind11/pybind11.h>
 
+#include "blas.h"
 #include "cpu_features.h"
 
 TORCH_LIBRARY(gptcore, m) {
@@ -62,6 +63,15 @@ static py::dict build_info() {
 #endif
   info["avx2_kernels"] = gptcore::use_avx2();
   info["bf16_dot"] = gptcore::cpu_has_bf16_dot();
+  // Which GEMM each path runs: the sgemm torch exports (MKL in torch's x86-64 wheels), or the
+  // fallback a silent miss would bring (about a third of the speed for attention tiles).
+  const bool sgemm = gptcore::blas_available();
+  py::dict blas;
+  blas["sgemm"] = sgemm ? "resolved" : "unresolved";
+  blas["attention_tiles"] = sgemm ? "sgemm (>= 16 rows), own kernels below" : "own kernels";
+  blas["moe_experts_fp32"] = sgemm ? "sgemm" : "at::mm";
+  blas["moe_experts_bf16"] = gptcore::cpu_has_bf16_dot() ? "at::mm (oneDNN bf16)" : "own fp32 tiles";
+  info["blas"] = blas;
   return info;
 }
 

@@ -37,3 +37,15 @@ def test_every_cpp_schema_matches_the_registry():
         schema = str(getattr(torch.ops.gptcore, name).default._schema)
         expected = str(torch._C.parse_schema(f"gptcore::{name}{_registry.SCHEMAS[name]}"))
         assert schema == expected, f"{name}: C++ schema {schema} != registry {expected}"
+
+
+def test_torchs_mkl_sgemm_is_resolved():
+    """A silent fallback from MKL to our own tiles would pass every correctness test at a
+    third of the speed: where torch ships MKL, our build must have found its sgemm."""
+    from gptcore import _C
+    blas = _C.build_info()["blas"]
+    if torch.backends.mkl.is_available():
+        assert blas["sgemm"] == "resolved", blas
+        assert blas["moe_experts_fp32"] == "sgemm", blas
+    else:
+        assert blas["sgemm"] == "unresolved", blas
