@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 DEPS   := $(VENV)/.deps-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test build bench clean
+.PHONY: demo test build bench clean test-gpu-configs gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,19 @@ test: build
 demo: build
 	$(BIN)/gptcore info
 	$(BIN)/gptcore bench --quick
+
+# Every Triton tile config computed under the interpreter at every head dim, fp32 and fp16,
+# and the ahead-of-time compile of every specialisation (about 20 minutes on 2 cores).
+test-gpu-configs: build
+	GPTCORE_ALL_CONFIGS=1 $(BIN)/python -m pytest tests/test_triton_configs.py
+	$(BIN)/python -m gptcore.kernels.aot --all
+
+# On a machine with a CUDA GPU: the Triton suites compiled and run on the GPU, then the
+# kernels timed against torch SDPA / flash-attn and a plain-PyTorch experts loop.
+gpu-check: build
+	GPTCORE_TEST_DEVICE=cuda $(BIN)/python -m pytest tests/test_attention_triton.py \
+		tests/test_moe_triton.py tests/test_triton_configs.py
+	$(BIN)/python bench/gpu_check.py
 
 bench: build
 	$(BIN)/gptcore bench

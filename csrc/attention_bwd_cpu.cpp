@@ -169,8 +169,8 @@ void backward(const Problem& pb, const T* dout, const float* dlse, const T* q, c
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_backward(
     const at::Tensor& dout, const at::Tensor& dlse, const at::Tensor& q, const at::Tensor& k,
     const at::Tensor& v, const at::Tensor* cu_q, const at::Tensor* cu_k, const at::Tensor& out,
-    const at::Tensor& lse, const c10::optional<at::Tensor>& sinks, bool causal, double scale,
-    int64_t left, int64_t right, double softcap) {
+    const at::Tensor& lse, const c10::optional<at::Tensor>& sinks, double scale, int64_t left,
+    int64_t right, double softcap) {
   TORCH_CHECK_TYPE(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type() &&
                        q.scalar_type() == out.scalar_type(),
                    "gptcore.attention backward: q, k, v, out must share a dtype, got ",
@@ -184,7 +184,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_backward(
   TORCH_CHECK_VALUE(lse.sizes() == lse_sizes && dlse.sizes() == lse_sizes,
                     "gptcore.attention backward: lse and dlse must have shape ", lse_sizes,
                     ", got ", lse.sizes(), " and ", dlse.sizes());
-  if (causal) right = right < 0 ? 0 : std::min<int64_t>(right, 0);
   const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous(),
                    oc = out.contiguous(), doc = dout.to(q.scalar_type()).contiguous(),
                    lc = lse.to(at::kFloat).contiguous(), dlc = dlse.to(at::kFloat).contiguous();
@@ -212,25 +211,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_backward(
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_bwd_cpu(
     const at::Tensor& dout, const at::Tensor& dlse, const at::Tensor& q, const at::Tensor& k,
     const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
-    const c10::optional<at::Tensor>& sinks, bool causal, double scale, int64_t left,
-    int64_t right, double softcap) {
+    const c10::optional<at::Tensor>& sinks, double scale, int64_t left, int64_t right,
+    double softcap) {
   TORCH_CHECK_VALUE(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
                     "gptcore.attention backward: q, k, v must be 4-D (B, H, S, D), got ",
                     q.sizes(), ", ", k.sizes(), ", ", v.sizes());
-  return run_backward(dout, dlse, q, k, v, nullptr, nullptr, out, lse, sinks, causal, scale, left,
-                      right, softcap);
+  return run_backward(dout, dlse, q, k, v, nullptr, nullptr, out, lse, sinks, scale, left, right,
+                      softcap);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_varlen_bwd_cpu(
     const at::Tensor& dout, const at::Tensor& dlse, const at::Tensor& q, const at::Tensor& k,
     const at::Tensor& v, const at::Tensor& cu_q, const at::Tensor& cu_k, int64_t, int64_t,
     const at::Tensor& out, const at::Tensor& lse, const c10::optional<at::Tensor>& sinks,
-    bool causal, double scale, int64_t left, int64_t right, double softcap) {
+    double scale, int64_t left, int64_t right, double softcap) {
   TORCH_CHECK_VALUE(q.dim() == 3 && k.dim() == 3 && v.dim() == 3,
                     "gptcore.attention_varlen backward: q, k, v must be 3-D (T, H, D), got ",
                     q.sizes(), ", ", k.sizes(), ", ", v.sizes());
-  return run_backward(dout, dlse, q, k, v, &cu_q, &cu_k, out, lse, sinks, causal, scale, left,
-                      right, softcap);
+  return run_backward(dout, dlse, q, k, v, &cu_q, &cu_k, out, lse, sinks, scale, left, right,
+                      softcap);
 }
 
 }  // namespace

@@ -275,23 +275,21 @@ std::tuple<at::Tensor, at::Tensor> run_forward(const at::Tensor& q, const at::Te
 std::tuple<at::Tensor, at::Tensor> attention_fwd_cpu(const at::Tensor& q, const at::Tensor& k,
                                                      const at::Tensor& v,
                                                      const c10::optional<at::Tensor>& sinks,
-                                                     bool causal, double scale, int64_t left,
-                                                     int64_t right, double softcap) {
+                                                     double scale, int64_t left, int64_t right,
+                                                     double softcap) {
   TORCH_CHECK_VALUE(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
                     "gptcore.attention: q, k, v must be 4-D (B, H, S, D), got ", q.sizes(), ", ",
                     k.sizes(), ", ", v.sizes());
-  if (causal) right = right < 0 ? 0 : std::min<int64_t>(right, 0);
   return run_forward(q, k, v, nullptr, nullptr, sinks, scale, left, right, softcap);
 }
 
 std::tuple<at::Tensor, at::Tensor> attention_varlen_fwd_cpu(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cu_q,
-    const at::Tensor& cu_k, int64_t, int64_t, const c10::optional<at::Tensor>& sinks, bool causal,
-    double scale, int64_t left, int64_t right, double softcap) {
+    const at::Tensor& cu_k, int64_t, int64_t, const c10::optional<at::Tensor>& sinks, double scale,
+    int64_t left, int64_t right, double softcap) {
   TORCH_CHECK_VALUE(q.dim() == 3 && k.dim() == 3 && v.dim() == 3,
                     "gptcore.attention_varlen: q, k, v must be 3-D (T, H, D), got ", q.sizes(),
                     ", ", k.sizes(), ", ", v.sizes());
-  if (causal) right = right < 0 ? 0 : std::min<int64_t>(right, 0);
   return run_forward(q, k, v, &cu_q, &cu_k, sinks, scale, left, right, softcap);
 }
 

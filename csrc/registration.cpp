@@ -1,52 +1,11 @@
-// The one place where gptcore's C++ op schemas are declared (torch.ops.gptcore.*), plus the
-// pybind11 module that carries the non-op helpers. Each op's CPU kernel registers itself in
-// csrc/<op>_cpu.cpp; fake (meta) and autograd registrations live in gptcore/ops/_registry.py.
-#include <torch/library.h>
+// The pybind11 module that carries the non-op helpers (build info, the ISA switch). The ops'
+// schemas are defined once, in gptcore/ops/_registry.py, with their fake and autograd
+// registrations; each op's CPU kernel registers itself in csrc/<op>_cpu.cpp.
 #include <torch/version.h>
 #include <pybind11/pybind11.h>
 
 #include "blas.h"
 #include "cpu_features.h"
-
-TORCH_LIBRARY(gptcore, m) {
-  m.set_python_module("gptcore.ops._registry");
-  // Attention (flash-attention style, CPU kernels in csrc/attention_cpu.cpp, attention_bwd_cpu.cpp).
-  m.def("attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? sinks, bool causal, float scale, "
-        "int window_left, int window_right, float softcap) -> (Tensor, Tensor)");
-  m.def("attention_bwd(Tensor dout, Tensor dlse, Tensor q, Tensor k, Tensor v, Tensor out, "
-        "Tensor lse, Tensor? sinks, bool causal, float scale, int window_left, "
-        "int window_right, float softcap) -> (Tensor, Tensor, Tensor, Tensor)");
-  m.def("attention_varlen_fwd(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, "
-        "Tensor cu_seqlens_k, int max_seqlen_q, int max_seqlen_k, "
-        "Tensor? sinks, bool causal, float scale, int window_left, "
-        "int window_right, float softcap) -> (Tensor, Tensor)");
-  m.def("attention_varlen_bwd(Tensor dout, Tensor dlse, Tensor q, Tensor k, Tensor v, "
-        "Tensor cu_seqlens_q, Tensor cu_seqlens_k, int max_seqlen_q, "
-        "int max_seqlen_k, Tensor out, Tensor lse, Tensor? sinks, bool causal, "
-        "float scale, int window_left, int window_right, float softcap) "
-        "-> (Tensor, Tensor, Tensor, Tensor)");
-  // MXFP4 (OCP MX): w (..., K) -> blocks uint8 (..., K/2), scales uint8 (..., K/32).
-  m.def("mxfp4_quantize(Tensor w) -> (Tensor, Tensor)");
-  m.def("mxfp4_dequantize(Tensor blocks, Tensor scales, ScalarType dtype) -> Tensor");
-  // MoE: routing, the dispatch index (format in csrc/moe_index.h), grouped expert GEMMs.
-  m.def("route(Tensor logits, int top_k, str scoring, bool renormalize, Tensor? bias) "
-        "-> (Tensor, Tensor)");
-  m.def("route_bwd(Tensor dweights, Tensor logits, Tensor indices, str scoring, "
-        "bool renormalize, Tensor? bias) -> Tensor");
-  m.def("moe_index(Tensor indices, int num_experts, int block_m) "
-        "-> (Tensor, Tensor, Tensor)");
-  m.def("moe_experts_fwd(Tensor x, Tensor indices, Tensor weights, Tensor gate_up_proj, "
-        "Tensor down_proj, Tensor? gate_up_bias, Tensor? down_bias, str activation, "
-        "float alpha, float limit) -> Tensor");
-  m.def("moe_experts_bwd(Tensor dy, Tensor x, Tensor indices, Tensor weights, "
-        "Tensor gate_up_proj, Tensor down_proj, Tensor? gate_up_bias, Tensor? down_bias, "
-        "str activation, float alpha, float limit) "
-        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
-  m.def("moe_experts_mxfp4(Tensor x, Tensor indices, Tensor weights, Tensor gate_up_blocks, "
-        "Tensor gate_up_scales, Tensor down_blocks, Tensor down_scales, "
-        "Tensor? gate_up_bias, Tensor? down_bias, str activation, float alpha, "
-        "float limit) -> Tensor");
-}
 
 namespace py = pybind11;
 

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import platform
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -90,7 +91,11 @@ def bench(args):
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         rows += module.run(quick=args.quick)
-    harness.report(rows, roofs, args.json)
+    json_path = args.json
+    if json_path is None and not args.quick and not args.no_save:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        json_path = directory / "results" / f"{stamp}.json"
+    harness.report(rows, roofs, json_path)
     return 0
 
 
@@ -107,7 +112,10 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="small cases only (about a minute)")
     p.add_argument("--only", nargs="+", metavar="OP",
                    help="only these bench files, e.g. --only attention moe")
-    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--json", metavar="FILE",
+                   help="write the results (with commit, versions, CPU, roofs) to FILE; a full "
+                        "run writes bench/results/<UTC time>.json by default")
+    p.add_argument("--no-save", action="store_true", help="do not write a results file")
     p.set_defaults(func=bench)
     args = parser.parse_args(argv)
     return args.func(args)

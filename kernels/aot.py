@@ -1,8 +1,12 @@
 """Ahead-of-time compile check of every Triton kernel for sm_80 and sm_90, no GPU needed:
-`python -m gptcore.kernels.aot`. Each kernel module lists its GPU configs in `aot_specs()`;
-each is compiled with triton.compile(ASTSource(...), target=GPUTarget("cuda", arch, 32)) and
-its cubin read with the wheel's cuobjdump. Exits non-zero on a register spill or on shared
-memory above the architecture's per-block limit.
+`python -m gptcore.kernels.aot [--all]`. Each kernel module lists its GPU configs in
+`aot_specs()` (bf16); each is compiled with triton.compile(ASTSource(...),
+target=GPUTarget("cuda", arch, 32)) and its cubin read with the wheel's cuobjdump. Every other
+specialisation a launch can produce (fp16 and fp32 operands, softcap, varlen, sinks on or off)
+is compiled too, one change at a time: for the first config of each kernel and head dim by
+default (the widest tile, where registers run out first), for every config with --all.
+Exits non-zero on a register spill, on shared memory above the architecture's per-block
+limit, or on a kernel with a tl.dot that compiled to no tensor-core instruction.
 """
 import argparse
 import importlib
@@ -21,7 +25,12 @@ os.environ.pop("TRITON_INTERPRET", None)
 MODULES = ("gptcore.kernels.attention", "gptcore.kernels.moe")
 ARCHS = (80, 90)
 SMEM_LIMIT = {80: 163 * 1024, 90: 227 * 1024}    # max dynamic shared memory per block
-MMA = {80: "mma.sync", 90: "wgmma"}
+# Tensor-core instructions: sm_90 runs wgmma for tiles of 64+ rows and mma.sync below that.
+MMA = {80: ("mma.sync",), 90: ("wgmma", "mma.sync")}
+# Kernels without a tl.dot (row reductions, routing, index building): no mma expected.
+NO_DOT = ("attention_bwd_preprocess", "attention_combine", "moe_route", "moe_index")
+FLAGS = ("HAS_SOFTCAP", "IS_VARLEN", "HAS_SINKS")
+DTYPES = ("fp16", "fp32")
 
 
 def specs():
@@ -36,18 +45,59 @@ def specs():
     return found
 
 
+def variants(spec):
+    """The other specialisations of one spec, one change each: every boolean flag among FLAGS
+    flipped, and each of DTYPES in place of bf16 operands."""
+    found = [("flag", f) for f in FLAGS if f in spec["constexprs"]]
+    if any(kind == "*bf16" for kind in spec["signature"].values()):
+        found += [("dtype", d) for d in DTYPES]
+    return found
+
+
+def apply_variant(spec, variant):
+    """A copy of spec specialised as `variant` (None: the spec itself)."""
+    if variant is None:
+        return spec
+    kind, value = variant
+    spec = dict(spec, signature=dict(spec["signature"]), constexprs=dict(spec["constexprs"]))
+    if kind == "flag":
+        spec["constexprs"][value] = not spec["constexprs"][value]
+        spec["name"] += f"+{value.lower()}={spec['constexprs'][value]}"
+    else:
+        spec["signature"] = {n: f"*{value}" if t == "*bf16" else t
+                             for n, t in spec["signature"].items()}
+        spec["name"] += f"+{value}"
+    return spec
+
+
+def plan(all_variants, name_filter=""):
+    """(module, index, variant, arch) of every compile to run."""
+    todo, seen = [], set()
+    for module, index, spec in specs():
+        if name_filter not in spec["name"]:
+            continue
+        family = (spec["fn"], spec["constexprs"].get("HEAD_DIM"))
+        chosen = [None]
+        if all_variants or family not in seen:
+            chosen += variants(spec)
+        seen.add(family)
+        todo += [(module, index, v, arch) for v in chosen for arch in ARCHS]
+    return todo
+
+
 def _cuobjdump():
     import triton
     return Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 
 
-def compile_one(module_name, index, arch):
-    """Compiles spec `index` of `module_name` for sm_`arch`; returns its resource report."""
+def compile_one(module_name, index, variant, arch):
+    """Compiles spec `index` of `module_name`, specialised as `variant`, for sm_`arch`;
+    returns its resource report."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    spec = importlib.import_module(module_name).aot_specs()[index]
+    spec = apply_variant(importlib.import_module(module_name).aot_specs()[index], variant)
     src = ASTSource(spec["fn"], **specialize(spec))
     kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32),
                             options={"num_warps": spec["num_warps"],
@@ -61,7 +111,7 @@ def compile_one(module_name, index, arch):
     return {"name": spec["name"], "arch": arch, "regs": fields.get("REG", -1),
             "spill": fields.get("STACK", 0) + fields.get("LOCAL", 0),
             "shared": kernel.metadata.shared + fields.get("SHARED", 0),
-            "mma": MMA[arch] in kernel.asm["ptx"]}
+            "mma": next((m for m in MMA[arch] if m in kernel.asm["ptx"]), None)}
 
 
 def specialize(spec):
@@ -88,6 +138,8 @@ def problems(report):
         found.append(f"spills {report['spill']} bytes")
     if report["shared"] > SMEM_LIMIT[report["arch"]]:
         found.append(f"shared {report['shared']} B > {SMEM_LIMIT[report['arch']]} B")
+    if report["mma"] is None and not report["name"].startswith(NO_DOT):
+        found.append("no tensor-core instruction")
     return found
 
 
@@ -96,17 +148,20 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="parallel compiles (default: all cores)")
     parser.add_argument("--filter", default="", help="only kernels whose name contains this")
+    parser.add_argument("--all", action="store_true",
+                        help="every specialisation of every config (default: of the first "
+                             "config of each kernel and head dim)")
     args = parser.parse_args(argv)
-    todo = [(m, i, arch) for m, i, s in specs() if args.filter in s["name"] for arch in ARCHS]
+    todo = plan(args.all, args.filter)
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         reports = list(pool.map(compile_one, *zip(*todo))) if todo else []
-    print(f"{'kernel':<44} {'sm':>3} {'regs':>5} {'spill':>6} {'shared KB':>10} {'mma':>9}  status")
+    print(f"{'kernel':<60} {'sm':>3} {'regs':>5} {'spill':>6} {'shared KB':>10} {'mma':>9}  status")
     bad = 0
     for r in reports:
         issues = problems(r)
         bad += bool(issues)
-        mma = MMA[r["arch"]] if r["mma"] else "none"
-        print(f"{r['name']:<44} {r['arch']:>3} {r['regs']:>5} {r['spill']:>6} "
+        mma = r["mma"] or "none"
+        print(f"{r['name']:<60} {r['arch']:>3} {r['regs']:>5} {r['spill']:>6} "
               f"{r['shared'] / 1024:>10.1f} {mma:>9}  {'; '.join(issues) or 'ok'}")
     print(f"{len(reports)} compiles, {bad} unhealthy")
     return 1 if bad or not reports else 0

@@ -8,14 +8,23 @@ Triton then refuses CPU tensors must not be the first to import our kernels. The
 lets Triton run CPU tensors when a test forces gptcore.backend("triton"); the auto backend still
 sends CPU tensors to the C++ extension. The ahead-of-time compile check runs in a child process
 without it.
+
+`make gpu-check` sets GPTCORE_TEST_DEVICE=cuda: the Triton suites then run compiled on a GPU,
+every tensor a test makes lands on the CUDA device, and the interpreter stays off.
 """
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+GPU_RUN = os.environ.get("GPTCORE_TEST_DEVICE") == "cuda"
+if not GPU_RUN:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 import gptcore  # noqa: E402
+
+if GPU_RUN:
+    torch.set_default_device("cuda")
 
 gptcore.available_backends()   # imports gptcore.ops.triton_backend and its kernels now
 

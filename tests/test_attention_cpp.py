@@ -137,11 +137,11 @@ def test_bad_offsets_raise_in_cpp():
     for bad in ([0, 4, 3], [1, 3, 6], [0, 3, 7]):
         cu = torch.tensor(bad, dtype=torch.int32)
         with pytest.raises(ValueError, match="cu_seqlens"):
-            torch.ops.gptcore.attention_varlen_fwd(q, k, k, cu, good, 6, 6, None, False, 1.0,
-                                                   -1, -1, 0.0)
+            torch.ops.gptcore.attention_varlen_fwd(q, k, k, cu, good, 6, 6, None, 1.0, -1, -1,
+                                                   0.0)
         with pytest.raises(ValueError, match="cu_seqlens"):
-            torch.ops.gptcore.attention_varlen_fwd(q, k, k, good, cu, 6, 6, None, False, 1.0,
-                                                   -1, -1, 0.0)
+            torch.ops.gptcore.attention_varlen_fwd(q, k, k, good, cu, 6, 6, None, 1.0, -1, -1,
+                                                   0.0)
 
 
 def test_opcheck():
@@ -149,7 +149,7 @@ def test_opcheck():
     torch.manual_seed(0)
     q, k, v = torch.randn(1, 4, 9, 16), torch.randn(1, 2, 12, 16), torch.randn(1, 2, 12, 16)
     sinks = torch.randn(4)
-    flags = (True, 0.25, 5, 0, 0.0)
+    flags = (0.25, 5, 0, 0.0)     # scale, window (5, 0): causal with 6 keys, no softcap
     for t in (q, k, v, sinks):
         t.requires_grad_()
     torch.library.opcheck(torch.ops.gptcore.attention_fwd.default, (q, k, v, sinks, *flags))

@@ -24,8 +24,10 @@ TOL = {torch.float32: 2e-5, torch.float16: 3e-3}
 
 @pytest.fixture(scope="module", autouse=True)
 def interpreter():
-    """tests/conftest.py sets TRITON_INTERPRET=1 before triton is imported."""
-    assert os.environ.get("TRITON_INTERPRET") == "1", "run under tests/conftest.py"
+    """tests/conftest.py sets TRITON_INTERPRET=1 before triton is imported (or, under
+    `make gpu-check`, puts every tensor on the GPU)."""
+    on_gpu = os.environ.get("GPTCORE_TEST_DEVICE") == "cuda"
+    assert on_gpu or os.environ.get("TRITON_INTERPRET") == "1", "run under tests/conftest.py"
     assert gptcore.available_backends()["triton"], "the triton backend failed to load"
 
 
@@ -201,14 +203,14 @@ def test_opcheck():
                torch.randn(1, 1, 7, 16, requires_grad=True))
     sinks = torch.randn(2, requires_grad=True)
     torch.library.opcheck(torch.ops.gptcore.triton_attention_fwd,
-                          (q, k, v, sinks, True, 0.25, -1, 0, 0.0))
+                          (q, k, v, sinks, 0.25, -1, 0, 0.0))
     cu_q = torch.tensor([0, 2, 5], dtype=torch.int32)
     cu_k = torch.tensor([0, 3, 7], dtype=torch.int32)
     qv, kv, vv = (torch.randn(5, 2, 16, requires_grad=True),
                   torch.randn(7, 1, 16, requires_grad=True),
                   torch.randn(7, 1, 16, requires_grad=True))
     torch.library.opcheck(torch.ops.gptcore.triton_attention_varlen_fwd,
-                          (qv, kv, vv, cu_q, cu_k, 3, 4, sinks, True, 0.25, 2, 0, 3.0))
+                          (qv, kv, vv, cu_q, cu_k, 3, 4, sinks, 0.25, 2, 0, 3.0))
 
 
 @pytest.mark.parametrize("head_dim", [1, 64, 80, 128, 256])

@@ -174,7 +174,7 @@ def _opcheck_samples():
 
     q, k, v, sinks = r(1, 4, 3, 8, grad=True), r(1, 2, 5, 8, grad=True), r(1, 2, 5, 8, grad=True), \
         r(4, grad=True)
-    flags = (True, 0.35, 2, 0, 3.0)
+    flags = (0.35, 2, 0, 3.0)     # scale, window (2, 0) = causal window 3, softcap
     out, lse = torch.ops.gptcore.ref_attention_fwd(q, k, v, sinks, *flags)
     qv, kv, vv = (t[0].transpose(0, 1).contiguous().detach().requires_grad_() for t in (q, k, v))
     cu_q, cu_k = torch.tensor([0, 1, 3], dtype=torch.int32), torch.tensor([0, 3, 5],

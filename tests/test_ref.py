@@ -115,8 +115,7 @@ def test_attention_gradcheck(options):
     scale = options.get("scale", 3 ** -0.5)
 
     def as_op(q, k, v, sinks=None):   # the ref_ op with its registered autograd (dlse path too)
-        return torch.ops.gptcore.ref_attention_fwd(q, k, v, sinks, options.get("causal", False),
-                                                   scale, left, right,
+        return torch.ops.gptcore.ref_attention_fwd(q, k, v, sinks, scale, left, right,
                                                    options.get("softcap", 0.0))
     assert torch.autograd.gradcheck(direct, tensors)
     assert torch.autograd.gradcheck(as_op, tensors)
@@ -171,8 +170,8 @@ def test_attention_varlen_gradcheck():
                                     softcap=2.0, return_lse=True)
 
     def as_op(q, k, v, sinks):
-        return torch.ops.gptcore.ref_attention_varlen_fwd(q, k, v, cu_q, cu_k, 3, 3, sinks, True,
-                                                          0.5, -1, 0, 2.0)
+        return torch.ops.gptcore.ref_attention_varlen_fwd(q, k, v, cu_q, cu_k, 3, 3, sinks, 0.5,
+                                                          -1, 0, 2.0)   # causal: right = 0
     assert torch.autograd.gradcheck(direct, tensors)
     assert torch.autograd.gradcheck(as_op, tensors)
 

@@ -1,7 +1,7 @@
 """Op schemas shared by every backend, and their fake (meta) and autograd registrations.
 
 Each backend exposes the same ops under its own prefix in the `gptcore` namespace:
-  C++ extension  torch.ops.gptcore.<name>          (schemas in csrc/registration.cpp)
+  C++ extension  torch.ops.gptcore.<name>          (CPU kernels in csrc/<op>_cpu.cpp)
   Triton         torch.ops.gptcore.triton_<name>   (gptcore/ops/triton_backend.py)
   reference      torch.ops.gptcore.ref_<name>      (gptcore/ops/ref_backend.py)
 so the public functions pick a prefix and call one op, which torch.compile sees as one node.
@@ -11,22 +11,23 @@ contiguous tensors, whatever the strides of its inputs.
 """
 import torch
 
-# op name -> schema without the name. csrc/registration.cpp repeats these strings; a test
-# checks that the C++ schemas equal them.
+# op name -> schema without the name: the one definition of every op, C++ ones included (the
+# extension only registers CPU kernels for them). Attention takes the mask as flash-attn's
+# (window_left, window_right), causal already folded in by gptcore.ops.attention.
 SCHEMAS = {
-    "attention_fwd": "(Tensor q, Tensor k, Tensor v, Tensor? sinks, bool causal, float scale, "
+    "attention_fwd": "(Tensor q, Tensor k, Tensor v, Tensor? sinks, float scale, "
                      "int window_left, int window_right, float softcap) -> (Tensor, Tensor)",
     "attention_bwd": "(Tensor dout, Tensor dlse, Tensor q, Tensor k, Tensor v, Tensor out, "
-                     "Tensor lse, Tensor? sinks, bool causal, float scale, int window_left, "
+                     "Tensor lse, Tensor? sinks, float scale, int window_left, "
                      "int window_right, float softcap) -> (Tensor, Tensor, Tensor, Tensor)",
     "attention_varlen_fwd": "(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, "
                             "Tensor cu_seqlens_k, int max_seqlen_q, int max_seqlen_k, "
-                            "Tensor? sinks, bool causal, float scale, int window_left, "
+                            "Tensor? sinks, float scale, int window_left, "
                             "int window_right, float softcap) -> (Tensor, Tensor)",
     "attention_varlen_bwd": "(Tensor dout, Tensor dlse, Tensor q, Tensor k, Tensor v, "
                             "Tensor cu_seqlens_q, Tensor cu_seqlens_k, int max_seqlen_q, "
-                            "int max_seqlen_k, Tensor out, Tensor lse, Tensor? sinks, bool causal, "
-                            "float scale, int window_left, int window_right, float softcap) "
+                            "int max_seqlen_k, Tensor out, Tensor lse, Tensor? sinks, float scale, "
+                            "int window_left, int window_right, float softcap) "
                             "-> (Tensor, Tensor, Tensor, Tensor)",
     "route": "(Tensor logits, int top_k, str scoring, bool renormalize, Tensor? bias) "
              "-> (Tensor, Tensor)",
@@ -75,7 +76,7 @@ def has_op(qualname, dispatch_key):
 
 # ----------------------------------------------------------------------------- fakes
 
-def _attention_fwd_fake(q, k, v, sinks, causal, scale, window_left, window_right, softcap):
+def _attention_fwd_fake(q, k, v, sinks, scale, window_left, window_right, softcap):
     B, Hq, Sq, _ = q.shape
     return q.new_empty(B, Hq, Sq, v.shape[-1]), q.new_empty(B, Hq, Sq, dtype=torch.float32)
 
@@ -86,7 +87,7 @@ def _attention_varlen_fwd_fake(q, k, v, cu_q, cu_k, max_q, max_k, sinks, *args):
 
 
 def _attention_bwd_fake(dout, dlse, q, k, v, *rest):
-    sinks = rest[-6]
+    sinks = rest[-5]
     ds = _like(sinks) if sinks is not None else q.new_empty(0)
     return _like(q), _like(k), _like(v), ds
 
@@ -223,6 +224,10 @@ def register_meta(prefix, names):
 
 
 def register_cpp_ops():
-    """Fakes and autograd for the ops the C++ extension defined (called once it is loaded)."""
-    names = [n for n in SCHEMAS if torch._C._dispatch_has_kernel(f"gptcore::{n}")]
+    """Schemas, fakes and autograd for the ops the C++ extension registered CPU kernels for
+    (called once it is loaded)."""
+    names = [n for n in SCHEMAS if torch._C._dispatch_has_kernel_for_dispatch_key(
+        f"gptcore::{n}", "CPU")]
+    for name in names:
+        _lib.define(name + SCHEMAS[name])
     register_meta("", names)

@@ -7,10 +7,11 @@ from gptcore.ops.backend import select
 
 
 def _flags(causal, scale, window, softcap, head_dim):
-    """The op's trailing arguments: causal, scale, window_left, window_right, softcap."""
+    """The op's trailing arguments: scale, window_left, window_right, softcap. The one place
+    where causal becomes part of the window (ref.window_bounds); no kernel sees `causal`."""
     left, right = ref.window_bounds(causal, tuple(window) if isinstance(window, list) else window)
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
-    return causal, scale, left, right, float(softcap or 0.0)
+    return scale, left, right, float(softcap or 0.0)
 
 
 def attention(q, k, v, *, causal=False, scale=None, window=None, sinks=None, softcap=None,

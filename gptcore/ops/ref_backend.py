@@ -42,36 +42,36 @@ def _leaves(*tensors):
             for t in tensors]
 
 
-def attention_fwd(q, k, v, sinks, causal, scale, window_left, window_right, softcap):
-    return ref.attention(q, k, v, causal=causal, scale=scale,
+def attention_fwd(q, k, v, sinks, scale, window_left, window_right, softcap):
+    return ref.attention(q, k, v, scale=scale,
                          window=(window_left, window_right), sinks=sinks,
                          softcap=_softcap(softcap), return_lse=True)
 
 
-def attention_bwd(dout, dlse, q, k, v, out, lse, sinks, causal, scale, window_left,
+def attention_bwd(dout, dlse, q, k, v, out, lse, sinks, scale, window_left,
                   window_right, softcap):
     with torch.enable_grad(), _autograd_on():
         q, k, v, sinks = _leaves(q, k, v, sinks)
-        o, l = attention_fwd(q, k, v, sinks, causal, scale, window_left, window_right, softcap)
+        o, l = attention_fwd(q, k, v, sinks, scale, window_left, window_right, softcap)
         dq, dk, dv, ds = _grads((o, l), (q, k, v, sinks), (dout, dlse))
     return dq, dk, dv, ds
 
 
 def attention_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, sinks,
-                         causal, scale, window_left, window_right, softcap):
+                         scale, window_left, window_right, softcap):
     return ref.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                                causal=causal, scale=scale,
+                                scale=scale,
                                 window=(window_left, window_right), sinks=sinks,
                                 softcap=_softcap(softcap), return_lse=True)
 
 
 def attention_varlen_bwd(dout, dlse, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
-                         max_seqlen_k, out, lse, sinks, causal, scale, window_left, window_right,
+                         max_seqlen_k, out, lse, sinks, scale, window_left, window_right,
                          softcap):
     with torch.enable_grad(), _autograd_on():
         q, k, v, sinks = _leaves(q, k, v, sinks)
         o, l = attention_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
-                                    max_seqlen_k, sinks, causal, scale, window_left, window_right,
+                                    max_seqlen_k, sinks, scale, window_left, window_right,
                                     softcap)
         dq, dk, dv, ds = _grads((o, l), (q, k, v, sinks), (dout, dlse))
     return dq, dk, dv, ds

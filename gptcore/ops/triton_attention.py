@@ -1,9 +1,9 @@
 """The Triton attention kernels as the `triton_` ops (schemas in _registry.SCHEMAS): make inputs
-contiguous, fold causal into the window, call the launchers in gptcore.kernels.attention.
+contiguous, call the launchers in gptcore.kernels.attention with the window (causal already
+folded in by gptcore.ops.attention).
 Fakes and autograd (triton_attention_fwd -> triton_attention_bwd) come from _registry."""
 import torch
 
-from gptcore import ref
 from gptcore.kernels import attention as kernels
 from gptcore.ops import _registry
 
@@ -12,46 +12,39 @@ def _contiguous(*tensors):
     return [None if t is None else t.contiguous() for t in tensors]
 
 
-def _window(causal, window_left, window_right):
-    return ref.window_bounds(causal, (window_left, window_right))
-
-
 def _empty_if_none(dsinks, q):
     return q.new_empty(0) if dsinks is None else dsinks
 
 
-def attention_fwd(q, k, v, sinks, causal, scale, window_left, window_right, softcap):
+def attention_fwd(q, k, v, sinks, scale, window_left, window_right, softcap):
     q, k, v, sinks = _contiguous(q, k, v, sinks)
-    left, right = _window(causal, window_left, window_right)
-    return kernels.forward(q, k, v, sinks, scale, left, right, softcap)
+    return kernels.forward(q, k, v, sinks, scale, window_left, window_right, softcap)
 
 
-def attention_bwd(dout, dlse, q, k, v, out, lse, sinks, causal, scale, window_left,
-                  window_right, softcap):
+def attention_bwd(dout, dlse, q, k, v, out, lse, sinks, scale, window_left, window_right,
+                  softcap):
     dout, dlse, q, k, v, out, lse, sinks = _contiguous(dout, dlse, q, k, v, out, lse, sinks)
-    left, right = _window(causal, window_left, window_right)
-    dq, dk, dv, ds = kernels.backward(dout, dlse.float(), q, k, v, out, lse, sinks, scale, left,
-                                      right, softcap)
+    dq, dk, dv, ds = kernels.backward(dout, dlse.float(), q, k, v, out, lse, sinks, scale,
+                                      window_left, window_right, softcap)
     return dq, dk, dv, _empty_if_none(ds, q)
 
 
 def attention_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, sinks,
-                         causal, scale, window_left, window_right, softcap):
+                         scale, window_left, window_right, softcap):
     q, k, v, sinks = _contiguous(q, k, v, sinks)
     cu_q, cu_k = _contiguous(cu_seqlens_q.to(torch.int32), cu_seqlens_k.to(torch.int32))
-    left, right = _window(causal, window_left, window_right)
-    return kernels.forward(q, k, v, sinks, scale, left, right, softcap, cu_q, cu_k,
-                           max_seqlen_q, max_seqlen_k)
+    return kernels.forward(q, k, v, sinks, scale, window_left, window_right, softcap, cu_q,
+                           cu_k, max_seqlen_q, max_seqlen_k)
 
 
 def attention_varlen_bwd(dout, dlse, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
-                         max_seqlen_k, out, lse, sinks, causal, scale, window_left, window_right,
+                         max_seqlen_k, out, lse, sinks, scale, window_left, window_right,
                          softcap):
     dout, dlse, q, k, v, out, lse, sinks = _contiguous(dout, dlse, q, k, v, out, lse, sinks)
     cu_q, cu_k = _contiguous(cu_seqlens_q.to(torch.int32), cu_seqlens_k.to(torch.int32))
-    left, right = _window(causal, window_left, window_right)
-    dq, dk, dv, ds = kernels.backward(dout, dlse.float(), q, k, v, out, lse, sinks, scale, left,
-                                      right, softcap, cu_q, cu_k, max_seqlen_q, max_seqlen_k)
+    dq, dk, dv, ds = kernels.backward(dout, dlse.float(), q, k, v, out, lse, sinks, scale,
+                                      window_left, window_right, softcap, cu_q, cu_k,
+                                      max_seqlen_q, max_seqlen_k)
     return dq, dk, dv, _empty_if_none(ds, q)
 
 
