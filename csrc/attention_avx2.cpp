@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "attention_kernels.h"
+#include "simd_avx2.h"
 
 namespace gptcore {
 namespace {
@@ -39,13 +40,6 @@ inline __m256 exp256(__m256 x) {
       _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   const __m256 result = _mm256_mul_ps(p, _mm256_castsi256_ps(pow2));
   return _mm256_and_ps(result, _mm256_cmp_ps(x, lo, _CMP_GE_OQ));
-}
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
 }
 
 inline float hmax(__m256 v) {

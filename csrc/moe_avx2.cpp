@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "moe_kernels.h"
+#include "simd_avx2.h"
 
 namespace gptcore {
 
@@ -34,14 +35,6 @@ void fp16_to_fp32_avx2(const uint16_t* src, int64_t n, float* dst) {
 namespace gptcore {
 
 namespace {
-
-// Sum of the 8 lanes.
-float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 __m256 int8_to_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
 

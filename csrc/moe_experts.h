@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "cpu_util.h"
+
 namespace gptcore {
 
 enum class Activation { kSilu, kGelu, kGptOss };
@@ -51,7 +53,6 @@ void gemm_nt(int64_t n, int64_t m, int64_t K, const float* A, int64_t lda, const
 // odd ones (the activation layout mxfp4_matvec_avx2 expects). K % 32 == 0; in place is fine.
 void mxfp4_permute_row(float* row, int64_t K);
 
-at::Tensor float_contiguous(const at::Tensor& t);
 at::Tensor optional_float(const std::optional<at::Tensor>& t);
 
 }  // namespace gptcore

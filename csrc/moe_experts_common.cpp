@@ -94,8 +94,6 @@ Dispatch build_dispatch(const at::Tensor& indices, int64_t num_experts, const ch
 
 namespace {
 
-float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
-
 constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluA = 0.044715f;
 
@@ -185,7 +183,6 @@ void mxfp4_permute_row(float* row, int64_t K) {
   }
 }
 
-at::Tensor float_contiguous(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
 at::Tensor optional_float(const std::optional<at::Tensor>& t) {
   return t.has_value() ? float_contiguous(*t) : at::Tensor();

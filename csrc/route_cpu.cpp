@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "cpu_util.h"
+
 namespace gptcore {
 namespace {
 
@@ -50,7 +52,6 @@ void softmax_row(const float* row, int64_t E, float* probs) {
   for (int64_t e = 0; e < E; ++e) probs[e] /= sum;
 }
 
-float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
 
 // score[e]: softmax probability or sigmoid of logit e (unused for topk_softmax).
 // choice: what top-k ranks (score, logit, or score + bias). `choice_buf` is E-float scratch.
@@ -86,7 +87,6 @@ void chosen_weights(const float* logit, const float* score, const int64_t* idx, 
   }
 }
 
-at::Tensor float_contiguous(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
 std::tuple<at::Tensor, at::Tensor> route_cpu(const at::Tensor& logits, int64_t top_k,
                                              c10::string_view scoring_name, bool renormalize,
