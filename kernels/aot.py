@@ -1,10 +1,10 @@
 """Ahead-of-time compile check of every Triton kernel for sm_80 and sm_90, no GPU needed:
-`python -m gptcore.kernels.aot [--all]`. Each kernel module lists its GPU configs in
-`aot_specs()` (bf16); each is compiled with triton.compile(ASTSource(...),
-target=GPUTarget("cuda", arch, 32)) and its cubin read with the wheel's cuobjdump. Every other
-specialisation a launch can produce (fp16 and fp32 operands, softcap, varlen, sinks on or off)
-is compiled too, one change at a time: for the first config of each kernel and head dim by
-default (the widest tile, where registers run out first), for every config with --all.
+`python -m gptcore.kernels.aot`. Each kernel module lists its GPU configs in `aot_specs()`
+(bf16); each is compiled with triton.compile(ASTSource(...), target=GPUTarget("cuda", arch,
+32)) and its cubin read with the wheel's cuobjdump. Every other specialisation a launch can
+produce with that config (fp16 and fp32 operands, softcap, varlen, sinks on or off) is
+compiled too, one change at a time; a config's tile table lists the specialisations it is not
+proven for, and the autotune pruner never picks it for those.
 Exits non-zero on a register spill, on shared memory above the architecture's per-block
 limit, or on a kernel with a tl.dot that compiled to no tensor-core instruction.
 """
@@ -29,7 +29,9 @@ SMEM_LIMIT = {80: 163 * 1024, 90: 227 * 1024}    # max dynamic shared memory per
 MMA = {80: ("mma.sync",), 90: ("wgmma", "mma.sync")}
 # Kernels without a tl.dot (row reductions, routing, index building): no mma expected.
 NO_DOT = ("attention_bwd_preprocess", "attention_combine", "moe_route", "moe_index")
-FLAGS = ("HAS_SOFTCAP", "IS_VARLEN", "HAS_SINKS")
+# Specialisation -> what it is called in a tile table's "unproven" list
+# (kernels/attention_common.py), where the autotune pruner reads it too.
+FLAGS = {"HAS_SOFTCAP": "softcap", "IS_VARLEN": "varlen", "HAS_SINKS": "sinks"}
 DTYPES = ("fp16", "fp32")
 
 
@@ -47,10 +49,13 @@ def specs():
 
 def variants(spec):
     """The other specialisations of one spec, one change each: every boolean flag among FLAGS
-    flipped, and each of DTYPES in place of bf16 operands."""
-    found = [("flag", f) for f in FLAGS if f in spec["constexprs"]]
+    flipped, and each of DTYPES in place of bf16 operands; minus those its tile table says
+    it is not proven for (the autotune pruner never picks it for them)."""
+    unproven = spec.get("unproven", ())
+    found = [("flag", f) for f, name in FLAGS.items()
+             if f in spec["constexprs"] and name not in unproven]
     if any(kind == "*bf16" for kind in spec["signature"].values()):
-        found += [("dtype", d) for d in DTYPES]
+        found += [("dtype", d) for d in DTYPES if d not in unproven]
     return found
 
 
@@ -70,19 +75,11 @@ def apply_variant(spec, variant):
     return spec
 
 
-def plan(all_variants, name_filter=""):
+def plan(name_filter=""):
     """(module, index, variant, arch) of every compile to run."""
-    todo, seen = [], set()
-    for module, index, spec in specs():
-        if name_filter not in spec["name"]:
-            continue
-        family = (spec["fn"], spec["constexprs"].get("HEAD_DIM"))
-        chosen = [None]
-        if all_variants or family not in seen:
-            chosen += variants(spec)
-        seen.add(family)
-        todo += [(module, index, v, arch) for v in chosen for arch in ARCHS]
-    return todo
+    return [(module, index, variant, arch) for module, index, spec in specs()
+            if name_filter in spec["name"] for variant in [None, *variants(spec)]
+            for arch in ARCHS]
 
 
 def _cuobjdump():
@@ -148,11 +145,8 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="parallel compiles (default: all cores)")
     parser.add_argument("--filter", default="", help="only kernels whose name contains this")
-    parser.add_argument("--all", action="store_true",
-                        help="every specialisation of every config (default: of the first "
-                             "config of each kernel and head dim)")
     args = parser.parse_args(argv)
-    todo = plan(args.all, args.filter)
+    todo = plan(args.filter)
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         reports = list(pool.map(compile_one, *zip(*todo))) if todo else []
     print(f"{'kernel':<60} {'sm':>3} {'regs':>5} {'spill':>6} {'shared KB':>10} {'mma':>9}  status")

@@ -10,14 +10,21 @@ import triton.language as tl
 from gptcore.kernels.attention_common import (block_d, block_ranges, configs, pruner, scores,
                                               seq_bounds, stride_hints, visible)
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages, head-dim buckets proven spill-free on sm80 and sm90
-# by kernels/aot.py). dK/dV programs keep two (BLOCK_N x D) fp32 accumulators, dQ programs one
-# (BLOCK_M x D): tiles shrink as D grows to stay in registers.
-DKDV_CONFIGS = [(16, 32, 8, 2, (64, 128, 256)), (16, 64, 8, 2, (64, 128)), (32, 32, 4, 2, (64,))]
-DQ_CONFIGS = [(128, 32, 8, 3, (64,)), (64, 32, 4, 3, (64, 128)), (64, 32, 8, 2, (64, 128)),
-              (32, 32, 4, 2, (256,)), (64, 16, 8, 2, (256,))]
-INTERPRETER_CONFIG = (16, 16, 4, 1, (64, 128, 256))
-PREPROCESS_ROWS = 64
+# (BLOCK_M, BLOCK_N, num_warps, num_stages, head-dim buckets, specialisations it is not proven
+# for), proven spill-free on sm80 and sm90 by kernels/aot.py. dK/dV programs keep two
+# (BLOCK_N x D) fp32 accumulators, dQ programs one (BLOCK_M x D): tiles shrink as D grows to
+# stay in registers; fp32 operands and the softcap's extra tanh terms spill the widest ones
+# (8-120 bytes), which then serve bf16/fp16 without softcap only.
+DKDV_CONFIGS = [(16, 32, 8, 2, (64, 128), ()), (16, 32, 8, 2, (256,), ("fp32", "softcap")),
+                (16, 16, 8, 2, (256,), ()), (16, 64, 8, 2, (64, 128), ()),
+                (32, 32, 4, 2, (64,), ())]
+DQ_CONFIGS = [(128, 32, 8, 3, (64,), ("fp32",)), (64, 32, 4, 3, (64,), ()),
+              (64, 32, 4, 3, (128,), ("fp32", "softcap")), (64, 32, 8, 2, (64, 128), ()),
+              (32, 32, 4, 2, (256,), ("fp32",)), (64, 16, 8, 2, (256,), ())]
+INTERPRETER_CONFIG = (16, 16, 4, 1, (64, 128, 256), ())
+# Delta = rowsum(O * dO) - dlse, 64 rows a program. 8 warps: with 4, fp32 rows at D64-128 sat
+# at ~72 registers with an 8-byte stack frame on sm90; with 8 none of fp16/bf16/fp32 has one.
+PREPROCESS_ROWS, PREPROCESS_WARPS = 64, 8
 # One dsinks partial per (batch, head, Q tile): sized for the shortest tile any config may pick.
 MIN_BLOCK_M = min(c[0] for c in DQ_CONFIGS + [INTERPRETER_CONFIG])
 
@@ -250,7 +257,8 @@ def launch(dout, dlse, q, k, v, out, lse, sinks, dq, dk, dv, cu_q, cu_k, sizes, 
     delta = torch.empty_like(lse)
     attention_bwd_preprocess_kernel[(triton.cdiv(max_seq_q, PREPROCESS_ROWS), batch * heads)](
         out, dout, dlse, delta, cu_q, seq_q, heads, *q_strides, *lse_strides,
-        HEAD_DIM=D, BLOCK_D=block_d(D), BLOCK_M=PREPROCESS_ROWS, IS_VARLEN=varlen)
+        HEAD_DIM=D, BLOCK_D=block_d(D), BLOCK_M=PREPROCESS_ROWS, IS_VARLEN=varlen,
+        num_warps=PREPROCESS_WARPS)
 
     def kv_grid(cfg):
         return triton.cdiv(max_seq_k, cfg["BLOCK_N"]), batch * kv_heads
@@ -280,20 +288,22 @@ def aot_specs():
     specs = [_spec(attention_bwd_preprocess_kernel, f"attention_bwd_preprocess_d{D}",
                    ["Out", "DOut"], ["DLse", "Delta"],
                    ["seq_q", "n_heads", "sq_b", "sq_h", "sq_s", "sl_b", "sl_h", "sl_s"],
-                   dict(HEAD_DIM=D, BLOCK_D=D, BLOCK_M=PREPROCESS_ROWS, IS_VARLEN=False), 4, 1)
+                   dict(HEAD_DIM=D, BLOCK_D=D, BLOCK_M=PREPROCESS_ROWS, IS_VARLEN=False),
+                   PREPROCESS_WARPS, 1)
              for D in (64, 128, 256)]
-    for m, n, w, s, dims in DKDV_CONFIGS:
-        specs += [_spec(attention_bwd_dkdv_kernel, f"attention_bwd_dkdv_d{D}_m{m}_n{n}_w{w}_s{s}",
+    for m, n, w, s, dims, unproven in DKDV_CONFIGS:
+        specs += [dict(_spec(attention_bwd_dkdv_kernel, f"attention_bwd_dkdv_d{D}_m{m}_n{n}_w{w}_s{s}",
                         ["Q", "K", "V", "DOut", "DK", "DV"], ["Lse", "Delta"],
                         ints + ["n_kv_heads"],
                         dict(HEAD_DIM=D, BLOCK_D=D, BLOCK_M=m, BLOCK_N=n, HAS_SOFTCAP=False,
-                             IS_VARLEN=False), w, s, floats) for D in dims]
-    for m, n, w, s, dims in DQ_CONFIGS:
-        specs += [_spec(attention_bwd_dq_kernel, f"attention_bwd_dq_d{D}_m{m}_n{n}_w{w}_s{s}",
+                             IS_VARLEN=False), w, s, floats), unproven=unproven) for D in dims]
+    for m, n, w, s, dims, unproven in DQ_CONFIGS:
+        specs += [dict(_spec(attention_bwd_dq_kernel, f"attention_bwd_dq_d{D}_m{m}_n{n}_w{w}_s{s}",
                         ["Q", "K", "V", "DOut", "Sinks", "DQ"], ["Lse", "Delta", "DSinkPart"],
                         ints + ["n_heads", "dsink_stride"],
                         dict(HEAD_DIM=D, BLOCK_D=D, BLOCK_M=m, BLOCK_N=n, HAS_SINKS=True,
-                             HAS_SOFTCAP=False, IS_VARLEN=False), w, s, floats) for D in dims]
+                             HAS_SOFTCAP=False, IS_VARLEN=False), w, s, floats),
+                       unproven=unproven) for D in dims]
     return specs
 
 

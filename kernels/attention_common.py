@@ -4,6 +4,7 @@ the log2 domain (exp2 with log2(e) folded into the scale), and the tile configs.
 """
 import os
 
+import torch
 import triton
 import triton.language as tl
 
@@ -36,20 +37,42 @@ def head_dim_bucket(block_dim):
 
 
 def configs(table, interpreter_config):
-    """triton.Configs of a table of (BLOCK_M, BLOCK_N, warps, stages, head-dim buckets); the
-    interpreter gets one small config (multi-config autotune fails under it)."""
+    """triton.Configs of a table of (BLOCK_M, BLOCK_N, warps, stages, head-dim buckets,
+    unproven specialisations); the interpreter gets one small config (multi-config autotune
+    fails under it)."""
     rows = [interpreter_config] if interpreting() else table
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-            for m, n, w, s, _ in rows]
+            for m, n, w, s, _, _ in rows]
+
+
+def specialisations(named_args, kwargs):
+    """The specialisations of a launch that a tile may not be proven for (kernels/aot.py
+    compiles each config once per specialisation and the table lists where it spills):
+    "fp32" operands (tf32 tiles hold twice the bytes of bf16 ones) and "softcap"."""
+    found = set()
+    q = named_args.get("Q")
+    if q is not None and q.dtype == torch.float32:
+        found.add("fp32")
+    if named_args.get("HAS_SOFTCAP", kwargs.get("HAS_SOFTCAP")):
+        found.add("softcap")
+    return found
+
+
+def proven(table, bucket, specs):
+    """(BLOCK_M, BLOCK_N, warps, stages) of the table rows proven for a head-dim bucket and a
+    set of specialisations."""
+    return [(m, n, w, s) for m, n, w, s, dims, unproven in table
+            if bucket in dims and not specs & set(unproven)]
 
 
 def pruner(table):
-    """early_config_prune keyed on the head dim: keeps the configs proven for its bucket."""
+    """early_config_prune keyed on the head dim and the specialisations: keeps the configs
+    proven for them."""
     def prune(cfgs, named_args, **kwargs):
         bucket = head_dim_bucket(named_args.get("BLOCK_D", kwargs.get("BLOCK_D")))
-        proven = {(m, n, w, s) for m, n, w, s, dims in table if bucket in dims}
+        keep = set(proven(table, bucket, specialisations(named_args, kwargs)))
         kept = [c for c in cfgs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps,
-                                    c.num_stages) in proven]
+                                    c.num_stages) in keep]
         return kept or cfgs[-1:]
     return prune
 

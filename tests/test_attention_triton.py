@@ -214,22 +214,29 @@ def test_opcheck():
 
 
 @pytest.mark.parametrize("head_dim", [1, 64, 80, 128, 256])
-def test_autotune_pruning_keeps_the_tiles_proven_for_the_head_dim(head_dim):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("softcap", [False, True])
+def test_autotune_pruning_keeps_the_tiles_proven_for_the_head_dim(head_dim, dtype, softcap):
     """The GPU autotuner (not run by the interpreter, which gets one config) only ever tries
-    the tiles the AOT check compiled for the padded head dim."""
+    the tiles the AOT check proved for the padded head dim and the launch's specialisation
+    (fp32 operands, softcap), and always has at least one."""
     from gptcore.kernels import attention_bwd, attention_fwd
     from gptcore.kernels.attention_common import block_d, head_dim_bucket, pruner
     bd = block_d(head_dim)
+    unproven_for_launch = ({"fp32"} if dtype == torch.float32 else set()) | (
+        {"softcap"} if softcap else set())
     for table, prune in ((attention_fwd.GPU_CONFIGS, attention_fwd.prune),
                          (attention_bwd.DKDV_CONFIGS, pruner(attention_bwd.DKDV_CONFIGS)),
                          (attention_bwd.DQ_CONFIGS, pruner(attention_bwd.DQ_CONFIGS))):
         cfgs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-                for m, n, w, s, _ in table]
-        kept = prune(cfgs, {"max_seq_q": 4096}, BLOCK_D=bd)
-        proven = {c[:4] for c in table if head_dim_bucket(bd) in c[4]}
+                for m, n, w, s, _, _ in table]
+        args = {"max_seq_q": 4096, "Q": torch.empty(0, dtype=dtype), "HAS_SOFTCAP": softcap}
+        kept = prune(cfgs, args, BLOCK_D=bd)
+        proven = {c[:4] for c in table
+                  if head_dim_bucket(bd) in c[4] and not unproven_for_launch & set(c[5])}
         got = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
                for c in kept}
-        assert got and got == proven, (table, got, proven)
+        assert proven and got == proven, (table, got, proven)
 
 
 def test_row_offsets_that_would_overflow_int32_are_refused():
