@@ -169,3 +169,10 @@ def test_sampling_options():
     first = greedy[0].tolist().index(stop, 1)
     row = out[0].tolist()
     assert row[:first + 1] == greedy[0, :first + 1].tolist() and set(row[first:]) == {stop}
+
+
+def test_from_microgpt_rejects_wrong_keys():
+    sd = mg.init_state_dict(1)
+    del sd["layer0.mlp_fc2"]
+    with pytest.raises(ValueError, match="layer0.mlp_fc2"):
+        GPT.from_microgpt(sd)
