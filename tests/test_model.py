@@ -102,6 +102,12 @@ def test_inputs_embeds_equals_idx_and_hidden_states():
     assert torch.equal(logits, via_embeds)
     assert hidden.shape == (2, 7, 64)
     assert torch.equal(model.lm_head(hidden), logits)
+    cu = torch.tensor([0, 7, 14], dtype=torch.int32)           # the same two rows, packed
+    with torch.no_grad():
+        packed_hidden = model.hidden_states(inputs_embeds=model.wte(idx.reshape(-1)),
+                                            cu_seqlens=cu, max_seqlen=7)
+    # varlen vs dense attention kernels: fp32 rounding only
+    torch.testing.assert_close(packed_hidden, hidden.reshape(14, 64), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("preset,prompt,new", [("microgpt", 1, 15), ("names-moe", 3, 20),
