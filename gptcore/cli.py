@@ -1,4 +1,4 @@
-"""The `gptcore` command line (also `python -m gptcore`): info and bench."""
+"""The `gptcore` command line (also `python -m gptcore`): info, bench, train, sample."""
 import argparse
 import importlib.util
 import json
@@ -117,6 +117,8 @@ def main(argv=None):
                         "run writes bench/results/<UTC time>.json by default")
     p.add_argument("--no-save", action="store_true", help="do not write a results file")
     p.set_defaults(func=bench)
+    from gptcore import cli_model
+    cli_model.add_commands(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
