@@ -55,6 +55,13 @@ def only_config(tuned, m, n, warps, stages):
         tuned.cache.clear()
 
 
+@pytest.fixture
+def one_split(monkeypatch):
+    """Sizes the split-KV decode for the GPU's 132 SMs, so the small shapes here would all
+    take it: one split keeps them on the tuned forward kernel under test."""
+    monkeypatch.setattr(attention_decode, "n_splits", lambda *sizes: 1)
+
+
 def fast_forward():
     """The forward in its widest GPU tile while a backward config is under test: the
     interpreter's 16x16 forward costs more than the backward being tested."""
@@ -98,27 +105,30 @@ def _check_attention(q, k, v, sinks, dtype, backward=True, **opts):
 @pytest.mark.parametrize("opts", [dict(causal=True), dict(window=(37, 5), softcap=4.0)][:2 if ALL
                                                                                         else 1],
                          ids=["causal", "window-softcap"][:2 if ALL else 1])
-def test_attention_forward_config(cfg, D, opts, dtype):
+def test_attention_forward_config(cfg, D, opts, dtype, one_split):
     """Forward only: the backward configs have tests of their own."""
     q, k, v, sinks = _attention_case(cfg[0], cfg[1], D, dtype)
     with only_config(attention_fwd.attention_fwd_tuned, *cfg):
         _check_attention(q, k, v, sinks, dtype, backward=False, **opts)
+        assert attention_fwd.attention_fwd_tuned.best_config.kwargs["BLOCK_M"] == cfg[0]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("cfg, D", _table_cases(attention_bwd.DKDV_CONFIGS))
-def test_attention_backward_dkdv_config(cfg, D, dtype):
+def test_attention_backward_dkdv_config(cfg, D, dtype, one_split):
     q, k, v, sinks = _attention_case(cfg[0], cfg[1], D, dtype)
     with only_config(attention_bwd.attention_bwd_dkdv_tuned, *cfg), fast_forward():
         _check_attention(q, k, v, sinks, dtype, causal=True, window=50)
+        assert attention_bwd.attention_bwd_dkdv_tuned.best_config.kwargs["BLOCK_N"] == cfg[1]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("cfg, D", _table_cases(attention_bwd.DQ_CONFIGS))
-def test_attention_backward_dq_config(cfg, D, dtype):
+def test_attention_backward_dq_config(cfg, D, dtype, one_split):
     q, k, v, sinks = _attention_case(cfg[0], cfg[1], D, dtype)
     with only_config(attention_bwd.attention_bwd_dq_tuned, *cfg), fast_forward():
         _check_attention(q, k, v, sinks, dtype, causal=True, window=50)
+        assert attention_bwd.attention_bwd_dq_tuned.best_config.kwargs["BLOCK_M"] == cfg[0]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
