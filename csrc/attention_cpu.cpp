@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "attention_common.h"
+#include "checks.h"
 
 namespace gptcore::attn {
 
@@ -265,6 +266,7 @@ std::tuple<at::Tensor, at::Tensor> run_forward(const at::Tensor& q, const at::Te
   auto lse_sizes = qc.sizes().vec();
   lse_sizes.pop_back();
   at::Tensor lse = at::empty(lse_sizes, qc.options().dtype(at::kFloat));
+  if (out.numel() == 0) return {out, lse};  // no query rows (B, Hq or every Sq is 0)
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "attention_fwd", [&] {
     forward<scalar_t>(pb, qc.data_ptr<scalar_t>(), kc.data_ptr<scalar_t>(), vc.data_ptr<scalar_t>(),
                       out.data_ptr<scalar_t>(), lse.data_ptr<float>());
@@ -277,9 +279,7 @@ std::tuple<at::Tensor, at::Tensor> attention_fwd_cpu(const at::Tensor& q, const 
                                                      const c10::optional<at::Tensor>& sinks,
                                                      bool causal, double scale, int64_t left,
                                                      int64_t right, double softcap) {
-  TORCH_CHECK_VALUE(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
-                    "gptcore.attention: q, k, v must be 4-D (B, H, S, D), got ", q.sizes(), ", ",
-                    k.sizes(), ", ", v.sizes());
+  checks::attention_inputs("attention_fwd", q, k, v, sinks, 4);
   if (causal) right = right < 0 ? 0 : std::min<int64_t>(right, 0);
   return run_forward(q, k, v, nullptr, nullptr, sinks, scale, left, right, softcap);
 }
@@ -288,9 +288,9 @@ std::tuple<at::Tensor, at::Tensor> attention_varlen_fwd_cpu(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cu_q,
     const at::Tensor& cu_k, int64_t, int64_t, const c10::optional<at::Tensor>& sinks, bool causal,
     double scale, int64_t left, int64_t right, double softcap) {
-  TORCH_CHECK_VALUE(q.dim() == 3 && k.dim() == 3 && v.dim() == 3,
-                    "gptcore.attention_varlen: q, k, v must be 3-D (T, H, D), got ", q.sizes(),
-                    ", ", k.sizes(), ", ", v.sizes());
+  checks::attention_inputs("attention_varlen_fwd", q, k, v, sinks, 3);
+  checks::integral("attention_varlen_fwd", "cu_seqlens_q", cu_q, 1);
+  checks::integral("attention_varlen_fwd", "cu_seqlens_k", cu_k, 1);
   if (causal) right = right < 0 ? 0 : std::min<int64_t>(right, 0);
   return run_forward(q, k, v, &cu_q, &cu_k, sinks, scale, left, right, softcap);
 }

@@ -24,9 +24,16 @@ def _autograd_on():
 
 
 def _grads(outputs, inputs, grad_outputs):
-    """Gradients of `outputs` for each input: zeros where unused, an empty tensor for None."""
+    """Gradients of `outputs` for each input: zeros where unused, an empty tensor for None.
+
+    Outputs that depend on no input (empty ones, say Sq = 0) add nothing."""
+    if isinstance(outputs, torch.Tensor):
+        outputs, grad_outputs = (outputs,), (grad_outputs,)
+    pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if o.requires_grad]
     live = [t for t in inputs if t is not None]
-    grads = iter(torch.autograd.grad(outputs, live, grad_outputs, allow_unused=True))
+    found = torch.autograd.grad([o for o, _ in pairs], live, [g for _, g in pairs],
+                                allow_unused=True) if pairs else [None] * len(live)
+    grads = iter(found)
     result = []
     for t in inputs:
         if t is None:

@@ -100,8 +100,16 @@ def attention(q, k, v):
     if k.shape[0] != B or k.shape[3] != D:
         raise ValueError(f"k: expected shape ({B}, Hkv, Sk, {D}) to match q {tuple(q.shape)}, "
                          f"got {tuple(k.shape)}")
-    if k.shape[1] == 0 or Hq % k.shape[1] != 0:
-        raise ValueError(f"k: expected a kv head count dividing q's {Hq} heads, got {k.shape[1]}")
+    kv_heads("k", Hq, k.shape[1])
+
+
+def kv_heads(name, q_heads, count):
+    """Hkv >= 1 (a zero has no meaning: every query head reads one kv head) dividing Hq."""
+    if count == 0:
+        raise ValueError(f"{name}: expected at least one kv head (Hkv >= 1), got Hkv=0")
+    if q_heads % count != 0:
+        raise ValueError(f"{name}: expected a kv head count dividing q's {q_heads} heads, "
+                         f"got {count}")
 
 
 def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k):
@@ -115,9 +123,7 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
                          f"and {tuple(v.shape)}")
     if k.shape[2] != q.shape[2]:
         raise ValueError(f"k: expected head dim {q.shape[2]} like q, got {k.shape[2]}")
-    if k.shape[1] == 0 or q.shape[1] % k.shape[1] != 0:
-        raise ValueError(f"k: expected a kv head count dividing q's {q.shape[1]} heads, "
-                         f"got {k.shape[1]}")
+    kv_heads("k", q.shape[1], k.shape[1])
     for name, cu, total, max_len in (("cu_seqlens_q", cu_seqlens_q, q.shape[0], max_seqlen_q),
                                      ("cu_seqlens_k", cu_seqlens_k, k.shape[0], max_seqlen_k)):
         tensor(name, cu, ndim=1, dtypes=(torch.int32,))
@@ -152,6 +158,7 @@ def offsets(name, cu, total, max_len):
 
 def route(logits, top_k, scoring, renormalize, bias):
     tensor("logits", logits, ndim=2, dtypes=FLOAT_DTYPES)
+    experts("logits", logits.shape[1], tuple(logits.shape))
     integer("top_k", top_k, 1, logits.shape[1])
     choice("scoring", scoring, ("softmax", "topk_softmax", "sigmoid"))
     if not isinstance(renormalize, bool):
@@ -174,9 +181,16 @@ def moe_experts(x, indices, weights, gate_up_shape, down_shape, num_experts, act
                          f"and {tuple(weights.shape)}")
     same_device("indices", indices, x)
     same_device("weights", weights, x)
+    if indices.shape[1] == 0:
+        raise ValueError(f"indices: expected top_k >= 1 choices per token, got shape "
+                         f"{tuple(indices.shape)}")
+    if H == 0:
+        raise ValueError(f"x: expected a hidden size H >= 1, got shape {tuple(x.shape)}")
     E, two_i, h = gate_up_shape
-    if h != H or two_i % 2 != 0:
-        raise ValueError(f"gate_up_proj: expected shape (E, 2I, {H}), got {tuple(gate_up_shape)}")
+    experts("gate_up_proj", E, tuple(gate_up_shape))
+    if h != H or two_i % 2 != 0 or two_i == 0:
+        raise ValueError(f"gate_up_proj: expected shape (E, 2I, {H}) with I >= 1, got "
+                         f"{tuple(gate_up_shape)}")
     if tuple(down_shape) != (E, H, two_i // 2):
         raise ValueError(f"down_proj: expected shape ({E}, {H}, {two_i // 2}) to match "
                          f"gate_up_proj {tuple(gate_up_shape)}, got {tuple(down_shape)}")
@@ -189,6 +203,12 @@ def moe_experts(x, indices, weights, gate_up_shape, down_shape, num_experts, act
             bad = low if low < -1 else high
             raise ValueError(f"indices: expected expert ids in [0, {num_experts}) or -1, "
                              f"got {bad}")
+
+
+def experts(name, count, shape):
+    """E >= 1: a router or expert bank with no expert has no meaning."""
+    if count == 0:
+        raise ValueError(f"{name}: expected at least one expert (E >= 1), got shape {shape}")
 
 
 def mxfp4_input(w):
