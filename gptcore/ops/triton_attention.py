@@ -5,7 +5,7 @@ import torch
 
 from gptcore import ref
 from gptcore.kernels import attention as kernels
-from gptcore.ops import _registry
+from gptcore.ops import _registry, validate
 
 
 def _contiguous(*tensors):
@@ -21,6 +21,7 @@ def _empty_if_none(dsinks, q):
 
 
 def attention_fwd(q, k, v, sinks, causal, scale, window_left, window_right, softcap):
+    validate.attention_op(q, k, v, sinks, 4)
     q, k, v, sinks = _contiguous(q, k, v, sinks)
     left, right = _window(causal, window_left, window_right)
     return kernels.forward(q, k, v, sinks, scale, left, right, softcap)
@@ -28,6 +29,8 @@ def attention_fwd(q, k, v, sinks, causal, scale, window_left, window_right, soft
 
 def attention_bwd(dout, dlse, q, k, v, out, lse, sinks, causal, scale, window_left,
                   window_right, softcap):
+    validate.attention_op(q, k, v, sinks, 4)
+    validate.attention_grads_op(q, out, dout, lse, dlse)
     dout, dlse, q, k, v, out, lse, sinks = _contiguous(dout, dlse, q, k, v, out, lse, sinks)
     left, right = _window(causal, window_left, window_right)
     dq, dk, dv, ds = kernels.backward(dout, dlse.float(), q, k, v, out, lse, sinks, scale, left,
@@ -37,6 +40,8 @@ def attention_bwd(dout, dlse, q, k, v, out, lse, sinks, causal, scale, window_le
 
 def attention_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, sinks,
                          causal, scale, window_left, window_right, softcap):
+    validate.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    validate.attention_op(q, k, v, sinks, 3)
     q, k, v, sinks = _contiguous(q, k, v, sinks)
     cu_q, cu_k = _contiguous(cu_seqlens_q.to(torch.int32), cu_seqlens_k.to(torch.int32))
     left, right = _window(causal, window_left, window_right)
@@ -47,6 +52,9 @@ def attention_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
 def attention_varlen_bwd(dout, dlse, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                          max_seqlen_k, out, lse, sinks, causal, scale, window_left, window_right,
                          softcap):
+    validate.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    validate.attention_op(q, k, v, sinks, 3)
+    validate.attention_grads_op(q, out, dout, lse, dlse)
     dout, dlse, q, k, v, out, lse, sinks = _contiguous(dout, dlse, q, k, v, out, lse, sinks)
     cu_q, cu_k = _contiguous(cu_seqlens_q.to(torch.int32), cu_seqlens_k.to(torch.int32))
     left, right = _window(causal, window_left, window_right)
