@@ -88,7 +88,7 @@ def attention(q, k, v, *, causal=False, scale=None, window=None, sinks=None, sof
     sf = None if sinks is None else _acc(sinks)
     rows_per_chunk = max(1, _CHUNK_BYTES // (4 * max(B * Hq * Sk, 1)))   # any size may be 0
     outs, lses = [], []
-    for start in range(0, Sq, rows_per_chunk):
+    for start in range(0, max(Sq, 1), rows_per_chunk):     # Sq = 0: one empty chunk, on the graph
         rows = torch.arange(start, min(start + rows_per_chunk, Sq))
         args = (qf[:, :, :, start:start + len(rows)], kf, vf, sf, rows, Sq, scale, left, right,
                 softcap)
@@ -98,8 +98,6 @@ def attention(q, k, v, *, causal=False, scale=None, window=None, sinks=None, sof
             o, lse = _attention_chunk(*args)
         outs.append(o)
         lses.append(lse)
-    if Sq == 0:
-        outs, lses = [qf.new_zeros(B, Hkv, G, 0, v.shape[-1])], [qf.new_zeros(B, Hkv, G, 0)]
     out = torch.cat(outs, dim=3).reshape(B, Hq, Sq, v.shape[-1]).to(q.dtype)
     lse = torch.cat(lses, dim=3).reshape(B, Hq, Sq)
     return (out, lse) if return_lse else out
