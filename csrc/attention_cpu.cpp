@@ -196,10 +196,14 @@ void forward(const Problem& pb, const T* q, const T* k, const T* v, T* out, floa
   // Half-height blocks under a narrow window cut the keys computed but hidden from 50% to 33%.
   const int64_t rows = narrow_window(pb) ? kTileRows / 2 : kTileRows;
   const int64_t bq = std::max<int64_t>(1, rows / pb.G);
+  // The split depends on the problem only, never on at::get_num_threads(): a call inside
+  // torch.set_num_threads(1) or a DataLoader worker returns the same bits as one on all cores.
+  // kSplitItems (16 threads' worth of 4 items) keeps up to 16 cores busy on a decode step.
+  constexpr int64_t kSplitItems = 64;
   int64_t base_items = 0;
   for (int64_t n = 0; n < pb.nseq; ++n) base_items += (pb.len_q[n] + bq - 1) / bq * pb.Hkv;
-  const int64_t threads = at::get_num_threads();
-  const int64_t want_split = base_items >= 4 * threads ? 1 : (4 * threads + base_items - 1) / base_items;
+  const int64_t want_split =
+      base_items >= kSplitItems ? 1 : (kSplitItems + base_items - 1) / std::max<int64_t>(base_items, 1);
   std::vector<Item> items;
   std::vector<std::pair<int64_t, int64_t>> groups;  // (first item, number of splits)
   for (int64_t n = 0; n < pb.nseq; ++n) {
