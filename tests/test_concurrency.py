@@ -72,7 +72,9 @@ def test_threads_at_once_match_serial_calls(backend):
         same_bits(got, want)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+# The C++ kernels only: the reference is torch's own matmul, whose blocking (and so its last
+# bits) follows the thread count (measured: moe_experts differs by 1.5e-5 at 1 vs 2 threads).
+@pytest.mark.parametrize("backend", ["cpp"])
 def test_one_thread_matches_all_threads(backend):
     with gptcore.backend(backend):
         want = workload(0)
