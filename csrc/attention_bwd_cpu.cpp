@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include "attention_common.h"
+#include "checks.h"
 
 namespace gptcore::attn {
 namespace {
@@ -194,7 +195,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_backward(
                     pb.Hq, " values, got ", sf->numel());
   at::Tensor dq = at::empty(qc.sizes(), qc.options()), dk = at::zeros(kc.sizes(), kc.options()),
              dv = at::zeros(vc.sizes(), vc.options());
-  at::Tensor dsinks = at::empty({sf.has_value() ? pb.Hq : 0}, qc.options().dtype(at::kFloat));
+  at::Tensor dsinks = at::zeros({sf.has_value() ? pb.Hq : 0}, qc.options().dtype(at::kFloat));
+  if (q.numel() == 0) {  // no query rows: nothing reads k, v or the sinks
+    return {dq, dk, dv, sinks.has_value() ? dsinks.to(sinks->scalar_type()) : q.new_empty({0})};
+  }
   const int64_t q_rows = pb.dense ? pb.nseq * (pb.nseq ? pb.len_q[0] : 0) : q.size(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "attention_bwd", [&] {
     backward<scalar_t>(pb, doc.data_ptr<scalar_t>(), dlc.data_ptr<float>(), qc.data_ptr<scalar_t>(),
@@ -213,9 +217,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_bwd_cpu(
     const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
     const c10::optional<at::Tensor>& sinks, double scale, int64_t left, int64_t right,
     double softcap) {
-  TORCH_CHECK_VALUE(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
-                    "gptcore.attention backward: q, k, v must be 4-D (B, H, S, D), got ",
-                    q.sizes(), ", ", k.sizes(), ", ", v.sizes());
+  checks::attention_inputs("attention_bwd", q, k, v, sinks, 4);
+  checks::attention_grads("attention_bwd", q, out, dout, lse, dlse);
   return run_backward(dout, dlse, q, k, v, nullptr, nullptr, out, lse, sinks, scale, left, right,
                       softcap);
 }
@@ -225,9 +228,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_varlen_bwd_
     const at::Tensor& v, const at::Tensor& cu_q, const at::Tensor& cu_k, int64_t, int64_t,
     const at::Tensor& out, const at::Tensor& lse, const c10::optional<at::Tensor>& sinks,
     double scale, int64_t left, int64_t right, double softcap) {
-  TORCH_CHECK_VALUE(q.dim() == 3 && k.dim() == 3 && v.dim() == 3,
-                    "gptcore.attention_varlen backward: q, k, v must be 3-D (T, H, D), got ",
-                    q.sizes(), ", ", k.sizes(), ", ", v.sizes());
+  checks::attention_inputs("attention_varlen_bwd", q, k, v, sinks, 3);
+  checks::attention_grads("attention_varlen_bwd", q, out, dout, lse, dlse);
+  checks::integral("attention_varlen_bwd", "cu_seqlens_q", cu_q, 1);
+  checks::integral("attention_varlen_bwd", "cu_seqlens_k", cu_k, 1);
   return run_backward(dout, dlse, q, k, v, &cu_q, &cu_k, out, lse, sinks, scale, left, right,
                       softcap);
 }

@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "attention_common.h"
+#include "checks.h"
 
 namespace gptcore::attn {
 
@@ -195,10 +196,14 @@ void forward(const Problem& pb, const T* q, const T* k, const T* v, T* out, floa
   // Half-height blocks under a narrow window cut the keys computed but hidden from 50% to 33%.
   const int64_t rows = narrow_window(pb) ? kTileRows / 2 : kTileRows;
   const int64_t bq = std::max<int64_t>(1, rows / pb.G);
+  // The split depends on the problem only, never on at::get_num_threads(): a call inside
+  // torch.set_num_threads(1) or a DataLoader worker returns the same bits as one on all cores.
+  // kSplitItems (16 threads' worth of 4 items) keeps up to 16 cores busy on a decode step.
+  constexpr int64_t kSplitItems = 64;
   int64_t base_items = 0;
   for (int64_t n = 0; n < pb.nseq; ++n) base_items += (pb.len_q[n] + bq - 1) / bq * pb.Hkv;
-  const int64_t threads = at::get_num_threads();
-  const int64_t want_split = base_items >= 4 * threads ? 1 : (4 * threads + base_items - 1) / base_items;
+  const int64_t want_split =
+      base_items >= kSplitItems ? 1 : (kSplitItems + base_items - 1) / std::max<int64_t>(base_items, 1);
   std::vector<Item> items;
   std::vector<std::pair<int64_t, int64_t>> groups;  // (first item, number of splits)
   for (int64_t n = 0; n < pb.nseq; ++n) {
@@ -265,6 +270,7 @@ std::tuple<at::Tensor, at::Tensor> run_forward(const at::Tensor& q, const at::Te
   auto lse_sizes = qc.sizes().vec();
   lse_sizes.pop_back();
   at::Tensor lse = at::empty(lse_sizes, qc.options().dtype(at::kFloat));
+  if (out.numel() == 0) return {out, lse};  // no query rows (B, Hq or every Sq is 0)
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "attention_fwd", [&] {
     forward<scalar_t>(pb, qc.data_ptr<scalar_t>(), kc.data_ptr<scalar_t>(), vc.data_ptr<scalar_t>(),
                       out.data_ptr<scalar_t>(), lse.data_ptr<float>());
@@ -277,9 +283,7 @@ std::tuple<at::Tensor, at::Tensor> attention_fwd_cpu(const at::Tensor& q, const 
                                                      const c10::optional<at::Tensor>& sinks,
                                                      double scale, int64_t left, int64_t right,
                                                      double softcap) {
-  TORCH_CHECK_VALUE(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
-                    "gptcore.attention: q, k, v must be 4-D (B, H, S, D), got ", q.sizes(), ", ",
-                    k.sizes(), ", ", v.sizes());
+  checks::attention_inputs("attention_fwd", q, k, v, sinks, 4);
   return run_forward(q, k, v, nullptr, nullptr, sinks, scale, left, right, softcap);
 }
 
@@ -287,9 +291,9 @@ std::tuple<at::Tensor, at::Tensor> attention_varlen_fwd_cpu(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cu_q,
     const at::Tensor& cu_k, int64_t, int64_t, const c10::optional<at::Tensor>& sinks, double scale,
     int64_t left, int64_t right, double softcap) {
-  TORCH_CHECK_VALUE(q.dim() == 3 && k.dim() == 3 && v.dim() == 3,
-                    "gptcore.attention_varlen: q, k, v must be 3-D (T, H, D), got ", q.sizes(),
-                    ", ", k.sizes(), ", ", v.sizes());
+  checks::attention_inputs("attention_varlen_fwd", q, k, v, sinks, 3);
+  checks::integral("attention_varlen_fwd", "cu_seqlens_q", cu_q, 1);
+  checks::integral("attention_varlen_fwd", "cu_seqlens_k", cu_k, 1);
   return run_forward(q, k, v, &cu_q, &cu_k, sinks, scale, left, right, softcap);
 }
 

@@ -13,6 +13,7 @@
 #include <ATen/ops/mul.h>
 #include <torch/library.h>
 
+#include "checks.h"
 #include "moe_experts.h"
 
 namespace gptcore {
@@ -47,6 +48,12 @@ moe_experts_bwd_cpu(const at::Tensor& dy, const at::Tensor& x, const at::Tensor&
                     const std::optional<at::Tensor>& down_bias, c10::string_view activation,
                     double alpha_d, double limit_d) {
   const Activation act = parse_activation(std::string(activation));
+  checks::floating("moe_experts_bwd", "x", x, 2);
+  checks::expert_weights("moe_experts_bwd", x, gate_up_proj, down_proj);
+  checks::moe_inputs("moe_experts_bwd", x, indices, weights, gate_up_proj.size(0),
+                     down_proj.size(2), gate_up_bias, down_bias);
+  checks::floating("moe_experts_bwd", "dy", dy);
+  checks::shape("moe_experts_bwd", "dy", dy, x.sizes().vec());
   const float alpha = static_cast<float>(alpha_d), limit = static_cast<float>(limit_d);
   const int64_t T = x.size(0), H = x.size(1), k = indices.size(1);
   const int64_t E = gate_up_proj.size(0), I = down_proj.size(2);

@@ -24,6 +24,7 @@
 
 #include <algorithm>
 
+#include "checks.h"
 #include "cpu_features.h"
 #include "parallel.h"
 #include "moe_experts.h"
@@ -345,11 +346,10 @@ at::Tensor moe_experts_fwd_cpu(const at::Tensor& x, const at::Tensor& indices,
                                const std::optional<at::Tensor>& gate_up_bias,
                                const std::optional<at::Tensor>& down_bias,
                                c10::string_view activation, double alpha, double limit) {
-  TORCH_CHECK_VALUE(gate_up_proj.dim() == 3 && down_proj.dim() == 3 &&
-                        gate_up_proj.size(2) == x.size(-1) && down_proj.size(1) == x.size(-1) &&
-                        gate_up_proj.size(1) == 2 * down_proj.size(2),
-                    "gptcore.moe_experts: expected gate_up_proj (E, 2I, H) and down_proj "
-                    "(E, H, I), got ", gate_up_proj.sizes(), " and ", down_proj.sizes());
+  checks::floating("moe_experts_fwd", "x", x, 2);
+  checks::expert_weights("moe_experts_fwd", x, gate_up_proj, down_proj);
+  checks::moe_inputs("moe_experts_fwd", x, indices, weights, gate_up_proj.size(0),
+                     down_proj.size(2), gate_up_bias, down_bias);
   const at::Tensor gu = gate_up_proj.contiguous(), dn = down_proj.contiguous();
   const at::Tensor gub = optional_float(gate_up_bias), db = optional_float(down_bias);
   Problem p = make_problem(x, indices, gu.size(0), dn.size(2), activation, alpha, limit, gub, db);
@@ -367,19 +367,26 @@ at::Tensor moe_experts_mxfp4_cpu(const at::Tensor& x, const at::Tensor& indices,
                                  const std::optional<at::Tensor>& gate_up_bias,
                                  const std::optional<at::Tensor>& down_bias,
                                  c10::string_view activation, double alpha, double limit) {
-  const int64_t H = x.size(-1);
-  TORCH_CHECK_VALUE(gate_up_blocks.dim() == 3 && down_blocks.dim() == 3 &&
-                        gate_up_blocks.size(2) * 2 == H && down_blocks.size(1) == H &&
-                        gate_up_blocks.size(1) == 2 * 2 * down_blocks.size(2) &&
-                        gate_up_scales.numel() * 16 == gate_up_blocks.numel() &&
-                        down_scales.numel() * 16 == down_blocks.numel() &&
-                        gate_up_blocks.scalar_type() == at::kByte &&
-                        down_blocks.scalar_type() == at::kByte &&
-                        gate_up_scales.scalar_type() == at::kByte &&
-                        down_scales.scalar_type() == at::kByte,
-                    "gptcore.moe_experts: MXFP4 experts expected uint8 blocks (E, 2I, H/2), "
-                    "(E, H, I/2) with scales of 1/16 their size, got ", gate_up_blocks.sizes(),
-                    " and ", down_blocks.sizes());
+  const char* op = "moe_experts_mxfp4";
+  checks::floating(op, "x", x, 2);
+  for (const auto& [t, name] : {std::pair{&gate_up_blocks, "gate_up_blocks"},
+                                {&gate_up_scales, "gate_up_scales"}, {&down_blocks, "down_blocks"},
+                                {&down_scales, "down_scales"}}) {
+    checks::cpu(op, name, *t);
+    TORCH_CHECK_TYPE(t->scalar_type() == at::kByte, "gptcore.", op, ": ", name,
+                     " must be uint8, got ", t->scalar_type());
+    TORCH_CHECK_VALUE(t->dim() == 3, "gptcore.", op, ": ", name, " must be 3-D, got shape ",
+                      t->sizes());
+  }
+  // MXFP4 rows hold whole blocks of 32: H and I are multiples of 32.
+  const int64_t H = x.size(-1), E = gate_up_blocks.size(0), I = 2 * down_blocks.size(2);
+  TORCH_CHECK_VALUE(H % 32 == 0 && I % 32 == 0, "gptcore.", op, ": H and I must be multiples of "
+                    "32, got H=", H, ", I=", I);
+  checks::shape(op, "gate_up_blocks", gate_up_blocks, {E, 2 * I, H / 2});
+  checks::shape(op, "gate_up_scales", gate_up_scales, {E, 2 * I, H / 32});
+  checks::shape(op, "down_blocks", down_blocks, {E, H, I / 2});
+  checks::shape(op, "down_scales", down_scales, {E, H, I / 32});
+  checks::moe_inputs(op, x, indices, weights, E, I, gate_up_bias, down_bias);
   const at::Tensor gb = gate_up_blocks.contiguous(), gs = gate_up_scales.contiguous();
   const at::Tensor db_ = down_blocks.contiguous(), ds = down_scales.contiguous();
   const at::Tensor gub = optional_float(gate_up_bias), dbias = optional_float(down_bias);

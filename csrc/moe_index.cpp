@@ -6,6 +6,7 @@
 
 #include <vector>
 
+#include "checks.h"
 #include "moe_index.h"
 
 namespace gptcore {
@@ -49,8 +50,7 @@ namespace {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> moe_index_cpu(const at::Tensor& indices,
                                                              int64_t num_experts,
                                                              int64_t block_m) {
-  TORCH_CHECK_VALUE(indices.dim() == 2, "gptcore.moe_index: indices must be (T, k), got shape ",
-                    indices.sizes());
+  checks::integral("moe_index", "indices", indices, 2);
   TORCH_CHECK_VALUE(num_experts >= 1, "gptcore.moe_index: num_experts must be >= 1, got ",
                     num_experts);
   TORCH_CHECK_VALUE(block_m >= 1, "gptcore.moe_index: block_m must be >= 1, got ", block_m);

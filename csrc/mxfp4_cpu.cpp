@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "checks.h"
 #include "cpu_features.h"
 #include "mxfp4_kernels.h"
 
@@ -56,13 +57,8 @@ uint8_t quantize_block(const float* w, uint8_t* out) {
   return static_cast<uint8_t>(e + 127);
 }
 
-void check_float(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()),
-                   "gptcore: ", name, " must be a floating tensor, got ", t.scalar_type());
-}
-
 std::tuple<at::Tensor, at::Tensor> mxfp4_quantize_cpu(const at::Tensor& w) {
-  check_float(w, "w");
+  checks::floating("mxfp4_quantize", "w", w);
   TORCH_CHECK_VALUE(w.dim() >= 1 && w.size(-1) % 32 == 0,
                     "gptcore.mxfp4_quantize: w's last dim must be a multiple of 32, got shape ",
                     w.sizes());
@@ -84,6 +80,8 @@ std::tuple<at::Tensor, at::Tensor> mxfp4_quantize_cpu(const at::Tensor& w) {
 
 at::Tensor mxfp4_dequantize_cpu(const at::Tensor& blocks, const at::Tensor& scales,
                                 at::ScalarType dtype) {
+  checks::cpu("mxfp4_dequantize", "blocks", blocks);
+  checks::cpu("mxfp4_dequantize", "scales", scales);
   TORCH_CHECK_TYPE(blocks.scalar_type() == at::kByte && scales.scalar_type() == at::kByte,
                    "gptcore.mxfp4_dequantize: blocks and scales must be uint8, got ",
                    blocks.scalar_type(), " and ", scales.scalar_type());

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "checks.h"
 #include "cpu_util.h"
 
 namespace gptcore {
@@ -92,14 +93,15 @@ std::tuple<at::Tensor, at::Tensor> route_cpu(const at::Tensor& logits, int64_t t
                                              c10::string_view scoring_name, bool renormalize,
                                              const std::optional<at::Tensor>& bias) {
   const Scoring scoring = parse_scoring(std::string(scoring_name));
-  TORCH_CHECK_VALUE(logits.dim() == 2, "gptcore.route: logits must be (T, E), got ", logits.sizes());
+  checks::floating("route", "logits", logits, 2);
   const int64_t T = logits.size(0), E = logits.size(1);
+  checks::positive("route", "number of experts E", E);
   TORCH_CHECK_VALUE(top_k >= 1 && top_k <= E, "gptcore.route: top_k must be in [1, ", E, "], got ",
                     top_k);
+  checks::optional_shape("route", "bias", bias, {E});
   const at::Tensor lf = float_contiguous(logits);
   at::Tensor bf;
   if (bias.has_value()) bf = float_contiguous(*bias);
-  TORCH_CHECK_VALUE(!bf.defined() || bf.numel() == E, "gptcore.route: bias must be (E,)");
   at::Tensor weights = at::empty({T, top_k}, logits.options().dtype(at::kFloat));
   at::Tensor indices = at::empty({T, top_k}, logits.options().dtype(at::kLong));
   const float* lp = lf.data_ptr<float>();
@@ -155,9 +157,20 @@ at::Tensor route_bwd_cpu(const at::Tensor& dweights, const at::Tensor& logits,
                          const at::Tensor& indices, c10::string_view scoring_name, bool renormalize,
                          const std::optional<at::Tensor>& bias) {
   const Scoring scoring = parse_scoring(std::string(scoring_name));
+  checks::floating("route_bwd", "logits", logits, 2);
+  checks::integral("route_bwd", "indices", indices, 2);
+  checks::floating("route_bwd", "dweights", dweights, 2);
   const int64_t T = logits.size(0), E = logits.size(1), k = indices.size(1);
+  checks::positive("route_bwd", "number of experts E", E);
+  checks::shape("route_bwd", "indices", indices, {T, k});
+  checks::shape("route_bwd", "dweights", dweights, {T, k});
+  checks::optional_shape("route_bwd", "bias", bias, {E});
   const at::Tensor lf = float_contiguous(logits), dwf = float_contiguous(dweights);
   const at::Tensor idx = indices.to(at::kLong).contiguous();
+  const int64_t* ids = idx.data_ptr<int64_t>();
+  for (int64_t s = 0; s < idx.numel(); ++s)  // the backward writes dlogits[t, indices[t, j]]
+    TORCH_CHECK_VALUE(ids[s] >= 0 && ids[s] < E, "gptcore.route_bwd: indices must be in [0, ", E,
+                      "), got ", ids[s]);
   at::Tensor bf;
   if (bias.has_value()) bf = float_contiguous(*bias);
   at::Tensor dlogits = at::empty({T, E}, logits.options().dtype(at::kFloat));

@@ -86,9 +86,9 @@ def attention(q, k, v, *, causal=False, scale=None, window=None, sinks=None, sof
     kf = _acc(k).unsqueeze(2)                    # (B, Hkv, 1, Sk, D): broadcast, never expanded
     vf = _acc(v).unsqueeze(2)
     sf = None if sinks is None else _acc(sinks)
-    rows_per_chunk = max(1, _CHUNK_BYTES // (4 * B * Hq * max(Sk, 1)))
+    rows_per_chunk = max(1, _CHUNK_BYTES // (4 * max(B * Hq * Sk, 1)))   # any size may be 0
     outs, lses = [], []
-    for start in range(0, Sq, rows_per_chunk):
+    for start in range(0, max(Sq, 1), rows_per_chunk):     # Sq = 0: one empty chunk, on the graph
         rows = torch.arange(start, min(start + rows_per_chunk, Sq))
         args = (qf[:, :, :, start:start + len(rows)], kf, vf, sf, rows, Sq, scale, left, right,
                 softcap)
@@ -98,8 +98,6 @@ def attention(q, k, v, *, causal=False, scale=None, window=None, sinks=None, sof
             o, lse = _attention_chunk(*args)
         outs.append(o)
         lses.append(lse)
-    if Sq == 0:
-        outs, lses = [qf.new_zeros(B, Hkv, G, 0, v.shape[-1])], [qf.new_zeros(B, Hkv, G, 0)]
     out = torch.cat(outs, dim=3).reshape(B, Hq, Sq, v.shape[-1]).to(q.dtype)
     lse = torch.cat(lses, dim=3).reshape(B, Hq, Sq)
     return (out, lse) if return_lse else out
@@ -225,12 +223,13 @@ def load_balancing_loss(logits, indices, num_experts):
     probs = torch.softmax(_acc(logits), dim=-1)             # (T, E)
     valid = indices[indices >= 0]
     f = torch.bincount(valid, minlength=num_experts).float() / max(T, 1)
-    return num_experts * (f * probs.mean(dim=0)).sum()
+    P = probs.sum(dim=0) / max(T, 1)                          # (E,); no tokens: 0, not NaN
+    return num_experts * (f * P).sum()
 
 
 def router_z_loss(logits):
-    """ST-MoE z-loss: mean over tokens of logsumexp(logits)^2."""
-    return torch.logsumexp(_acc(logits), dim=-1).square().mean()
+    """ST-MoE z-loss: mean over tokens of logsumexp(logits)^2 (0 when there are no tokens)."""
+    return torch.logsumexp(_acc(logits), dim=-1).square().sum() / max(logits.shape[0], 1)
 
 
 def moe(x, router_weight, gate_up_proj, down_proj, top_k, *, router_bias=None,
@@ -285,6 +284,6 @@ def mxfp4_dequantize(blocks, scales, dtype=torch.bfloat16):
     *lead, half = blocks.shape
     codes = torch.stack([blocks & 0xF, blocks >> 4], dim=-1).reshape(*lead, 2 * half).long()
     lut = torch.tensor(E2M1_VALUES + tuple(-v for v in E2M1_VALUES), device=blocks.device)
-    vals = lut[codes].reshape(*lead, -1, 32)                  # (..., K/32, 32)
+    vals = lut[codes].reshape(*lead, half // 16, 32)          # (..., K/32, 32)
     scale = torch.exp2(scales.float() - 127).unsqueeze(-1)    # (..., K/32, 1)
     return (vals * scale).reshape(*lead, 2 * half).to(dtype)

@@ -71,8 +71,8 @@ def backward(dout, dlse, q, k, v, out, lse, sinks, scale, left, right, softcap, 
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     sizes = _sizes(q, k, cu_q, max_q, max_k)
     if q.numel() == 0 or k.numel() == 0 or sizes[0] == 0:
-        dsinks = None if sinks is None else torch.zeros_like(sinks)
-        return dq.zero_(), dk.zero_(), dv.zero_(), dsinks
+        return dq.zero_(), dk.zero_(), dv.zero_(), _sink_grad_without_keys(dout, dlse, out, lse,
+                                                                          sinks)
     q_strides, kv_strides, lse_strides = _layout(q, k, lse)
     _check_offsets(q_strides, kv_strides, sizes[5], sizes[6])
     score_scale, cap_scale = score_scales(scale, softcap)
@@ -80,6 +80,22 @@ def backward(dout, dlse, q, k, v, out, lse, sinks, scale, left, right, softcap, 
                                   sizes, q_strides, kv_strides, lse_strides, scale, score_scale,
                                   cap_scale, left, right, softcap)
     return dq, dk, dv, None if dsinks is None else dsinks.to(sinks.dtype)
+
+
+def _sink_grad_without_keys(dout, dlse, out, lse, sinks):
+    """d sinks when no row sees a key: dsink_h = -sum over rows of exp(sink_h - lse) * Delta,
+    Delta = rowsum(dO * O) - dlse (as in the kernel); rows of lse sit on dims 0 and 2 (dense)
+    or 0 (packed), heads on dim 1."""
+    if sinks is None:
+        return None
+    if lse.numel() == 0:
+        return torch.zeros_like(sinks)
+    delta = (dout.float() * out.float()).sum(-1) - dlse
+    head = [1, -1] + [1] * (lse.dim() - 2)
+    p = torch.exp(sinks.float().view(head) - lse)
+    p = torch.where(torch.isneginf(lse), 0.0, p)                   # a -inf sink: no gradient
+    rows = [d for d in range(lse.dim()) if d != 1]
+    return (-(p * delta).sum(rows)).to(sinks.dtype)
 
 
 def aot_specs():

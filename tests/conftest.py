@@ -38,6 +38,18 @@ def isa(request):
     _C.set_avx2_enabled(True)
 
 
+# Property-based tests (tests/test_properties*.py): a fixed, bounded profile for CI, and a longer
+# random search by HYPOTHESIS_PROFILE=long. deadline=None: timings on a shared 2-core machine
+# vary too much for a per-example deadline to mean anything; the example count bounds the time.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, max_examples=12, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.register_profile("long", max_examples=400, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
 # ----------------------------------------------------------------------------- skip policy
 # A skipped suite proves nothing, so a skip fails the run unless it is for hardware these
 # machines do not have. Such a skip must say so with this phrase in its reason.

@@ -72,6 +72,7 @@ def moe(x, router_weight, gate_up_proj, down_proj, top_k, *, router_bias=None,
     "tokens_per_expert"}."""
     validate.tensor("x", x, ndim=2, dtypes=validate.FLOAT_DTYPES)
     validate.tensor("router_weight", router_weight, ndim=2, dtypes=validate.FLOAT_DTYPES)
+    validate.experts("router_weight", router_weight.shape[0], tuple(router_weight.shape))
     if router_weight.shape[1] != x.shape[1]:
         raise ValueError(f"router_weight: expected shape (E, {x.shape[1]}), got "
                          f"{tuple(router_weight.shape)}")

@@ -5,7 +5,7 @@ differentiate it, so the reference's gradients are torch's own."""
 import torch
 
 from gptcore import ref
-from gptcore.ops import _registry
+from gptcore.ops import _registry, validate
 
 
 def _softcap(softcap):
@@ -24,9 +24,16 @@ def _autograd_on():
 
 
 def _grads(outputs, inputs, grad_outputs):
-    """Gradients of `outputs` for each input: zeros where unused, an empty tensor for None."""
+    """Gradients of `outputs` for each input: zeros where unused, an empty tensor for None.
+
+    Outputs that depend on no input (empty ones, say Sq = 0) add nothing."""
+    if isinstance(outputs, torch.Tensor):
+        outputs, grad_outputs = (outputs,), (grad_outputs,)
+    pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if o.requires_grad]
     live = [t for t in inputs if t is not None]
-    grads = iter(torch.autograd.grad(outputs, live, grad_outputs, allow_unused=True))
+    found = torch.autograd.grad([o for o, _ in pairs], live, [g for _, g in pairs],
+                                allow_unused=True) if pairs else [None] * len(live)
+    grads = iter(found)
     result = []
     for t in inputs:
         if t is None:
@@ -127,9 +134,91 @@ def mxfp4_dequantize(blocks, scales, dtype):
     return ref.mxfp4_dequantize(blocks, scales, dtype)
 
 
-def _contiguous_outputs(fn):
-    """Ops return contiguous tensors (the fakes promise it); the reference need not care."""
+# The reference also runs fp64 (torch.autograd.gradcheck needs it).
+_DTYPES = validate.FLOAT_DTYPES + (torch.float64,)
+
+
+def _check_attention(q, k, v, *rest):
+    if q.dim() == 3:        # varlen: offsets, max lengths, sinks follow v
+        validate.attention_varlen(q, k, v, *rest[:4], _DTYPES)
+        rest = rest[4:]
+    validate.attention_op(q, k, v, rest[0], q.dim(), _DTYPES)
+
+
+def _check_attention_bwd(dout, dlse, q, k, v, *rest):
+    offsets, (out, lse, sinks) = rest[:-7], rest[-7:-4]      # then the four flags
+    _check_attention(q, k, v, *offsets, sinks)
+    validate.attention_grads_op(q, out, dout, lse, dlse, _DTYPES)
+
+
+def _check_route_bwd(dweights, logits, indices, scoring, renormalize, bias):
+    validate.route(logits, indices.shape[1] if indices.dim() == 2 else 0, scoring, renormalize,
+                   bias, _DTYPES)
+    validate.tensor("indices", indices, ndim=2, dtypes=(torch.int64, torch.int32))
+    if indices.shape[0] != logits.shape[0] or dweights.shape != indices.shape:
+        raise ValueError(f"indices, dweights: expected shape ({logits.shape[0]}, k), got "
+                         f"{tuple(indices.shape)} and {tuple(dweights.shape)}")
+
+
+def _check_experts(x, indices, weights, gate_up, down, gate_up_bias, down_bias, activation,
+                   *flags):
+    validate.experts_op(x, indices, weights, gate_up.shape, down.shape, activation, gate_up_bias,
+                        down_bias, _DTYPES)
+
+
+def _check_experts_bwd(dy, x, *rest):
+    _check_experts(x, *rest)
+    if dy.shape != x.shape:
+        raise ValueError(f"dy: expected x's shape {tuple(x.shape)}, got {tuple(dy.shape)}")
+
+
+def _check_experts_mxfp4(x, indices, weights, gub, gus, dnb, dns, gate_up_bias, down_bias,
+                         activation, *flags):
+    for name, t in (("gate_up_blocks", gub), ("gate_up_scales", gus), ("down_blocks", dnb),
+                    ("down_scales", dns)):
+        validate.tensor(name, t, ndim=3, dtypes=(torch.uint8,))
+    validate.experts_op(x, indices, weights, (*gub.shape[:2], 2 * gub.shape[2]),
+                        (*dnb.shape[:2], 2 * dnb.shape[2]), activation, gate_up_bias, down_bias,
+                        _DTYPES)
+
+
+def _check_index(indices, num_experts, block_m):
+    validate.tensor("indices", indices, ndim=2, dtypes=(torch.int64, torch.int32))
+    validate.integer("num_experts", num_experts, 1)
+    validate.integer("block_m", block_m, 1)
+    if indices.numel() and not bool(((indices >= -1) & (indices < num_experts)).all()):
+        raise ValueError(f"indices: expected expert ids in [0, {num_experts}) or -1")
+
+
+def _check_dequantize(blocks, scales, dtype):
+    validate.tensor("blocks", blocks, dtypes=(torch.uint8,))
+    validate.tensor("scales", scales, dtypes=(torch.uint8,))
+    if blocks.dim() < 1 or tuple(scales.shape) != (*blocks.shape[:-1], blocks.shape[-1] // 16):
+        raise ValueError(f"scales: expected shape (..., K/32) for blocks {tuple(blocks.shape)}, "
+                         f"got {tuple(scales.shape)}")
+
+
+# The argument checks of each op (direct calls skip the public functions' validation).
+_CHECKS = {
+    "attention_fwd": _check_attention,
+    "attention_varlen_fwd": _check_attention,
+    "attention_bwd": _check_attention_bwd,
+    "attention_varlen_bwd": _check_attention_bwd,
+    "route": lambda *args: validate.route(*args, _DTYPES),
+    "route_bwd": _check_route_bwd,
+    "moe_experts_fwd": _check_experts,
+    "moe_experts_bwd": _check_experts_bwd,
+    "moe_experts_mxfp4": _check_experts_mxfp4,
+    "moe_index": _check_index,
+    "mxfp4_quantize": validate.mxfp4_input,
+    "mxfp4_dequantize": _check_dequantize,
+}
+
+
+def _contiguous_outputs(name, fn):
+    """Checks the op's arguments; returns contiguous tensors (the fakes promise it)."""
     def op(*args):
+        _CHECKS[name](*args)
         out = fn(*args)
         if isinstance(out, torch.Tensor):
             return out.contiguous()
@@ -137,5 +226,6 @@ def _contiguous_outputs(fn):
     return op
 
 
-_registry.define("ref_", {name: _contiguous_outputs(globals()[name]) for name in _registry.SCHEMAS},
+_registry.define("ref_", {name: _contiguous_outputs(name, globals()[name])
+                          for name in _registry.SCHEMAS},
                  dispatch_keys=("CPU", "CUDA"))

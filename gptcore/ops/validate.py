@@ -17,11 +17,11 @@ def tensor(name, t, ndim=None, dtypes=None):
         raise TypeError(f"{name}: expected dtype in {[str(d) for d in dtypes]}, got {t.dtype}")
 
 
-def optional_tensor(name, t, shape, like):
+def optional_tensor(name, t, shape, like, dtypes=FLOAT_DTYPES):
     """`t` is None or a floating tensor of `shape` on `like`'s device."""
     if t is None:
         return
-    tensor(name, t, dtypes=FLOAT_DTYPES)
+    tensor(name, t, dtypes=dtypes)
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
     same_device(name, t, like)
@@ -100,13 +100,22 @@ def attention(q, k, v):
     if k.shape[0] != B or k.shape[3] != D:
         raise ValueError(f"k: expected shape ({B}, Hkv, Sk, {D}) to match q {tuple(q.shape)}, "
                          f"got {tuple(k.shape)}")
-    if k.shape[1] == 0 or Hq % k.shape[1] != 0:
-        raise ValueError(f"k: expected a kv head count dividing q's {Hq} heads, got {k.shape[1]}")
+    kv_heads("k", Hq, k.shape[1])
 
 
-def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k):
+def kv_heads(name, q_heads, count):
+    """Hkv >= 1 (a zero has no meaning: every query head reads one kv head) dividing Hq."""
+    if count == 0:
+        raise ValueError(f"{name}: expected at least one kv head (Hkv >= 1), got Hkv=0")
+    if q_heads % count != 0:
+        raise ValueError(f"{name}: expected a kv head count dividing q's {q_heads} heads, "
+                         f"got {count}")
+
+
+def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                     dtypes=FLOAT_DTYPES):
     for name, t in (("q", q), ("k", k), ("v", v)):
-        tensor(name, t, ndim=3, dtypes=FLOAT_DTYPES)
+        tensor(name, t, ndim=3, dtypes=dtypes)
     same_dtype(("q", "k", "v"), (q, k, v))
     same_device("k", k, q)
     same_device("v", v, q)
@@ -115,9 +124,7 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
                          f"and {tuple(v.shape)}")
     if k.shape[2] != q.shape[2]:
         raise ValueError(f"k: expected head dim {q.shape[2]} like q, got {k.shape[2]}")
-    if k.shape[1] == 0 or q.shape[1] % k.shape[1] != 0:
-        raise ValueError(f"k: expected a kv head count dividing q's {q.shape[1]} heads, "
-                         f"got {k.shape[1]}")
+    kv_heads("k", q.shape[1], k.shape[1])
     for name, cu, total, max_len in (("cu_seqlens_q", cu_seqlens_q, q.shape[0], max_seqlen_q),
                                      ("cu_seqlens_k", cu_seqlens_k, k.shape[0], max_seqlen_k)):
         tensor(name, cu, ndim=1, dtypes=(torch.int32,))
@@ -150,8 +157,9 @@ def offsets(name, cu, total, max_len):
 
 # ----------------------------------------------------------------------------- MoE
 
-def route(logits, top_k, scoring, renormalize, bias):
-    tensor("logits", logits, ndim=2, dtypes=FLOAT_DTYPES)
+def route(logits, top_k, scoring, renormalize, bias, dtypes=FLOAT_DTYPES):
+    tensor("logits", logits, ndim=2, dtypes=dtypes)
+    experts("logits", logits.shape[1], tuple(logits.shape))
     integer("top_k", top_k, 1, logits.shape[1])
     choice("scoring", scoring, ("softmax", "topk_softmax", "sigmoid"))
     if not isinstance(renormalize, bool):
@@ -159,36 +167,51 @@ def route(logits, top_k, scoring, renormalize, bias):
     if bias is not None and scoring != "sigmoid":
         raise ValueError(f"bias: only scoring='sigmoid' takes a selection bias, got scoring="
                          f"{scoring!r}")
-    optional_tensor("bias", bias, (logits.shape[1],), logits)
+    optional_tensor("bias", bias, (logits.shape[1],), logits, dtypes)
 
 
 def moe_experts(x, indices, weights, gate_up_shape, down_shape, num_experts, activation,
-                gate_up_bias, down_bias, like_weights):
-    tensor("x", x, ndim=2, dtypes=FLOAT_DTYPES)
+                gate_up_bias, down_bias, like_weights, dtypes=FLOAT_DTYPES):
+    tensor("x", x, ndim=2, dtypes=dtypes)
     tensor("indices", indices, ndim=2,
            dtypes=(torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8))
-    tensor("weights", weights, ndim=2, dtypes=FLOAT_DTYPES)
+    tensor("weights", weights, ndim=2, dtypes=dtypes)
     T, H = x.shape
     if tuple(indices.shape[:1]) != (T,) or indices.shape != weights.shape:
         raise ValueError(f"indices, weights: expected shape ({T}, k), got {tuple(indices.shape)} "
                          f"and {tuple(weights.shape)}")
     same_device("indices", indices, x)
     same_device("weights", weights, x)
+    if indices.shape[1] == 0:
+        raise ValueError(f"indices: expected top_k >= 1 choices per token, got shape "
+                         f"{tuple(indices.shape)}")
+    if H == 0:
+        raise ValueError(f"x: expected a hidden size H >= 1, got shape {tuple(x.shape)}")
     E, two_i, h = gate_up_shape
+    experts("gate_up_proj", E, tuple(gate_up_shape))
     if h != H or two_i % 2 != 0:
         raise ValueError(f"gate_up_proj: expected shape (E, 2I, {H}), got {tuple(gate_up_shape)}")
+    if two_i == 0:
+        raise ValueError(f"gate_up_proj: expected an intermediate size I >= 1, got shape "
+                         f"{tuple(gate_up_shape)}")
     if tuple(down_shape) != (E, H, two_i // 2):
         raise ValueError(f"down_proj: expected shape ({E}, {H}, {two_i // 2}) to match "
                          f"gate_up_proj {tuple(gate_up_shape)}, got {tuple(down_shape)}")
     choice("activation", activation, ("silu", "gelu", "gpt_oss"))
-    optional_tensor("gate_up_bias", gate_up_bias, (E, two_i), like_weights)
-    optional_tensor("down_bias", down_bias, (E, H), like_weights)
+    optional_tensor("gate_up_bias", gate_up_bias, (E, two_i), like_weights, dtypes)
+    optional_tensor("down_bias", down_bias, (E, H), like_weights, dtypes)
     if eager() and indices.device.type == "cpu" and indices.numel():
         low, high = int(indices.min()), int(indices.max())
         if low < -1 or high >= num_experts:
             bad = low if low < -1 else high
             raise ValueError(f"indices: expected expert ids in [0, {num_experts}) or -1, "
                              f"got {bad}")
+
+
+def experts(name, count, shape):
+    """E >= 1: a router or expert bank with no expert has no meaning."""
+    if count == 0:
+        raise ValueError(f"{name}: expected at least one expert (E >= 1), got shape {shape}")
 
 
 def mxfp4_input(w):
@@ -198,3 +221,42 @@ def mxfp4_input(w):
                          f"{tuple(w.shape)}")
     if eager() and not bool(torch.isfinite(w).all()):
         raise ValueError("w: expected finite values (MXFP4 has no inf), got inf or nan")
+
+
+# ----------------------------------------------------------------------------- direct op calls
+# The Triton ops (gptcore/ops/triton_*.py) call these on their own arguments, so that a direct
+# torch.ops.gptcore.triton_* call that skipped the checks above raises instead of launching a
+# kernel on shapes it cannot handle. The C++ ops do the same in csrc/checks.h.
+
+def attention_op(q, k, v, sinks, rank, dtypes=FLOAT_DTYPES):
+    """Arguments of the attention ops: q, k, v of `rank` dims (4 dense, 3 packed), sinks (Hq,).
+    `dtypes`: the float dtypes the op takes (the reference also takes fp64, for gradcheck)."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        tensor(name, t, ndim=rank, dtypes=dtypes)
+    same_dtype(("q", "k", "v"), (q, k, v))
+    if k.shape != v.shape or k.shape[-1] != q.shape[-1]:
+        raise ValueError(f"k, v: expected equal shapes with q's head dim {q.shape[-1]}, got "
+                         f"{tuple(k.shape)} and {tuple(v.shape)}")
+    if rank == 4 and k.shape[0] != q.shape[0]:
+        raise ValueError(f"k: expected q's batch {q.shape[0]}, got {k.shape[0]}")
+    if not 1 <= q.shape[-1] <= 256:
+        raise ValueError(f"q: expected head dim D in [1, 256], got D={q.shape[-1]}")
+    kv_heads("k", q.shape[1], k.shape[1])
+    optional_tensor("sinks", sinks, (q.shape[1],), q, dtypes)
+
+
+def attention_grads_op(q, out, dout, lse, dlse, dtypes=FLOAT_DTYPES):
+    """The backward ops' extra arguments: out, dout shaped like q; lse, dlse like q without D."""
+    for name, t, want in (("out", out, q.shape), ("dout", dout, q.shape),
+                          ("lse", lse, q.shape[:-1]), ("dlse", dlse, q.shape[:-1])):
+        tensor(name, t, dtypes=dtypes)
+        if t.shape != want:
+            raise ValueError(f"{name}: expected shape {tuple(want)}, got {tuple(t.shape)}")
+    same_dtype(("q", "out"), (q, out))
+
+
+def experts_op(x, indices, weights, gate_up_shape, down_shape, activation, gate_up_bias,
+               down_bias, dtypes=FLOAT_DTYPES):
+    """Arguments of the MoE expert ops (shapes of the float or MXFP4-logical weights)."""
+    moe_experts(x, indices, weights, gate_up_shape, down_shape, gate_up_shape[0], activation,
+                gate_up_bias, down_bias, x, dtypes)
