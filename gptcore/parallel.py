@@ -4,8 +4,17 @@ training hooks `gptcore train` uses under torchrun (process group from the envir
 that leaves expert parameters alone, torch.distributed.checkpoint saves that load at any
 world size). The token exchange follows the all-to-all dispatch of torchtitan's ExpertParallel
 and Megatron-Core's MoEAlltoAllTokenDispatcher: counts first, then the tokens, then back."""
+import os
+from dataclasses import dataclass
+
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (get_optimizer_state_dict,
+                                                     set_optimizer_state_dict)
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.tensor import DTensor, Shard
+from torch.nn.parallel import DistributedDataParallel
 
 from gptcore import ops
 from gptcore.nn import MoE
@@ -143,3 +152,132 @@ def expert_parameters(module):
                 if getattr(layer, name) is not None:
                     found[f"{prefix}.{name}" if prefix else name] = getattr(layer, name)
     return found
+
+
+# ----------------------------------------------------------------------------- training hooks
+
+@dataclass
+class Context:
+    """Where this process stands: rank and world size of the job (1 without torchrun)."""
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self):
+        return dist.is_available() and dist.is_initialized()
+
+    @property
+    def logging(self):
+        """Only rank 0 prints, plots and writes files meant for people."""
+        return self.rank == 0
+
+
+def init_from_env():
+    """Join the job torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK,
+    MASTER_ADDR/PORT): nccl with one GPU per local rank when CUDA is there, gloo on CPU. Without
+    torchrun (no WORLD_SIZE) nothing is initialized and the context is a single process."""
+    if "WORLD_SIZE" not in os.environ:
+        return Context()
+    device = torch.device("cpu")
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Context(dist.get_rank(), dist.get_world_size(), device)
+
+
+def data_parallel(model, *, experts_parallel=False):
+    """Wrap `model` (the same on every rank) for data-parallel training on the default group:
+    DDP all-reduces (averages) the replicated parameters' gradients. With experts_parallel,
+    expert_parallel converts it first, on a group of its own (the token exchange never queues
+    behind DDP's all-reduce), and DDP leaves the expert slices alone: their gradients already
+    sum every rank's tokens, so a hook divides them by the world size to match the average."""
+    world = dist.get_world_size()
+    if experts_parallel:
+        expert_parallel(model, dist.new_group())
+        experts = expert_parameters(model)
+        for p in experts.values():
+            p.register_hook(lambda grad: grad / world)
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, list(experts))
+    device = next(model.parameters()).device
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def global_mean(local_sum, local_count):
+    """(sum over this rank's items, their count) -> the rank's term of the global mean, scaled so
+    that DDP's average over ranks is the mean over every rank's items, however unevenly the
+    items (e.g. non-ignored targets) fall between ranks."""
+    count = torch.as_tensor(local_count, dtype=torch.float64, device=local_sum.device)
+    dist.all_reduce(count)
+    return local_sum * (dist.get_world_size() / count.clamp(min=1)).to(local_sum.dtype)
+
+
+def clip_grad_norm_(model, max_norm):
+    """torch.nn.utils.clip_grad_norm_ over the whole model of the job: the replicated gradients
+    (equal on every rank after DDP) count once, the expert slices of every rank together.
+    Returns the total norm (the same on every rank)."""
+    experts = {id(p) for p in expert_parameters(model).values()}
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    device = grads[0].device if grads else torch.device("cpu")
+    squares = torch.zeros(2, dtype=torch.float32, device=device)     # (replicated, experts)
+    for p in model.parameters():
+        if p.grad is not None:
+            squares[int(id(p) in experts)] += p.grad.float().square().sum()
+    if experts:
+        dist.all_reduce(squares[1:])
+    total = squares.sum().sqrt()
+    scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.to(g.dtype))
+    return total
+
+
+def _sharded_view(state, experts, mesh):
+    """Expert entries of a state dict as DTensors sharded on dim 0 over `mesh`, so that the
+    checkpoint records each slice's place in the whole (E, ...) tensor."""
+    return {name: DTensor.from_local(value, mesh, [Shard(0)], run_check=False)
+            if name in experts else value for name, value in state.items()}
+
+
+def _checkpoint_state(model, optimizer):
+    experts = expert_parameters(model)
+    mesh = None
+    if experts:
+        group = next(m for m in model.modules() if isinstance(m, ExpertParallelMoE)).group
+        device = next(iter(experts.values())).device.type
+        mesh = DeviceMesh.from_group(group or dist.group.WORLD, device)
+    state = {"model": _sharded_view(model.state_dict(), experts, mesh)}
+    if optimizer is not None:
+        optim = get_optimizer_state_dict(model, optimizer)
+        optim["state"] = {name: _sharded_view(entry, {"exp_avg", "exp_avg_sq"}, mesh)
+                          if name in experts else entry
+                          for name, entry in optim["state"].items()}
+        state["optim"] = optim
+    return state
+
+
+def save_checkpoint(path, model, optimizer=None):
+    """torch.distributed.checkpoint save of the model (not a DDP wrapper) and optimizer into the
+    directory `path`: every rank writes its own expert slices, replicated tensors once. Call on
+    every rank. Loads at any world size (load_checkpoint), with or without expert parallelism."""
+    dcp.save(_checkpoint_state(model, optimizer), checkpoint_id=path)
+
+
+def load_checkpoint(path, model, optimizer=None):
+    """Fill `model` (and `optimizer`) in place from save_checkpoint's directory, whatever the world
+    size and expert layout it was saved with: each rank reads the parts of the whole tensors it
+    holds. Call on every rank (or in a single process without torch.distributed)."""
+    state = _checkpoint_state(model, optimizer)
+    dcp.load(state, checkpoint_id=path)
+    model.load_state_dict(_local_view(state["model"]))
+    if optimizer is not None:
+        optim = state["optim"]
+        optim["state"] = {name: _local_view(entry) for name, entry in optim["state"].items()}
+        set_optimizer_state_dict(model, optimizer, optim)
+
+
+def _local_view(state):
+    return {name: value.to_local() if isinstance(value, DTensor) else value
+            for name, value in state.items()}
