@@ -4,8 +4,10 @@ training hooks `gptcore train` uses under torchrun (process group from the envir
 that leaves expert parameters alone, torch.distributed.checkpoint saves that load at any
 world size). The token exchange follows the all-to-all dispatch of torchtitan's ExpertParallel
 and Megatron-Core's MoEAlltoAllTokenDispatcher: counts first, then the tokens, then back."""
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -20,6 +22,7 @@ from gptcore import ops
 from gptcore.nn import MoE
 
 SHARDED = ("gate_up_proj", "down_proj", "gate_up_bias", "down_bias")   # sliced on dim 0
+DCP_DIR = "dcp"      # torch.distributed.checkpoint's files inside a training output directory
 
 
 class _AllToAll(torch.autograd.Function):
@@ -172,6 +175,49 @@ class Context:
         """Only rank 0 prints, plots and writes files meant for people."""
         return self.rank == 0
 
+    # the hooks gptcore.train calls when it is given a Context
+
+    def step_stats(self, loss, tokens):
+        """(this rank's loss term, its tokens) -> (the job's loss: the mean of the ranks' terms,
+        the job's tokens), for the log, in one all-reduce."""
+        both = torch.tensor([float(loss), float(tokens)], dtype=torch.float64)
+        dist.all_reduce(both)
+        return both[0].item() / self.world_size, int(both[1].item())
+
+    def clip_grad_norm_(self, model, max_norm):
+        return clip_grad_norm_(getattr(model, "module", model), max_norm)
+
+    def num_params(self, model, active=False):
+        """GPT.num_params of the whole job's model: every rank's experts counted."""
+        model = getattr(model, "module", model)
+        return model.num_params(active=active) + sum(
+            m._other_experts_params() for m in model.modules()
+            if isinstance(m, ExpertParallelMoE))
+
+    def save(self, out_dir, model, optimizer, state, meta):
+        """Every rank writes its shards under out_dir/dcp; rank 0 writes config.json (the
+        model's config, as gptcore.checkpoint does) and state.json (step, history)."""
+        out = Path(out_dir)
+        model = getattr(model, "module", model)
+        save_checkpoint(out / DCP_DIR, model, optimizer)
+        if self.logging:
+            config = getattr(model, "config", None)
+            payload = {"model_class": type(model).__name__,
+                       "config": config.to_dict() if hasattr(config, "to_dict") else None,
+                       "meta": {**(meta or {}), "world_size": self.world_size}}
+            (out / "config.json").write_text(json.dumps(payload, indent=2))
+            (out / "state.json").write_text(json.dumps(state))
+        dist.barrier()
+
+    def load(self, out_dir, model, optimizer):
+        """state.json's dict after filling model and optimizer from out_dir/dcp (saved at any
+        world size); None when out_dir holds no such checkpoint."""
+        out = Path(out_dir)
+        if not (out / DCP_DIR / ".metadata").exists() or not (out / "state.json").exists():
+            return None
+        load_checkpoint(out / DCP_DIR, getattr(model, "module", model), optimizer)
+        return json.loads((out / "state.json").read_text())
+
 
 def init_from_env():
     """Join the job torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK,
@@ -212,6 +258,18 @@ def global_mean(local_sum, local_count):
     count = torch.as_tensor(local_count, dtype=torch.float64, device=local_sum.device)
     dist.all_reduce(count)
     return local_sum * (dist.get_world_size() / count.clamp(min=1)).to(local_sum.dtype)
+
+
+def token_weighted(loss_fn):
+    """loss_fn(model, batch) -> a mean over the batch's loss tokens, made into this rank's term of
+    the job's loss: DDP's average of the terms is then the mean over the tokens of every rank,
+    as one process would compute it on the global batch."""
+    from gptcore.train import count_tokens
+
+    def rank_term(model, batch):
+        n = count_tokens(batch)
+        return global_mean(loss_fn(model, batch) * n, n)
+    return rank_term
 
 
 def clip_grad_norm_(model, max_norm):
