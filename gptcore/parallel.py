@@ -180,9 +180,16 @@ class Context:
     def step_stats(self, loss, tokens):
         """(this rank's loss term, its tokens) -> (the job's loss: the mean of the ranks' terms,
         the job's tokens), for the log, in one all-reduce."""
-        both = torch.tensor([float(loss), float(tokens)], dtype=torch.float64)
+        both = torch.tensor([float(loss), float(tokens)], dtype=torch.float64, device=self.device)
         dist.all_reduce(both)
         return both[0].item() / self.world_size, int(both[1].item())
+
+    def agree(self, seconds):
+        """Rank 0's clock for everyone: a time budget and the schedule it drives must stop and
+        decay at the same step on every rank, or the collectives of the next step hang."""
+        value = torch.tensor([float(seconds)], dtype=torch.float64, device=self.device)
+        dist.broadcast(value, 0)
+        return value.item()
 
     def clip_grad_norm_(self, model, max_norm):
         return clip_grad_norm_(getattr(model, "module", model), max_norm)
@@ -221,10 +228,10 @@ class Context:
 
 def init_from_env():
     """Join the job torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK,
-    MASTER_ADDR/PORT): nccl with one GPU per local rank when CUDA is there, gloo on CPU. Without
-    torchrun (no WORLD_SIZE) nothing is initialized and the context is a single process."""
+    MASTER_ADDR/PORT) and return its Context: nccl with one GPU per local rank when CUDA is
+    there, gloo on CPU. None without torchrun (no WORLD_SIZE): a plain single process."""
     if "WORLD_SIZE" not in os.environ:
-        return Context()
+        return None
     device = torch.device("cpu")
     if torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -232,6 +239,14 @@ def init_from_env():
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Context(dist.get_rank(), dist.get_world_size(), device)
+
+
+def per_rank(batch_size, world_size):
+    """Each rank's share of a global batch of `batch_size` documents."""
+    if batch_size % world_size:
+        raise ValueError(f"batch_size: the global batch ({batch_size}) must divide evenly "
+                         f"among the {world_size} processes")
+    return batch_size // world_size
 
 
 def data_parallel(model, *, experts_parallel=False):

@@ -148,6 +148,8 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
     step = start_step
     while step < steps:
         elapsed = elapsed_before + clock() - t0
+        if time_budget is not None and parallel is not None:
+            elapsed = parallel.agree(elapsed)
         if time_budget is not None and elapsed >= time_budget:
             break
         progress_frac = step / steps
