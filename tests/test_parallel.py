@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from distributed import spawn
+from process_group import spawn
 from gptcore import parallel
 from gptcore.nn import MoE
 

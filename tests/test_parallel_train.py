@@ -1,12 +1,14 @@
 """Data-parallel training under torch.distributed (2 gloo processes): 20 steps with DDP, with and
 without expert parallelism, against one process on the same global batch; a checkpoint saved at
 world size 2 (experts sharded) loads in one process and gives the same logits."""
+import argparse
 import json
 
+import pytest
 import torch
 
-from distributed import spawn
-from gptcore import GPT, GPTConfig, checkpoint, parallel
+from process_group import spawn
+from gptcore import GPT, GPTConfig, checkpoint, cli, parallel, recipes
 from gptcore.data import Batches, CharTokenizer, encode_documents, load_names
 from gptcore.train import next_token_loss, train
 
@@ -44,6 +46,13 @@ def _distributed(rank, world, root):
         logits, _ = model(PROBE)               # every rank runs the exchange
     if rank == 0:
         torch.save(logits, f"{root}/logits.pt")
+    # what `torchrun -m gptcore train --preset names-moe --expert-parallel` runs on each rank
+    args = argparse.Namespace(preset="names-moe", data=None, tokenizer="char", vocab_size=512,
+                              steps=3, time_budget=None, cpu_time=False, seed=0, threads=1,
+                              out=f"{root}/cli", quiet=True, expert_parallel=True, parallel=ctx)
+    summary = recipes.train_gpt(args)
+    assert summary["world_size"] == world and summary["steps"] == 3
+    assert summary["total_params"] == GPT(GPTConfig.preset("names-moe")).num_params()
 
 
 def _history(out_dir):
@@ -88,3 +97,11 @@ def test_ddp_and_expert_parallel_match_one_process(tmp_path):
     model, _ = checkpoint.load_model(tmp_path / "ep1")
     with torch.no_grad():
         torch.testing.assert_close(model(PROBE)[0], got, atol=0, rtol=0)
+
+
+def test_cli_refuses_expert_parallel_without_torchrun(monkeypatch, capsys):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert cli.main(["train", "--preset", "names-moe", "--expert-parallel"]) == 2
+    assert "torchrun" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="batch_size: the global batch .64. must divide"):
+        parallel.per_rank(64, 3)
