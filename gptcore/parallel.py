@@ -161,14 +161,10 @@ def expert_parameters(module):
 
 @dataclass
 class Context:
-    """Where this process stands: rank and world size of the job (1 without torchrun)."""
+    """Where this process stands in a torchrun job: its rank, the world size, its device."""
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
-
-    @property
-    def distributed(self):
-        return dist.is_available() and dist.is_initialized()
 
     @property
     def logging(self):
