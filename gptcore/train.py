@@ -183,6 +183,8 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
             bar.update(1)
             if step % 50 == 0 or step == steps:
                 seconds = elapsed_before + clock() - t0
+                if time_budget is not None:      # the ETA of a timed run: steps that fit
+                    bar.total = min(steps, max(step, int(step * time_budget / max(seconds, 1e-9))))
                 bar.set_postfix(loss=f"{history['train_losses'][-1]:.3f}",
                                 tok_s=f"{tokens / max(seconds, 1e-9):,.0f}", refresh=False)
     seconds = elapsed_before + clock() - t0
