@@ -84,6 +84,12 @@ def _layers(rank, world):
         _check_layer(rank, world, tokens[0 if world == 2 else 1], kwargs, shunned)
     with pytest.raises(ValueError, match=f"n_experts={world + 1} must be divisible"):
         parallel.expert_parallel(MoE(D_MODEL, D_FF, world + 1, TOP_K))
+    with pytest.raises(TypeError, match="module: expected a torch.nn.Module"):
+        parallel.expert_parallel("model")
+    with pytest.raises(TypeError, match="group: expected a torch.distributed.ProcessGroup"):
+        parallel.expert_parallel(MoE(D_MODEL, D_FF, 8, TOP_K), group=1)
+    with pytest.raises(ValueError, match="module: expected at least one gptcore.nn.MoE"):
+        parallel.expert_parallel(torch.nn.Linear(2, 2))
     converted = parallel.expert_parallel(torch.nn.Sequential(MoE(D_MODEL, D_FF, 8, TOP_K)))
     with pytest.raises(ValueError, match="already converted"):
         parallel.expert_parallel(converted)
