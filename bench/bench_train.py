@@ -40,7 +40,7 @@ def _train_step(preset, batch_size, backend, seed=0):
 
     def step():
         with gptcore.backend(backend):
-            loss = next_token_loss(model, batch)
+            loss, _ = next_token_loss(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -262,24 +262,22 @@ def data_parallel(model, *, experts_parallel=False):
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
-def global_mean(local_sum, local_count):
-    """(sum over this rank's items, their count) -> the rank's term of the global mean, scaled so
-    that DDP's average over ranks is the mean over every rank's items, however unevenly the
-    items (e.g. non-ignored targets) fall between ranks."""
-    count = torch.as_tensor(local_count, dtype=torch.float64, device=local_sum.device)
-    dist.all_reduce(count)
-    return local_sum * (dist.get_world_size() / count.clamp(min=1)).to(local_sum.dtype)
-
-
 def token_weighted(loss_fn):
-    """loss_fn(model, batch) -> a mean over the batch's loss tokens, made into this rank's term of
-    the job's loss: DDP's average of the terms is then the mean over the tokens of every rank,
-    as one process would compute it on the global batch."""
+    """loss_fn(model, batch) -> a mean over the batch's loss tokens (or a tuple of such means,
+    e.g. gptcore.train's (optimised, logged)), made into this rank's term of the job's loss:
+    times local tokens * world size / the job's tokens, so that DDP's average of the terms is
+    the mean over the tokens of every rank, as one process computes it on the global batch,
+    however unevenly the tokens fall between ranks."""
     from gptcore.train import count_tokens
 
     def rank_term(model, batch):
-        n = count_tokens(batch)
-        return global_mean(loss_fn(model, batch) * n, n)
+        local = count_tokens(batch)
+        losses = loss_fn(model, batch)
+        first = losses[0] if isinstance(losses, tuple) else losses
+        job = torch.tensor(float(local), dtype=torch.float64, device=first.device)
+        dist.all_reduce(job)
+        share = (local * dist.get_world_size() / job.clamp(min=1)).to(first.dtype)
+        return tuple(v * share for v in losses) if isinstance(losses, tuple) else losses * share
     return rank_term
 
 

@@ -102,6 +102,12 @@ def test_inputs_embeds_equals_idx_and_hidden_states():
     assert torch.equal(logits, via_embeds)
     assert hidden.shape == (2, 7, 64)
     assert torch.equal(model.lm_head(hidden), logits)
+    cu = torch.tensor([0, 7, 14], dtype=torch.int32)           # the same two rows, packed
+    with torch.no_grad():
+        packed_hidden = model.hidden_states(inputs_embeds=model.wte(idx.reshape(-1)),
+                                            cu_seqlens=cu, max_seqlen=7)
+    # varlen vs dense attention kernels: fp32 rounding only
+    torch.testing.assert_close(packed_hidden, hidden.reshape(14, 64), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("preset,prompt,new", [("microgpt", 1, 15), ("names-moe", 3, 20),
@@ -169,3 +175,10 @@ def test_sampling_options():
     first = greedy[0].tolist().index(stop, 1)
     row = out[0].tolist()
     assert row[:first + 1] == greedy[0, :first + 1].tolist() and set(row[first:]) == {stop}
+
+
+def test_from_microgpt_rejects_wrong_keys():
+    sd = mg.init_state_dict(1)
+    del sd["layer0.mlp_fc2"]
+    with pytest.raises(ValueError, match="layer0.mlp_fc2"):
+        GPT.from_microgpt(sd)

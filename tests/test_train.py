@@ -141,3 +141,26 @@ def test_checkpoint_resume_is_exact(tmp_path):
         assert torch.equal(a, b)
     assert (tmp_path / "loss.png").stat().st_size > 1000
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 12
+
+
+def test_moe_loss_optimises_aux_and_logs_cross_entropy():
+    seqs, _ = _names_setup(200)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset("names-moe", n_layer=2))
+    batch = data.Batches(seqs, 8, seed=0)(0)
+    optimised, logged = train_module.next_token_loss(model, batch)
+    _, ce = model(batch["idx"], batch["targets"], cu_seqlens=batch["cu_seqlens"])
+    assert torch.equal(logged, ce)
+    aux = model.aux_loss()
+    assert aux > 0 and torch.allclose(optimised, ce + aux)
+
+
+def test_tied_weights_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset("names", n_layer=1, tie_embeddings=True))
+    assert model.lm_head.weight is model.wte.weight
+    checkpoint.save(tmp_path, model)
+    loaded, _ = checkpoint.load_model(tmp_path)
+    assert loaded.lm_head.weight is loaded.wte.weight
+    assert torch.equal(loaded.wte.weight, model.wte.weight)
+    assert loaded.num_params() == model.num_params()
