@@ -262,23 +262,46 @@ def data_parallel(model, *, experts_parallel=False):
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
-def token_weighted(loss_fn):
-    """loss_fn(model, batch) -> a mean over the batch's loss tokens (or a tuple of such means,
-    e.g. gptcore.train's (optimised, logged)), made into this rank's term of the job's loss:
-    times local tokens * world size / the job's tokens, so that DDP's average of the terms is
-    the mean over the tokens of every rank, as one process computes it on the global batch,
-    however unevenly the tokens fall between ranks."""
-    from gptcore.train import count_tokens
+def _job_total(value, device):
+    total = torch.tensor(float(value), dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total
 
-    def rank_term(model, batch):
-        local = count_tokens(batch)
-        losses = loss_fn(model, batch)
-        first = losses[0] if isinstance(losses, tuple) else losses
-        job = torch.tensor(float(local), dtype=torch.float64, device=first.device)
-        dist.all_reduce(job)
-        share = (local * dist.get_world_size() / job.clamp(min=1)).to(first.dtype)
-        return tuple(v * share for v in losses) if isinstance(losses, tuple) else losses * share
-    return rank_term
+
+def balance_loss(model):
+    """The Switch load-balancing loss (gptcore.load_balancing_loss, summed over the MoE layers of
+    the last forward) of the job's global batch, as this rank's term: expert fractions f_e from
+    every rank's token counts, this rank's router probabilities over the job's token count,
+    times the world size, so that DDP's average of the terms has the value and the gradient
+    one process computes on the global batch. None without MoE layers."""
+    layers = [m for m in model.modules() if isinstance(m, MoE) and m.aux]
+    if not layers:
+        return None
+    logits = [m.aux["router_logits"] for m in layers]                   # L x (T, E)
+    counts = torch.stack([m.aux["tokens_per_expert"] for m in layers]).double()   # (L, E)
+    packed = torch.cat([counts.flatten(), counts.new_tensor([logits[0].shape[0]])])
+    dist.all_reduce(packed)
+    job_tokens = packed[-1].clamp(min=1)
+    fractions = (packed[:-1].view(counts.shape) / job_tokens).float()   # (L, E)
+    world = dist.get_world_size()
+    return sum(l.shape[1] * (f * l.float().softmax(-1).sum(0)).sum() * world / job_tokens.item()
+               for l, f in zip(logits, fractions))
+
+
+def next_token_loss(model, batch):
+    """gptcore.train.next_token_loss for one rank of a data-parallel job: (optimised, logged)
+    terms whose average over the ranks (DDP's) is what one process computes on the global
+    batch. The cross-entropy is weighted by the rank's share of the loss tokens (they fall
+    unevenly between ranks), the load-balancing loss is the global batch's (balance_loss)."""
+    from gptcore.train import count_tokens
+    _, ce = model(batch["idx"], batch["targets"], cu_seqlens=batch.get("cu_seqlens"),
+                  max_seqlen=batch.get("max_seqlen"))
+    local = count_tokens(batch)
+    ce = ce * (local * dist.get_world_size() / _job_total(local, ce.device).clamp(min=1))
+    inner = getattr(model, "module", model)
+    coef = getattr(getattr(inner, "config", None), "moe_aux_coef", 0.0)
+    balance = balance_loss(inner) if coef else None
+    return (ce if balance is None else ce + coef * balance), ce
 
 
 def clip_grad_norm_(model, max_norm):

@@ -13,7 +13,7 @@ import torch
 from gptcore import data, parallel
 from gptcore.config import GPTConfig
 from gptcore.model import GPT
-from gptcore.train import evaluate, next_token_loss, train
+from gptcore.train import evaluate, train
 
 
 @dataclass
@@ -83,7 +83,7 @@ def train_gpt(args):
         batch_size = parallel.per_rank(recipe.batch_size, world)
         model = parallel.data_parallel(model.to(job.device),
                                        experts_parallel=args.expert_parallel)
-        loss_fn = parallel.token_weighted(next_token_loss)
+        loss_fn = parallel.next_token_loss
     steps = args.steps or recipe.steps
     budget = args.time_budget if args.time_budget is not None else (
         None if args.steps else recipe.time_budget)
