@@ -164,3 +164,13 @@ def test_tied_weights_checkpoint_round_trip(tmp_path):
     assert loaded.lm_head.weight is loaded.wte.weight
     assert torch.equal(loaded.wte.weight, model.wte.weight)
     assert loaded.num_params() == model.num_params()
+
+
+def test_lr_schedule():
+    from gptcore.train import lr_factor
+    # microgpt: lr_t = lr * (1 - step / num_steps), no warm-up
+    assert [lr_factor(s / 1000, s, 0, "linear", 0.0) for s in (0, 250, 999)] == \
+        [1.0, 0.75, 1 - 999 / 1000]
+    assert [lr_factor(0.0, s, 4, "cosine", 0.0) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(1.0, 50, 4, "cosine", 0.1) == pytest.approx(0.1)
+    assert lr_factor(0.5, 50, 4, "cosine", 0.0) == pytest.approx(0.5)
