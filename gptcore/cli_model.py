@@ -17,11 +17,16 @@ def train_command(args):
         print("gptcore train: --expert-parallel needs several processes: launch with "
               "torchrun --nproc_per_node N -m gptcore train ...", file=sys.stderr)
         return 2
-    summary = recipes.trainer(args.preset)(args)
+    try:
+        summary = recipes.trainer(args.preset)(args)
+    except ValueError as err:
+        print(f"gptcore train: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if args.parallel is not None:
+            torch.distributed.destroy_process_group()
     if args.parallel is None or args.parallel.logging:
         print(json.dumps(summary))
-    if args.parallel is not None:
-        torch.distributed.destroy_process_group()
     return 0
 
 
@@ -33,10 +38,14 @@ def training_documents(meta):
 
 
 def sample_command(args):
-    model, meta = checkpoint.load_model(args.ckpt)
+    try:
+        model, meta = checkpoint.load_model(args.ckpt)
+        tok = data.tokenizer_from_dict(meta["tokenizer"])
+        prompt = [tok.bos] + tok.encode(args.prompt)
+    except ValueError as err:
+        print(f"gptcore sample: {err}", file=sys.stderr)
+        return 2
     model.eval()
-    tok = data.tokenizer_from_dict(meta["tokenizer"])
-    prompt = [tok.bos] + tok.encode(args.prompt)
     room = model.config.block_size - len(prompt)
     if room < 1:
         print(f"gptcore sample: --prompt is too long for block_size {model.config.block_size}",

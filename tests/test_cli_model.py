@@ -50,6 +50,10 @@ def test_train_on_a_text_file_with_bpe(tmp_path, capsys):
     assert len(_last_json(capsys)["samples"]) == 2
 
 
-def test_unknown_preset(capsys):
+def test_bad_arguments(tmp_path, capsys):
     assert cli.main(["train", "--preset", "gpt-5", "--steps", "1"]) == 2
     assert "gpt-5" in capsys.readouterr().err
+    assert cli.main(["train", "--preset", "names", "--data", str(tmp_path / "none.txt")]) == 2
+    assert "none.txt" in capsys.readouterr().err
+    assert cli.main(["sample", "--ckpt", str(tmp_path)]) == 2
+    assert "config.json" in capsys.readouterr().err

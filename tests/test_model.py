@@ -8,7 +8,7 @@ from gptcore import GPT, GPTConfig
 
 import microgpt_reference as mg
 
-BACKENDS = ["ref", "cpp"]
+BACKENDS = ["ref", "cpp", "triton"]   # triton runs CPU tensors under TRITON_INTERPRET=1
 
 
 @pytest.fixture(autouse=True)
