@@ -50,7 +50,13 @@ def save(out_dir, model, optimizer=None, state=None, meta=None):
 
 
 def load_weights(model, out_dir):
-    """Loads model.safetensors into `model` (tied weights restored through their alias)."""
+    """Loads model.safetensors into `model` (tied weights restored through their alias), or the
+    torch.distributed.checkpoint shards a torchrun job wrote (gptcore.parallel), at any world size."""
+    from gptcore import parallel
+    if not (Path(out_dir) / "model.safetensors").exists() and \
+            (Path(out_dir) / parallel.DCP_DIR).is_dir():
+        parallel.load_checkpoint(Path(out_dir) / parallel.DCP_DIR, unwrap(model))
+        return
     weights = load_file(Path(out_dir) / "model.safetensors")
     missing, unexpected = unwrap(model).load_state_dict(weights, strict=False)
     tied = {n for n, _ in unwrap(model).named_parameters(remove_duplicate=False)} - \

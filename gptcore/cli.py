@@ -89,6 +89,7 @@ def bench(args):
     for path in tqdm(files, desc="benchmarks", unit="file", file=sys.stderr):
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module      # by name, as spawned workers (bench_parallel) import it
         spec.loader.exec_module(module)
         rows += module.run(quick=args.quick)
     json_path = args.json

@@ -4,7 +4,7 @@ import sys
 
 import torch
 
-from gptcore import checkpoint, data, recipes
+from gptcore import checkpoint, data, parallel, recipes
 
 
 def train_command(args):
@@ -12,12 +12,21 @@ def train_command(args):
         print(f"gptcore train: unknown preset {args.preset!r}; expected one of "
               f"{sorted(recipes.TRAINERS)}", file=sys.stderr)
         return 2
+    args.parallel = parallel.init_from_env()       # under torchrun: one process of the job
+    if args.expert_parallel and args.parallel is None:
+        print("gptcore train: --expert-parallel needs several processes: launch with "
+              "torchrun --nproc_per_node N -m gptcore train ...", file=sys.stderr)
+        return 2
     try:
         summary = recipes.trainer(args.preset)(args)
     except ValueError as err:
         print(f"gptcore train: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(summary))
+    finally:
+        if args.parallel is not None:
+            torch.distributed.destroy_process_group()
+    if args.parallel is None or args.parallel.logging:
+        print(json.dumps(summary))
     return 0
 
 
@@ -83,6 +92,8 @@ def add_commands(sub):
     p.add_argument("--threads", type=int, help="torch threads (default: the recipe's)")
     p.add_argument("--out", metavar="DIR", help="checkpoint directory (resumed if it holds one)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--expert-parallel", action="store_true", help="under torchrun: spread each "
+                   "MoE layer's experts over the processes (tokens travel by all-to-all)")
     p.set_defaults(func=train_command)
     p = sub.add_parser("sample", help="sample from a checkpoint written by `gptcore train`")
     p.add_argument("--ckpt", required=True, metavar="DIR")

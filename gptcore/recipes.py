@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gptcore import data
+from gptcore import data, parallel
 from gptcore.config import GPTConfig
 from gptcore.model import GPT
 from gptcore.train import evaluate, train
@@ -71,22 +71,34 @@ def train_gpt(args):
     config = GPTConfig.preset(args.preset, vocab_size=tok.vocab_size, extra=meta)
     train_seqs = data.encode_documents(train_docs, tok, config.block_size)
     val_seqs = data.encode_documents(val_docs, tok, config.block_size)
-    val_batches = [data.packed_batch(val_seqs[i:i + 512]) for i in range(0, len(val_seqs), 512)]
+    job = getattr(args, "parallel", None)          # a torchrun job (gptcore.parallel), or None
+    device = job.device if job else None
+    val_batches = [data.packed_batch(val_seqs[i:i + 512], device)
+                   for i in range(0, len(val_seqs), 512)]
     torch.manual_seed(args.seed)
     model = GPT(config)
+    rank, world, batch_size, loss_fn = 0, 1, recipe.batch_size, None
+    if job is not None:
+        rank, world = job.rank, job.world_size
+        batch_size = parallel.per_rank(recipe.batch_size, world)
+        model = parallel.data_parallel(model.to(job.device),
+                                       experts_parallel=args.expert_parallel)
+        loss_fn = parallel.next_token_loss
     steps = args.steps or recipe.steps
     budget = args.time_budget if args.time_budget is not None else (
         None if args.steps else recipe.time_budget)
     clock = time.process_time if args.cpu_time else time.perf_counter
-    summary = train(model, data.Batches(train_seqs, recipe.batch_size, packed=recipe.packed,
-                                        seed=args.seed),
+    summary = train(model, data.Batches(train_seqs, batch_size, packed=recipe.packed,
+                                        seed=args.seed, rank=rank, world_size=world,
+                                        device=device),
                     steps=steps, lr=recipe.lr, warmup=recipe.warmup, schedule=recipe.schedule,
                     min_lr_ratio=recipe.min_lr_ratio, betas=recipe.betas, eps=recipe.eps,
                     weight_decay=recipe.weight_decay, grad_clip=recipe.grad_clip,
                     time_budget=budget, clock=clock,
                     eval_fn=lambda m: evaluate(m, val_batches),
                     eval_every=min(recipe.eval_every, steps), out_dir=args.out, seed=args.seed,
-                    meta=meta, name=args.preset, progress=not args.quiet)
+                    meta=meta, name=args.preset, progress=not args.quiet, loss_fn=loss_fn,
+                    is_main=rank == 0, parallel=job)
     return {"preset": args.preset, **summary, "threads": torch.get_num_threads(),
             "clock": "cpu" if args.cpu_time else "wall"}
 

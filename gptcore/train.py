@@ -95,7 +95,7 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
           min_lr_ratio=0.0, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, grad_clip=1.0,
           time_budget=None, eval_fn=None, eval_every=None, out_dir=None, resume=True,
           checkpoint_every=None, seed=0, is_main=True, progress=True, meta=None, name="",
-          clock=time.perf_counter):
+          clock=time.perf_counter, parallel=None):
     """Trains `model` and returns a summary dict.
 
     batches: a callable step -> batch (deterministic in step: resumes see the same data) or an
@@ -107,6 +107,8 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
     summary.json. is_main=False (other ranks of a data-parallel run): no bar, no files.
     clock: what seconds and the time budget count; time.process_time measures this
     process's CPU time, a fair stand-in for an idle machine on a shared one (1 thread).
+    parallel: a gptcore.parallel.Context in a torchrun job: losses and tokens are the job's,
+    clipping sees every rank's experts, checkpoints go through torch.distributed.checkpoint.
     Summary: steps, seconds, tokens, tokens_per_s, train_loss (mean of the last 10% of steps),
     val_loss, total_params, active_params, backend, lr."""
     loss_fn = loss_fn or next_token_loss
@@ -118,15 +120,22 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
     history = {"train_steps": [], "train_losses": [], "val_steps": [], "val_losses": []}
     start_step, elapsed_before, tokens = 0, 0.0, 0
     if out_dir is not None and resume:
-        state = checkpoint.load_state(out_dir, optimizer)
+        if parallel is not None:
+            state = parallel.load(out_dir, model, optimizer)
+        else:
+            state = checkpoint.load_state(out_dir, optimizer)
+            if state is not None:
+                checkpoint.load_weights(model, out_dir)
         if state is not None:
-            checkpoint.load_weights(model, out_dir)
             start_step, history = state["step"], state["history"]
             elapsed_before, tokens = state["seconds"], state["tokens"]
             torch.manual_seed(seed + start_step)
 
     def save(step, seconds):
-        if out_dir is not None and is_main:
+        if out_dir is not None and parallel is not None:
+            parallel.save(out_dir, model, optimizer, meta=meta, state={
+                "step": step, "history": history, "seconds": seconds, "tokens": tokens})
+        elif out_dir is not None and is_main:
             checkpoint.save(out_dir, model, optimizer, meta=meta,
                             state={"step": step, "history": history, "seconds": seconds,
                                    "tokens": tokens})
@@ -141,6 +150,8 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
     step = start_step
     while step < steps:
         elapsed = elapsed_before + clock() - t0
+        if time_budget is not None and parallel is not None:
+            elapsed = parallel.agree(elapsed)
         if time_budget is not None and elapsed >= time_budget:
             break
         progress_frac = step / steps
@@ -154,13 +165,18 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
         loss, logged = loss if isinstance(loss, tuple) else (loss, loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if grad_clip:
+        if grad_clip and parallel is not None:
+            parallel.clip_grad_norm_(model, grad_clip)
+        elif grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip, foreach=True)
         optimizer.step()
         step += 1
-        tokens += count_tokens(batch)
+        loss_value, step_tokens = logged.item(), count_tokens(batch)
+        if parallel is not None:
+            loss_value, step_tokens = parallel.step_stats(loss_value, step_tokens)
+        tokens += step_tokens
         history["train_steps"].append(step)
-        history["train_losses"].append(logged.item())
+        history["train_losses"].append(loss_value)
         if eval_fn is not None and eval_every and step % eval_every == 0 and step < steps:
             history["val_steps"].append(step)
             history["val_losses"].append(float(eval_fn(model)))
@@ -195,6 +211,10 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
                "active_params": inner.num_params(active=True) if hasattr(inner, "num_params")
                else sum(p.numel() for p in inner.parameters()),
                "backend": backend_name(device), "lr": lr}
+    if parallel is not None:
+        summary.update(total_params=parallel.num_params(model),
+                       active_params=parallel.num_params(model, active=True),
+                       world_size=parallel.world_size)
     if out_dir is not None and is_main:
         checkpoint.plot_losses(Path(out_dir) / "loss.png", history["train_steps"], losses,
                                history["val_steps"], history["val_losses"], title=name)

@@ -56,17 +56,21 @@ class MoE(nn.Module):
     def forward(self, x):
         shape = x.shape
         x = x.reshape(-1, self.d_model)                                    # (T, H)
-        expert_kwargs = dict(activation=self.activation, gate_up_bias=self.gate_up_bias,
-                             down_bias=self.down_bias)
-        y, self.aux = ops.moe(x, self.router.weight, self.gate_up_proj, self.down_proj,
-                              self.top_k, scoring=self.scoring, renormalize=self.renormalize,
-                              bias=self.expert_bias, **expert_kwargs)
+        y, self.aux = self._routed_experts(x)
         if self.n_shared_experts:
             gate = torch.sigmoid(self.shared_gate(x))                      # (T, 1)
             everyone = torch.zeros(x.shape[0], 1, dtype=torch.int64, device=x.device)
             y = y + ops.moe_experts(x, everyone, gate, self.shared_gate_up_proj,
                                     self.shared_down_proj, activation=self.activation)
         return y.reshape(shape)
+
+    def _routed_experts(self, x):
+        """x (T, H) -> (y (T, H), aux): the router and the routed experts. gptcore.parallel
+        overrides this to run the experts on other processes."""
+        return ops.moe(x, self.router.weight, self.gate_up_proj, self.down_proj, self.top_k,
+                       scoring=self.scoring, renormalize=self.renormalize, bias=self.expert_bias,
+                       activation=self.activation, gate_up_bias=self.gate_up_bias,
+                       down_bias=self.down_bias)
 
     @property
     def total_params(self):
