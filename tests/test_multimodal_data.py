@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gptcore.multimodal import data, mel
-from gptcore.multimodal.splice import IGNORE, splice, to_padded
+from gptcore.multimodal.splice import IGNORE, layout, splice, to_padded
 
 
 @pytest.mark.parametrize("kind", ["image", "audio", "video"])
@@ -125,25 +125,37 @@ def test_splice_positions_order_and_labels():
     e = table.weight
     expected = torch.cat([e[[1]], img1, e[[5]], aud, img2, e[[6]], e[[2, 7, 8]], vid])
     assert torch.equal(packed.inputs_embeds, expected)
-    assert packed.cu_seqlens.tolist() == [0, 9, 12, 16]
-    assert packed.cu_seqlens.dtype == torch.int32 and packed.max_seqlen == 9
+    plan = packed.layout
+    assert plan.cu_seqlens.tolist() == [0, 9, 12, 16]
+    assert plan.cu_seqlens.dtype == torch.int32 and plan.max_seqlen == 9
     I = IGNORE
-    assert packed.labels.tolist() == [1, I, I, I, 5, I, I, I, 6, 2, 7, 8, I, I, I, I]
-    assert packed.targets.tolist() == [I, I, I, 5, I, I, I, 6, I, 7, 8, I, I, I, I, I]
-    assert packed.is_input.tolist() == [lab == I for lab in packed.labels.tolist()]
+    assert plan.labels.tolist() == [1, I, I, I, 5, I, I, I, 6, 2, 7, 8, I, I, I, I]
+    assert plan.targets.tolist() == [I, I, I, 5, I, I, I, 6, I, 7, 8, I, I, I, I, I]
+    assert plan.is_input.tolist() == [lab == I for lab in plan.labels.tolist()]
     packed.inputs_embeds.sum().backward()                         # gradients reach the inputs
     assert torch.equal(aud.grad, torch.ones_like(aud))
 
 
 def test_splice_rejects_mismatched_inputs():
     table = _embed_table()
-    with pytest.raises(ValueError, match=r"inputs\[0\]"):
+    with pytest.raises(ValueError, match=r"input_kinds\[0\]"):
         splice([[PH["image"], PH["audio"]]], [[("audio", torch.randn(1, 4)),
                                                ("image", torch.randn(1, 4))]], PH, table)
-    with pytest.raises(ValueError, match=r"inputs\[0\]"):
+    with pytest.raises(ValueError, match=r"input_kinds\[0\]"):
         splice([[PH["image"]]], [[]], PH, table)
     with pytest.raises(ValueError, match="one list per sequence"):
+        layout([[1]], [[], []], [[]], PH)
+    with pytest.raises(ValueError, match="one list per sequence"):
         splice([[1], [2]], [[]], PH, table)
+
+
+def test_layout_needs_only_counts():
+    """The layout from token counts alone equals the one splice builds from the tensors."""
+    token_ids = [[PH["audio"], 4, PH["audio"]], [PH["image"], 9]]
+    plan = layout(token_ids, [["audio", "audio"], ["image"]], [[2, 3], [1]], PH)
+    # rows: 5 text ids, then the image block (1 row: 5), then the audio block (5 rows: 6..10)
+    assert plan.source.tolist() == [6, 7, 1, 8, 9, 10, 5, 4]
+    assert plan.lengths == [6, 2]
 
 
 def test_to_padded_round_trip():
@@ -152,5 +164,5 @@ def test_to_padded_round_trip():
     embeds, targets, mask = to_padded(packed)
     assert embeds.shape == (2, 4, 4) and mask.tolist() == [[True] * 4, [True, False, False, False]]
     assert torch.equal(embeds[mask], packed.inputs_embeds)
-    assert torch.equal(targets[mask], packed.targets) and (targets[~mask] == IGNORE).all()
+    assert torch.equal(targets[mask], packed.layout.targets) and (targets[~mask] == IGNORE).all()
     assert (embeds[~mask] == 0).all()
