@@ -10,9 +10,16 @@ from gptcore.nn import MLP, Attention, Block, RMSNorm, packed_positions
 
 
 def encoder_block(d_model, n_heads):
-    """A pre-norm transformer block with bidirectional attention and a GELU MLP (4x)."""
+    """A pre-norm transformer block with bidirectional attention and a GELU MLP (4x). Its
+    matrices start ~N(0, 0.02) as ViT's and the GPT's do: with torch's default init a shape
+    classifier over a 2-block ViT sat at chance for 200 steps (lr 3e-3) while one over the
+    stem alone reached 98%."""
     attn = Attention(d_model, n_heads, causal=False, rope_theta=None)
-    return Block(attn, MLP(d_model, 4 * d_model, "gelu"), RMSNorm(d_model), RMSNorm(d_model))
+    block = Block(attn, MLP(d_model, 4 * d_model, "gelu"), RMSNorm(d_model), RMSNorm(d_model))
+    for module in block.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+    return block
 
 
 class PatchEmbed(nn.Module):
@@ -31,16 +38,35 @@ class PatchEmbed(nn.Module):
         return self.proj(images).flatten(2).transpose(1, 2)          # (B, N, d)
 
 
+class ConvStem(nn.Module):
+    """images (B, C, H, W) -> (B, width, H/2, W/2): conv3x3, GELU, 2x2 max pool, conv3x3, GELU
+    ("early convolutions help transformers see better", Xiao et al. 2021)."""
+
+    def __init__(self, channels, width):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.GELU(),
+                                 nn.MaxPool2d(2), nn.Conv2d(width, width, 3, padding=1), nn.GELU())
+
+    def forward(self, images):
+        return self.net(images)
+
+
 class ViT(nn.Module):
     """images (B, C, H, W) -> (B, N [+1], d): patch tokens plus learned positions through
-    bidirectional blocks; `cls_token=True` prepends a learned [CLS] token."""
+    bidirectional blocks; `cls_token=True` prepends a learned [CLS] token. stem > 0 puts a
+    ConvStem of that width before the patches (which then cover patch/2 of its pixels, so the
+    tokens still cover `patch` image pixels)."""
 
-    def __init__(self, image_size, patch, d_model, n_layers, n_heads, channels=3, cls_token=False):
+    def __init__(self, image_size, patch, d_model, n_layers, n_heads, channels=3, cls_token=False,
+                 stem=0):
         super().__init__()
-        if image_size % patch:
-            raise ValueError(f"patch: expected a divisor of image_size={image_size}, got {patch}")
+        if image_size % patch or (stem and patch % 2):
+            raise ValueError(f"patch: expected a divisor of image_size={image_size} (even with a "
+                             f"stem), got {patch}")
         self.grid = image_size // patch
-        self.embed = PatchEmbed(patch, d_model, channels)
+        self.stem = ConvStem(channels, stem) if stem else nn.Identity()
+        self.embed = (PatchEmbed(patch // 2, d_model, stem) if stem
+                      else PatchEmbed(patch, d_model, channels))
         self.cls = nn.Parameter(torch.zeros(1, 1, d_model)) if cls_token else None
         n_tokens = self.grid * self.grid + (1 if cls_token else 0)
         self.pos = nn.Parameter(0.02 * torch.randn(1, n_tokens, d_model))
@@ -49,7 +75,7 @@ class ViT(nn.Module):
         self.d_model = d_model
 
     def forward(self, images):
-        x = self.embed(images)                                         # (B, N, d)
+        x = self.embed(self.stem(images))                              # (B, N, d)
         if self.cls is not None:
             x = torch.cat((self.cls.expand(x.shape[0], -1, -1), x), dim=1)
         x = x + self.pos
@@ -95,6 +121,17 @@ class AudioEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, cu_seqlens=cu_seqlens, max_seqlen=int(counts.max()))
         return self.norm(x), counts.tolist()
+
+
+def pool_tokens(tokens, grid, pool):
+    """(B, grid*grid, d) tokens in row-major grid order -> (B, pool*pool, d), max over regions.
+    Max, not mean: the shape's few tokens would drown in the background's under a mean."""
+    B, N, d = tokens.shape
+    if N != grid * grid or not 1 <= pool <= grid:
+        raise ValueError(f"tokens, pool: expected {grid}x{grid} tokens and 1 <= pool <= {grid}, "
+                         f"got {N} tokens and pool={pool}")
+    maps = tokens.transpose(1, 2).reshape(B, d, grid, grid)
+    return F.adaptive_max_pool2d(maps, pool).flatten(2).transpose(1, 2)      # (B, P, d)
 
 
 class TemporalProjector(nn.Module):
