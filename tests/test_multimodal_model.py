@@ -89,7 +89,6 @@ def test_temporal_projector_sees_order_frame_averaging_does_not():
     torch.testing.assert_close(mean(x), x.mean(1))                 # pool=grid: tokens kept
     conv = TemporalProjector(8, 2, 1, "conv")
     assert (conv(x) - conv(reverse)).abs().max() > 1e-3
-    # causal: the last frame reaches the output only through the mean, once per position
     with pytest.raises(ValueError, match="tokens per frame"):
         conv(torch.randn(1, 3, 5, 8))
 

@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from gptcore.multimodal import data, mel
-from gptcore.multimodal.encoders import (AudioEncoder, TemporalProjector, VideoEncoder, ViT,
-                                         pool_tokens)
+from gptcore.multimodal.encoders import AudioEncoder, TemporalProjector, VideoEncoder, ViT
 from gptcore.multimodal.projector import Projector
 from gptcore.multimodal.splice import gather, layout
 
@@ -58,7 +57,6 @@ class CaptionerConfig:
     enc_heads: int = 4
     patch: int = 4               # ViT patch side (pixels), images and video frames
     stem: int = 0                # width of the ViTs' conv stem (0: none)
-    image_pool: int = 0          # image tokens per side after max pooling (0: every patch)
     projector: str = "mlp2x_gelu"  # "linear" or "mlp2x_gelu" (LLaVA-1.5)
     n_mels: int = 32             # log-mel bands of the audio features
     n_fft: int = 256             # STFT window (32 ms at 8 kHz)
@@ -99,7 +97,7 @@ class Captioner(nn.Module):
 
     def n_tokens(self, kind, features):
         if kind == "image":
-            return (self.config.image_pool or self.encoders["image"].grid) ** 2
+            return self.encoders["image"].grid ** 2
         if kind == "audio":
             return (features.shape[0] + 1) // 2
         return self.config.video_pool ** 2
@@ -125,11 +123,6 @@ class Captioner(nn.Module):
                 continue
             if kind == "audio":
                 tokens, _ = self.encoders[kind](feats)                 # (sum n, d_enc)
-            elif kind == "image":
-                tokens = self.encoders[kind](torch.stack(feats))           # (B, N, d_enc)
-                if self.config.image_pool:
-                    tokens = pool_tokens(tokens, self.encoders[kind].grid, self.config.image_pool)
-                tokens = tokens.flatten(0, 1)
             else:
                 tokens = self.encoders[kind](torch.stack(feats)).flatten(0, 1)
             out[kind] = self.projectors[kind](tokens)                  # (sum n, d_model)

@@ -102,7 +102,6 @@ def make_video(gen, noise=0.05):
     if motion in ("growing", "shrinking"):
         small = _uniform(gen, 2.5, 3.5)
         radii = (small + 0.5 * steps).tolist()                 # grows by 3.5 px over the clip
-        cx = cy = None
     else:
         radius = _uniform(gen, 3.0, 4.0)
         travel = N_FRAMES - 1
@@ -116,8 +115,7 @@ def make_video(gen, noise=0.05):
     frames = []
     for i in order:
         if motion in ("growing", "shrinking"):
-            cx = cy = FRAME_SIZE / 2
-            mask = shape_mask(shape, FRAME_SIZE, cx, cy, radii[i])
+            mask = shape_mask(shape, FRAME_SIZE, FRAME_SIZE / 2, FRAME_SIZE / 2, radii[i])
         elif motion in ("left", "right"):
             mask = shape_mask(shape, FRAME_SIZE, track[i], across, radius)
         else:                                                  # "down" runs with the row index

@@ -123,17 +123,6 @@ class AudioEncoder(nn.Module):
         return self.norm(x), counts.tolist()
 
 
-def pool_tokens(tokens, grid, pool):
-    """(B, grid*grid, d) tokens in row-major grid order -> (B, pool*pool, d), max over regions.
-    Max, not mean: the shape's few tokens would drown in the background's under a mean."""
-    B, N, d = tokens.shape
-    if N != grid * grid or not 1 <= pool <= grid:
-        raise ValueError(f"tokens, pool: expected {grid}x{grid} tokens and 1 <= pool <= {grid}, "
-                         f"got {N} tokens and pool={pool}")
-    maps = tokens.transpose(1, 2).reshape(B, d, grid, grid)
-    return F.adaptive_max_pool2d(maps, pool).flatten(2).transpose(1, 2)      # (B, P, d)
-
-
 class TemporalProjector(nn.Module):
     """Per-frame tokens (B, F, N, d) on a grid x grid layout -> (B, P, d), P = pool * pool.
 
