@@ -120,6 +120,8 @@ def main(argv=None):
     p.set_defaults(func=bench)
     from gptcore import cli_model
     cli_model.add_commands(sub)
+    from gptcore.multimodal import cli as cli_multimodal
+    cli_multimodal.add_command(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,179 @@
+"""gptcore.multimodal with the model: encoders and projectors forward and backward, the
+audio encoder's packed clips equal clips run alone, packed and padded batches give the same
+logits, the temporal projector sees order where frame averaging cannot, and a few training
+steps through gptcore.train lower the captioning loss."""
+import pytest
+import torch
+
+import gptcore
+from gptcore.multimodal import data
+from gptcore.multimodal.captioner import Captioner, CaptionerConfig, Vocab, caption_item
+from gptcore.multimodal.encoders import (AudioEncoder, PatchEmbed, TemporalProjector, VideoEncoder,
+                                         ViT)
+from gptcore.multimodal.projector import Projector
+from gptcore.multimodal.splice import IGNORE, splice, to_padded
+
+
+def _check_backward(module, out, *inputs):
+    out.square().mean().backward()
+    for name, p in module.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    for x in inputs:
+        assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_patch_embed_is_a_conv_over_patches():
+    torch.manual_seed(0)
+    embed = PatchEmbed(4, 5, channels=3)
+    images = torch.randn(2, 3, 8, 12)
+    tokens = embed(images)                                          # (2, 6, 5)
+    assert tokens.shape == (2, 6, 5)
+    # token (row 1, column 2) is the linear map of that 4x4 patch, independently computed
+    patch = images[:, :, 4:8, 8:12].reshape(2, -1)
+    expected = patch @ embed.proj.weight.reshape(5, -1).T + embed.proj.bias
+    torch.testing.assert_close(tokens[:, 1 * 3 + 2], expected)     # fp32 sums of 48 products
+    with pytest.raises(ValueError, match="images"):
+        embed(torch.randn(1, 3, 8, 10))
+
+
+@pytest.mark.parametrize("cls_token, stem", [(False, 0), (True, 8)])
+def test_vit_forward_backward(cls_token, stem):
+    torch.manual_seed(0)
+    vit = ViT(8, 4, 16, 2, 2, cls_token=cls_token, stem=stem)
+    images = torch.randn(3, 3, 8, 8, requires_grad=True)
+    out = vit(images)
+    assert out.shape == (3, 4 + cls_token, 16)
+    _check_backward(vit, out, images)
+
+
+def test_vit_attention_is_bidirectional():
+    """Changing the last patch changes the first token's output (causal attention would not)."""
+    torch.manual_seed(0)
+    vit = ViT(8, 4, 16, 1, 2)
+    a = torch.randn(1, 3, 8, 8)
+    b = a.clone()
+    b[..., 4:, 4:] += 1.0
+    assert not torch.allclose(vit(a)[0, 0], vit(b)[0, 0])
+
+
+def test_audio_encoder_packed_equals_each_clip_alone():
+    torch.manual_seed(0)
+    enc = AudioEncoder(6, 16, 2, 2, max_tokens=8)
+    clips = [torch.randn(n, 6, requires_grad=True) for n in (7, 1, 12)]
+    tokens, counts = enc(clips)
+    assert counts == [4, 1, 6] and tokens.shape == (11, 16)
+    alone = torch.cat([enc([c])[0] for c in clips])
+    torch.testing.assert_close(tokens, alone, rtol=1e-5, atol=1e-5)   # same math, other batching
+    _check_backward(enc, tokens, *clips)
+    with pytest.raises(ValueError, match="mels"):
+        enc([torch.randn(17, 6)])
+
+
+@pytest.mark.parametrize("mixing", ["conv", "mean"])
+def test_video_encoder_forward_backward(mixing):
+    torch.manual_seed(0)
+    frames = ViT(8, 4, 16, 1, 2)
+    enc = VideoEncoder(frames, TemporalProjector(16, frames.grid, 1, mixing))
+    videos = torch.randn(2, 5, 3, 8, 8, requires_grad=True)
+    out = enc(videos)
+    assert out.shape == (2, 1, 16)
+    _check_backward(enc, out, videos)
+
+
+def test_temporal_projector_sees_order_frame_averaging_does_not():
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 4, 8)                                     # (B, F, N, d), 2x2 grid
+    reverse = x.flip(1)
+    mean = TemporalProjector(8, 2, 2, "mean")
+    torch.testing.assert_close(mean(x), mean(reverse))             # a mean ignores order
+    torch.testing.assert_close(mean(x), x.mean(1))                 # pool=grid: tokens kept
+    conv = TemporalProjector(8, 2, 1, "conv")
+    assert (conv(x) - conv(reverse)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="tokens per frame"):
+        conv(torch.randn(1, 3, 5, 8))
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp2x_gelu"])
+def test_projector_forward_backward(kind):
+    torch.manual_seed(0)
+    proj = Projector(kind, 12, 20)
+    x = torch.randn(3, 5, 12, requires_grad=True)
+    out = proj(x)
+    assert out.shape == (3, 5, 20)
+    _check_backward(proj, out, x)
+    assert len(list(proj.parameters())) == (2 if kind == "linear" else 4)
+    with pytest.raises(ValueError, match="kind"):
+        Projector("mlp3x", 12, 20)
+
+
+def _tiny_gpt(vocab_size, d_model=32):
+    cfg = gptcore.GPTConfig.preset("names", vocab_size=vocab_size, n_layer=2, d_model=d_model,
+                                   n_head=2, d_ff=48, block_size=64)
+    return gptcore.GPT(cfg)
+
+
+def test_packed_and_padded_batches_give_the_same_logits():
+    torch.manual_seed(0)
+    gpt = _tiny_gpt(20)
+    ph = {"image": 17, "audio": 18, "video": 19}
+    token_ids = [[1, 17, 3, 4, 5], [2, 18, 6, 17, 7, 8, 9, 10], [11], [19, 12, 13]]
+    inputs = [[("image", torch.randn(5, 32))],
+              [("audio", torch.randn(3, 32)), ("image", torch.randn(5, 32))],
+              [], [("video", torch.randn(2, 32))]]
+    packed = splice(token_ids, inputs, ph, gpt.wte)
+    plan = packed.layout
+    logits, loss = gpt(inputs_embeds=packed.inputs_embeds, targets=plan.targets,
+                       cu_seqlens=plan.cu_seqlens, max_seqlen=plan.max_seqlen)
+    embeds, targets, mask = to_padded(packed)
+    padded_logits, padded_loss = gpt(inputs_embeds=embeds, targets=targets)
+    # the same sums in another order (varlen vs batched attention kernels)
+    torch.testing.assert_close(logits, padded_logits[mask], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(loss, padded_loss, rtol=1e-5, atol=1e-6)
+    assert (plan.targets != IGNORE).sum() == 3 + 5 + 0 + 2      # text after text or an input
+
+
+def _tiny_captioner(temporal="conv"):
+    vocab = Vocab.for_captions()
+    config = CaptionerConfig(d_enc=16, enc_layers=1, enc_heads=2, temporal=temporal)
+    return Captioner(_tiny_gpt(len(vocab)), vocab, config)
+
+
+def test_captioner_batch_mixes_kinds_and_captions_decode():
+    torch.manual_seed(0)
+    model = _tiny_captioner()
+    examples = [data.make_dataset(kind, 2, seed=1)[i] for kind in data.MAKERS for i in range(2)]
+    batch = model.collate([caption_item(model.vocab, e) for e in examples])
+    counts = [c for seq in batch["counts"] for c in seq]
+    audio_tokens = [{"short": 16, "long": 32}[e.attributes["duration"]] for e in examples[2:4]]
+    assert counts == [36, 36] + audio_tokens + [4, 4]          # 6x6 patches, frames / 2, 2x2
+    logits, loss = model(batch)
+    assert logits.shape == (batch["layout"].source.shape[0], len(model.vocab))
+    loss.backward()
+    for part in ("gpt", "encoders", "projectors"):
+        assert all(p.grad is not None for p in getattr(model, part).parameters()), part
+    captions = model.caption([caption_item(model.vocab, e, with_caption=False) for e in examples],
+                             max_words=3)
+    assert len(captions) == 6 and all(len(c.split()) <= 3 for c in captions)
+
+
+def test_a_few_training_steps_lower_the_loss():
+    from gptcore.multimodal.demo import batches, caption_loss
+    from gptcore.train import evaluate, train
+    torch.manual_seed(0)
+    model = _tiny_captioner()
+    sets = {kind: data.make_dataset(kind, 8, seed=2) for kind in data.MAKERS}
+    get = batches(model, sets, per_kind=4, seed=0)
+    fixed = [get(10_000 + i) for i in range(2)]
+    before = evaluate(model, fixed, loss_fn=caption_loss)
+    train(model, get, steps=25, loss_fn=caption_loss, lr=3e-3, progress=False)
+    after = evaluate(model, fixed, loss_fn=caption_loss)
+    assert after < 0.7 * before, (before, after)
+
+
+def test_llava_stage_one_trains_only_the_projectors():
+    model = _tiny_captioner()
+    model.set_trainable(gpt=False, encoders=False)
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"projectors"}
+    model.set_trainable()
+    assert all(p.requires_grad for p in model.parameters())
