@@ -55,6 +55,7 @@ class CMakeBuild(build_ext):
 setup(
     packages=["gptcore", "gptcore.ops", "gptcore.nn", "gptcore.integrations", "gptcore.kernels"],
     package_dir={"gptcore": "gptcore", "gptcore.kernels": "kernels"},
+    package_data={"gptcore": ["datasets/names.txt"]},
     ext_modules=[CMakeExtension("gptcore._C")],
     cmdclass={"build_ext": CMakeBuild},
 )
