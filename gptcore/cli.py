@@ -111,6 +111,8 @@ def main(argv=None):
     p.set_defaults(func=bench)
     from gptcore import cli_model
     cli_model.add_commands(sub)
+    from gptcore import cli_diffusion
+    cli_diffusion.add_commands(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
