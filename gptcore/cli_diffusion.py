@@ -24,6 +24,7 @@ RECIPES = {
                                           min_lr_ratio=0.05, weight_decay=0.1, time_budget=120.0),
 }
 BOUND_SAMPLES = 8        # Monte-Carlo draws per validation sequence for val_nll_bound
+AR_TEMPERATURE = 0.5     # `gptcore sample`'s default for AR checkpoints (microgpt's)
 
 
 def train_command(args):
@@ -78,7 +79,11 @@ def _valid(name):
 def sample_command(autoregressive, args):
     """`gptcore sample`: diffusion checkpoints go to the remasking sampler, others to `autoregressive`."""
     if not _is_diffusion_checkpoint(args.ckpt):
+        if args.temperature is None:
+            args.temperature = AR_TEMPERATURE
         return autoregressive(args)
+    if args.temperature is None:
+        args.temperature = diffusion_train.DEFAULT_TEMPERATURE
     if args.top_k is not None:
         print("gptcore sample: --top-k applies to autoregressive checkpoints only", file=sys.stderr)
         return 2
@@ -163,7 +168,11 @@ def compare_command(args):
             return 2
     torch.set_num_threads(1)
     rows = [_report("ar", args.ar, args.n, args.temperature, args.seed, None),
-            _report("diffusion", args.diffusion, args.n, args.temperature, args.seed, args.steps)]
+            _report("diffusion", args.diffusion, args.n, args.diffusion_temperature, args.seed,
+                    args.steps)]
+    print(f"{args.n} samples each; AR temperature {args.temperature}, diffusion temperature "
+          f"{args.diffusion_temperature}, steps {args.steps or 'one per token'}, "
+          f"blocks of {diffusion_train.DEFAULT_BLOCK_LENGTH}; val NLL on the held-out 10%")
     head = (f"{'model':<34} {'params':>9} {'train s':>8} {'val NLL nats/char':>22} "
             f"{'samples/s':>10} {'valid+novel':>12}")
     print(head)
@@ -176,7 +185,8 @@ def compare_command(args):
               f"{r['samples_per_s']:>10.1f} {r['valid_novel']:>12.1%}")
     for r in rows:
         print(f"\n{r['model']} samples: " + ", ".join(r["samples"]))
-    print(json.dumps({"n": args.n, "temperature": args.temperature, "rows": rows}))
+    print(json.dumps({"n": args.n, "temperature": args.temperature,
+                      "diffusion_temperature": args.diffusion_temperature, "rows": rows}))
     return 0
 
 
@@ -189,13 +199,17 @@ def add_commands(sub):
                         "block (default: the whole generated length)")
     sample.add_argument("--remasking", choices=("low_confidence", "random"),
                         default="low_confidence", help="diffusion: which predictions to commit")
-    sample.set_defaults(func=functools.partial(sample_command, sample.get_default("func")))
+    # no fixed default temperature: AR_TEMPERATURE for AR checkpoints, the sampler's for diffusion
+    sample.set_defaults(func=functools.partial(sample_command, sample.get_default("func")),
+                        temperature=None)
     p = sub.add_parser("compare", help="an autoregressive and a diffusion checkpoint side by side")
     p.add_argument("--ar", required=True, metavar="CKPT", help="checkpoint of an AR preset")
     p.add_argument("--diffusion", required=True, metavar="CKPT",
                    help="checkpoint of a diffusion preset")
     p.add_argument("-n", type=int, default=200, help="samples per model (timed)")
-    p.add_argument("--temperature", type=float, default=0.5)
+    p.add_argument("--temperature", type=float, default=AR_TEMPERATURE, help="AR sampling")
+    p.add_argument("--diffusion-temperature", type=float,
+                   default=diffusion_train.DEFAULT_TEMPERATURE, help="diffusion sampling")
     p.add_argument("--steps", type=int, help="diffusion denoising steps (default: one per token)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=compare_command)

@@ -109,11 +109,20 @@ def decode(tokenizer, row):
     return tokenizer.decode(ids)
 
 
+# Measured on a names-diffusion run (200 samples, temperature 1, seeds 1-3, valid and novel
+# names): one block of 16 at 16 steps 0.57, blocks of 4 0.79, blocks of 2 0.87-0.91, blocks of
+# 1 0.95. Low-confidence remasking over a whole canvas is mode-seeking (it commits the likeliest
+# tokens first and lands on the commonest names); short semi-autoregressive blocks keep variety.
+DEFAULT_BLOCK_LENGTH = 2
+DEFAULT_TEMPERATURE = 1.0
+
+
 @torch.no_grad()
-def sample(model, tokenizer, n, *, steps=None, block_length=None, temperature=1.0,
-           remasking="low_confidence", prompt="", generator=None):
+def sample(model, tokenizer, n, *, steps=None, block_length=None,
+           temperature=DEFAULT_TEMPERATURE, remasking="low_confidence", prompt="", generator=None):
     """n documents: the prompt's tokens then block_size - len(prompt) generated tokens, cut at
-    the first end token. steps defaults to the generated length, block_length to all of it."""
+    the first end token. steps defaults to the generated length (one token per step),
+    block_length to DEFAULT_BLOCK_LENGTH (1 when that does not divide the generated length)."""
     model.eval()
     device = next(model.parameters()).device
     ids = tokenizer.encode(prompt)
@@ -122,7 +131,9 @@ def sample(model, tokenizer, n, *, steps=None, block_length=None, temperature=1.
         raise ValueError(f"prompt: expected fewer than block_size={model.config.block_size} "
                          f"tokens, got {len(ids)}")
     prompt_ids = torch.tensor([ids] * n, dtype=torch.int64, device=device).view(n, len(ids))
+    if block_length is None:
+        block_length = DEFAULT_BLOCK_LENGTH if gen_length % DEFAULT_BLOCK_LENGTH == 0 else 1
     out = diffusion.diffusion_generate(model, prompt_ids, gen_length, steps or gen_length,
-                                       block_length or gen_length, temperature, remasking,
+                                       block_length, temperature, remasking,
                                        mask_id=mask_id(model.config), generator=generator)
     return [decode(tokenizer, row) for row in out]
