@@ -81,8 +81,9 @@ def sampling_cases(repeat, n):
     rows = []
     for steps in (gen, gen // 4):
         def diffusion_run():
-            diffusion_train.sample(model, TOKENIZER, n, steps=steps, temperature=1.0,
-                                   generator=torch.Generator().manual_seed(0))
+            # one block: the cost is one batched forward per step whatever the blocks
+            diffusion_train.sample(model, TOKENIZER, n, steps=steps, block_length=gen,
+                                   temperature=1.0, generator=torch.Generator().manual_seed(0))
         ours, peer = interleaved(diffusion_run, ar_run, repeat)
         rows.append(Row("diffusion", f"sample {n} x {gen} tokens, steps={steps}", ours, peer,
                         "AR + KV cache",
