@@ -37,7 +37,7 @@ def step_fn(model, loss_fn, batch):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
 
     def run():
-        loss = loss_fn(model, batch)
+        loss = loss_fn(model, batch)[0]     # (loss to optimise, loss to log)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

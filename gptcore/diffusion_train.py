@@ -73,10 +73,11 @@ class Batches:
 
 
 def loss_fn(model, batch):
-    """gptcore.train's loss for a diffusion GPT: the LLaDA loss plus the MoE auxiliary loss."""
+    """gptcore.train's loss for a diffusion GPT: (the LLaDA loss plus the MoE auxiliary loss,
+    the LLaDA loss alone), so the loop optimises the first and logs the second."""
     inner = getattr(model, "module", model)
     loss = diffusion.diffusion_loss(model, batch["idx"], mask_id(inner.config))
-    return loss + inner.aux_loss()
+    return loss + inner.aux_loss(), loss
 
 
 @torch.no_grad()
