@@ -112,3 +112,11 @@ def test_validation_bound_is_reproducible_and_per_character():
     # an untrained model predicts near-uniformly over 27 tokens, and the bound counts all 16
     # positions of each row against only 4 + 3 + 11 + 3 characters: far above ln 27 = 3.3
     assert bound > 3.3
+
+
+def test_default_blocks_fit_an_odd_generated_length():
+    model = GPT(small_config())
+    # prompt "a" leaves 15 tokens: blocks of 2 do not divide them, so the default falls back to 1
+    names = diffusion_train.sample(model, TOKENIZER, 3, prompt="a",
+                                   generator=torch.Generator().manual_seed(0))
+    assert len(names) == 3 and all(n.startswith("a") for n in names)
