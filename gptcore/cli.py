@@ -122,6 +122,8 @@ def main(argv=None):
     cli_model.add_commands(sub)
     from gptcore.multimodal import cli as cli_multimodal
     cli_multimodal.add_command(sub)
+    from gptcore import cli_diffusion
+    cli_diffusion.add_commands(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -104,6 +104,9 @@ def train_gpt(args):
 
 
 TRAINERS = {name: train_gpt for name in RECIPES}
+# masked diffusion (LLaDA): its own data, loss and summary, in gptcore/cli_diffusion.py
+TRAINERS.update({"names-diffusion": "gptcore.cli_diffusion:train_command",
+                 "names-diffusion-moe": "gptcore.cli_diffusion:train_command"})
 
 
 def trainer(preset):

@@ -1,0 +1,215 @@
+"""The command line of the masked-diffusion GPT: `gptcore train --preset names-diffusion[-moe]`
+(registered in recipes.TRAINERS), `gptcore sample --ckpt DIR` on a diffusion checkpoint (this module
+adds --steps, --block-length and --remasking to `sample` and routes diffusion checkpoints here),
+and `gptcore compare --ar CKPT --diffusion CKPT`."""
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from gptcore import checkpoint, cli_model, data, diffusion_train, recipes
+from gptcore.model import GPT
+from gptcore.train import evaluate, train
+
+# The names recipe with half the rows: a diffusion row is the whole 16-token canvas (name + end
+# padding, 16 tokens) where a packed AR row is [BOS] + name + [BOS] (7.8 tokens on average), so
+# 32 rows carry about the tokens of the AR recipe's 64 and a step costs about the same.
+RECIPES = {
+    "names-diffusion": recipes.Recipe(steps=100_000, batch_size=32, lr=4e-3, warmup=100,
+                                      min_lr_ratio=0.05, weight_decay=0.1, time_budget=120.0),
+    "names-diffusion-moe": recipes.Recipe(steps=100_000, batch_size=32, lr=4e-3, warmup=100,
+                                          min_lr_ratio=0.05, weight_decay=0.1, time_budget=120.0),
+}
+BOUND_SAMPLES = 8        # Monte-Carlo draws per validation sequence for val_nll_bound
+AR_TEMPERATURE = 0.5     # `gptcore sample`'s default for AR checkpoints (microgpt's)
+
+
+def train_command(args):
+    """`gptcore train` for a diffusion preset: the names (or --data) padded to the block, 10% held
+    out as for the AR presets, the LLaDA loss; the summary adds the validation NLL bound."""
+    recipe = RECIPES[args.preset]
+    torch.set_num_threads(args.threads or recipe.threads)
+    docs, tok, meta = recipes.load_corpus(args.data, args.tokenizer, args.vocab_size)
+    train_docs, val_docs = data.split(docs, 0.1, seed=0)
+    meta.update(split_seed=0, val_fraction=0.1, preset=args.preset)
+    config = diffusion_train.diffusion_config(
+        args.preset, tok, extra={"objective": diffusion_train.OBJECTIVE, **meta})
+    train_seqs = diffusion_train.encode_padded(train_docs, tok, config.block_size)
+    val_seqs = diffusion_train.encode_padded(val_docs, tok, config.block_size)
+    torch.manual_seed(args.seed)
+    model = GPT(config)
+    steps = args.steps or recipe.steps
+    budget = args.time_budget if args.time_budget is not None else (
+        None if args.steps else recipe.time_budget)
+    summary = train(model, diffusion_train.Batches(train_seqs, recipe.batch_size, seed=args.seed),
+                    steps=steps, loss_fn=diffusion_train.loss_fn, lr=recipe.lr,
+                    warmup=recipe.warmup, schedule=recipe.schedule,
+                    min_lr_ratio=recipe.min_lr_ratio, betas=recipe.betas, eps=recipe.eps,
+                    weight_decay=recipe.weight_decay, grad_clip=recipe.grad_clip,
+                    time_budget=budget,
+                    clock=time.process_time if args.cpu_time else time.perf_counter,
+                    eval_fn=lambda m: diffusion_train.validation_loss(m, val_seqs),
+                    eval_every=min(recipe.eval_every, steps), out_dir=args.out, seed=args.seed,
+                    meta=meta, name=args.preset, progress=not args.quiet)
+    bound, stderr = diffusion_train.validation_bound(model, val_seqs, tok.bos,
+                                                     num_samples=BOUND_SAMPLES)
+    summary.update(val_nll_bound=round(bound, 4), val_nll_bound_stderr=round(stderr, 4))
+    if args.out:
+        (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))
+    return {"preset": args.preset, **summary, "threads": torch.get_num_threads(),
+            "clock": "cpu" if args.cpu_time else "wall"}
+
+
+def _is_diffusion_checkpoint(directory):
+    path = Path(directory) / "config.json"
+    if not path.exists():
+        return False
+    config = json.loads(path.read_text()).get("config") or {}
+    return (config.get("extra") or {}).get("objective") == diffusion_train.OBJECTIVE
+
+
+def _valid(name):
+    """The issue's validity rule for a names sample: a-z only, 2 to 15 characters."""
+    return 2 <= len(name) <= 15 and name.isascii() and name.isalpha() and name.islower()
+
+
+def sample_command(autoregressive, args):
+    """`gptcore sample`: diffusion checkpoints go to the remasking sampler, others to `autoregressive`."""
+    if not _is_diffusion_checkpoint(args.ckpt):
+        if args.temperature is None:
+            args.temperature = AR_TEMPERATURE
+        return autoregressive(args)
+    if args.temperature is None:
+        args.temperature = diffusion_train.DEFAULT_TEMPERATURE
+    if args.top_k is not None:
+        print("gptcore sample: --top-k applies to autoregressive checkpoints only", file=sys.stderr)
+        return 2
+    torch.set_num_threads(1)
+    model, meta = checkpoint.load_model(args.ckpt)
+    tok = data.tokenizer_from_dict(meta["tokenizer"])
+    generator = torch.Generator().manual_seed(args.seed)
+    try:
+        samples = diffusion_train.sample(model, tok, args.n, steps=args.steps,
+                                         block_length=args.block_length,
+                                         temperature=args.temperature, remasking=args.remasking,
+                                         prompt=args.prompt, generator=generator)
+    except ValueError as err:
+        print(f"gptcore sample: {err}", file=sys.stderr)
+        return 2
+    known = set(cli_model.training_documents(meta))
+    for s in samples:
+        print(s + ("" if s in known else "  (new)"))
+    novel = sum(s not in known for s in samples)
+    print(f"{novel}/{len(samples)} samples are not in the training set", file=sys.stderr)
+    print(json.dumps({"samples": samples, "novel_fraction": round(novel / max(len(samples), 1), 3),
+                      "temperature": args.temperature, "steps": args.steps,
+                      "block_length": args.block_length, "remasking": args.remasking}))
+    return 0
+
+
+def _ar_samples(model, tok, n, temperature, generator):
+    bos = torch.full((n, 1), tok.bos, dtype=torch.int64)
+    out = model.generate(bos, model.config.block_size - 1, temperature=temperature,
+                         stop_token=tok.bos, generator=generator)
+    return [diffusion_train.decode(tok, row[1:]) for row in out]
+
+
+def _report(kind, directory, n, temperature, seed, steps):
+    """One row of the comparison: validation NLL (exact or bound) on the checkpoint's own split,
+    n timed samples and their valid-and-novel fraction."""
+    model, meta = checkpoint.load_model(directory)
+    model.eval()
+    tok = data.tokenizer_from_dict(meta["tokenizer"])
+    docs = cli_model.training_documents(meta)
+    all_docs = data.load_names() if meta.get("data", "names") == "names" else \
+        data.load_documents(meta["data"])
+    val_docs = data.split(all_docs, meta.get("val_fraction", 0.1), seed=meta.get("split_seed", 0))[1]
+    generator = torch.Generator().manual_seed(seed)
+    if kind == "diffusion":
+        seqs = diffusion_train.encode_padded(val_docs, tok, model.config.block_size)
+        nll, stderr = diffusion_train.validation_bound(model, seqs, tok.bos,
+                                                       num_samples=BOUND_SAMPLES)
+        samples_start = time.perf_counter()
+        samples = diffusion_train.sample(model, tok, n, steps=steps, temperature=temperature,
+                                         generator=generator)
+    else:
+        seqs = data.encode_documents(val_docs, tok, model.config.block_size)
+        batches = [data.packed_batch(seqs[i:i + 512]) for i in range(0, len(seqs), 512)]
+        nll, stderr = evaluate(model, batches), None
+        samples_start = time.perf_counter()
+        samples = _ar_samples(model, tok, n, temperature, generator)
+    sampling = time.perf_counter() - samples_start
+    summary_path = Path(directory) / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    known = set(docs)
+    good = [s for s in samples if _valid(s) and s not in known]
+    return {"model": f"{meta.get('preset', kind)} ({kind})", "params": model.num_params(),
+            "active_params": model.num_params(active=True), "train_seconds": summary.get("seconds"),
+            "train_steps": summary.get("steps"), "val_nll": round(nll, 4),
+            "val_nll_stderr": None if stderr is None else round(stderr, 4),
+            "nll_kind": "bound" if kind == "diffusion" else "exact",
+            "samples_per_s": round(n / sampling, 1), "valid_novel": round(len(good) / n, 3),
+            "samples": samples[:10]}
+
+
+def compare_command(args):
+    """`gptcore compare`: the AR and diffusion checkpoints side by side, then 10 samples each."""
+    for kind, directory in (("ar", args.ar), ("diffusion", args.diffusion)):
+        if not (Path(directory) / "config.json").exists():
+            print(f"gptcore compare: --{kind}: expected a checkpoint directory, got {directory!r}",
+                  file=sys.stderr)
+            return 2
+        if _is_diffusion_checkpoint(directory) != (kind == "diffusion"):
+            print(f"gptcore compare: --{kind}: {directory!r} is "
+                  f"{'not ' if kind == 'diffusion' else ''}a diffusion checkpoint", file=sys.stderr)
+            return 2
+    torch.set_num_threads(1)
+    rows = [_report("ar", args.ar, args.n, args.temperature, args.seed, None),
+            _report("diffusion", args.diffusion, args.n, args.diffusion_temperature, args.seed,
+                    args.steps)]
+    print(f"{args.n} samples each; AR temperature {args.temperature}, diffusion temperature "
+          f"{args.diffusion_temperature}, steps {args.steps or 'one per token'}, "
+          f"blocks of {diffusion_train.DEFAULT_BLOCK_LENGTH}; val NLL on the held-out 10%")
+    head = (f"{'model':<34} {'params':>9} {'train s':>8} {'val NLL nats/char':>22} "
+            f"{'samples/s':>10} {'valid+novel':>12}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        nll = f"{r['val_nll']:.4f} exact" if r["nll_kind"] == "exact" else \
+            f"<= {r['val_nll']:.4f} +- {r['val_nll_stderr']:.4f}"
+        seconds = "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"
+        print(f"{r['model']:<34} {r['params']:>9,} {seconds:>8} {nll:>22} "
+              f"{r['samples_per_s']:>10.1f} {r['valid_novel']:>12.1%}")
+    for r in rows:
+        print(f"\n{r['model']} samples: " + ", ".join(r["samples"]))
+    print(json.dumps({"n": args.n, "temperature": args.temperature,
+                      "diffusion_temperature": args.diffusion_temperature, "rows": rows}))
+    return 0
+
+
+def add_commands(sub):
+    """Registers `compare` and the diffusion options of `sample` (after cli_model's commands)."""
+    sample = sub.choices["sample"]
+    sample.add_argument("--steps", type=int, help="diffusion: denoising steps (default: one per "
+                        "generated token)")
+    sample.add_argument("--block-length", type=int, help="diffusion: tokens per semi-autoregressive "
+                        "block (default: the whole generated length)")
+    sample.add_argument("--remasking", choices=("low_confidence", "random"),
+                        default="low_confidence", help="diffusion: which predictions to commit")
+    # no fixed default temperature: AR_TEMPERATURE for AR checkpoints, the sampler's for diffusion
+    sample.set_defaults(func=functools.partial(sample_command, sample.get_default("func")),
+                        temperature=None)
+    p = sub.add_parser("compare", help="an autoregressive and a diffusion checkpoint side by side")
+    p.add_argument("--ar", required=True, metavar="CKPT", help="checkpoint of an AR preset")
+    p.add_argument("--diffusion", required=True, metavar="CKPT",
+                   help="checkpoint of a diffusion preset")
+    p.add_argument("-n", type=int, default=200, help="samples per model (timed)")
+    p.add_argument("--temperature", type=float, default=AR_TEMPERATURE, help="AR sampling")
+    p.add_argument("--diffusion-temperature", type=float,
+                   default=diffusion_train.DEFAULT_TEMPERATURE, help="diffusion sampling")
+    p.add_argument("--steps", type=int, help="diffusion denoising steps (default: one per token)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=compare_command)
