@@ -53,7 +53,8 @@ class CMakeBuild(build_ext):
 
 
 setup(
-    packages=["gptcore", "gptcore.ops", "gptcore.nn", "gptcore.integrations", "gptcore.kernels"],
+    packages=["gptcore", "gptcore.ops", "gptcore.nn", "gptcore.integrations", "gptcore.kernels",
+              "gptcore.embed"],
     package_dir={"gptcore": "gptcore", "gptcore.kernels": "kernels"},
     ext_modules=[CMakeExtension("gptcore._C")],
     cmdclass={"build_ext": CMakeBuild},

@@ -1,0 +1,11 @@
+"""Matryoshka embeddings on the gptcore trunk: the loss, the corrupted-names retrieval task,
+retrieval metrics, packing and pooling."""
+from gptcore.embed.loss import info_nce, matryoshka_loss
+from gptcore.embed.metrics import funnel_accuracy, target_ranks, topk_accuracy
+from gptcore.embed.pooling import last_pool, mean_pool, pack, unpad
+from gptcore.embed.task import (RetrievalTask, corrupt, edit_distance, hard_negative_set,
+                                make_task, neighbours)
+
+__all__ = ["RetrievalTask", "corrupt", "edit_distance", "funnel_accuracy", "hard_negative_set",
+           "info_nce", "last_pool", "make_task", "matryoshka_loss", "mean_pool", "neighbours",
+           "pack", "target_ranks", "topk_accuracy", "unpad"]
