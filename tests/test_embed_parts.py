@@ -10,7 +10,7 @@ import torch
 from gptcore.embed.loss import info_nce, matryoshka_loss
 from gptcore.embed.metrics import funnel_accuracy, target_ranks, topk_accuracy
 from gptcore.embed.pooling import last_pool, mean_pool, pack, unpad
-from gptcore.embed.task import (apply_edit, corrupt, edit_distance, hard_negative_set, make_task,
+from gptcore.embed.task import (apply_edit, corrupt, edit_distance, hard_negatives, make_task,
                                 neighbours)
 
 
@@ -109,19 +109,29 @@ def test_corrupt_makes_one_or_two_edits_and_avoids_candidates():
 
 def test_neighbours_match_brute_force():
     rng = random.Random(7)
-    names = sorted({"".join(rng.choice("abn") for _ in range(rng.randint(2, 5))) for _ in range(120)})
-    got = neighbours(names, 2)
-    for a in names:
-        assert got[a] == {b for b in names if b != a and edit_distance(a, b) <= 2}, a
+    pool = sorted({"".join(rng.choice("abn") for _ in range(rng.randint(2, 5))) for _ in range(120)})
+    names = pool[::3] + ["bbbbbbb"]
+    alone = neighbours(pool, 2)
+    assert all(alone[a] == {b for b in pool if b != a and edit_distance(a, b) <= 2} for a in pool)
+    one = neighbours(names, 1, pool)
+    assert all(one[a] == {b for b in pool if b != a and edit_distance(a, b) <= 1} for a in names)
+    two = neighbours(names, 2, pool)
+    assert all(two[a] == {b for b in pool if b != a and edit_distance(a, b) <= 2} for a in names)
+    assert two["bbbbbbb"] == set()
 
 
-def test_hard_negative_set_and_task():
-    names = ["jon", "john", "joan", "christopher", "bartholomew", "maximilian", "maximiliano"]
-    assert hard_negative_set(names) == ["joan", "john", "jon", "maximilian", "maximiliano"]
-    task = make_task(names, seed=0, hard=True)
-    assert task.candidates == ["joan", "john", "jon", "maximilian", "maximiliano"]
+def test_hard_negatives_and_the_hard_task():
+    pool = ["jon", "john", "joan", "joanna", "christopher", "kristopher", "bartholomew", "maximilian"]
+    targets = ["john", "christopher", "maximilian"]
+    # jon, joan: 1 edit from john; kristopher: 2 from christopher; joanna is 3 from john
+    assert hard_negatives(targets, pool) == ["joan", "jon", "kristopher"]
+    task = make_task(targets, seed=0, pool=pool, max_distance=2)
+    assert task.candidates == ["christopher", "john", "maximilian", "joan", "jon", "kristopher"]
+    assert task.targets == [0, 1, 2]
     for q, t in zip(task.queries, task.targets):
         assert q not in task.candidates and 1 <= edit_distance(q, task.candidates[t]) <= 2
+    assert make_task(targets, seed=0, pool=pool).candidates[3:] == ["joan", "jon"]
+    assert make_task(targets, seed=0).candidates == ["christopher", "john", "maximilian"]
 
 
 def test_topk_accuracy_and_ranks_by_hand():

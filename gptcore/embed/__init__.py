@@ -3,9 +3,9 @@ retrieval metrics, packing and pooling."""
 from gptcore.embed.loss import info_nce, matryoshka_loss
 from gptcore.embed.metrics import funnel_accuracy, target_ranks, topk_accuracy
 from gptcore.embed.pooling import last_pool, mean_pool, pack, unpad
-from gptcore.embed.task import (RetrievalTask, corrupt, edit_distance, hard_negative_set,
+from gptcore.embed.task import (RetrievalTask, corrupt, edit_distance, hard_negatives,
                                 make_task, neighbours)
 
-__all__ = ["RetrievalTask", "corrupt", "edit_distance", "funnel_accuracy", "hard_negative_set",
+__all__ = ["RetrievalTask", "corrupt", "edit_distance", "funnel_accuracy", "hard_negatives",
            "info_nce", "last_pool", "make_task", "matryoshka_loss", "mean_pool", "neighbours",
            "pack", "target_ranks", "topk_accuracy", "unpad"]
