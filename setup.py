@@ -56,6 +56,7 @@ setup(
     packages=["gptcore", "gptcore.ops", "gptcore.nn", "gptcore.integrations", "gptcore.kernels",
               "gptcore.embed"],
     package_dir={"gptcore": "gptcore", "gptcore.kernels": "kernels"},
+    package_data={"gptcore": ["datasets/names.txt"]},
     ext_modules=[CMakeExtension("gptcore._C")],
     cmdclass={"build_ext": CMakeBuild},
 )

@@ -7,6 +7,9 @@ from gptcore.ops import (MXFP4Tensor, attention, attention_varlen, available_bac
                          load_balancing_loss, moe, moe_experts, mxfp4_dequantize, mxfp4_quantize,
                          route, router_z_loss)
 
+from gptcore.config import GPTConfig
+from gptcore.model import GPT
+
 from gptcore.integrations import install as _install_integrations
 from gptcore.integrations import patch
 
@@ -17,3 +20,4 @@ _install_integrations()
 __all__ = ["MXFP4Tensor", "attention", "attention_varlen", "available_backends", "backend",
            "load_balancing_loss", "moe", "moe_experts", "mxfp4_dequantize", "mxfp4_quantize",
            "patch", "route", "router_z_loss", "__version__"]
+__all__ += ["GPT", "GPTConfig"]

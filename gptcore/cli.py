@@ -1,4 +1,4 @@
-"""The `gptcore` command line (also `python -m gptcore`): info and bench."""
+"""The `gptcore` command line (also `python -m gptcore`): info, bench, train, sample."""
 import argparse
 import importlib.util
 import json
@@ -109,6 +109,8 @@ def main(argv=None):
                    help="only these bench files, e.g. --only attention moe")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.set_defaults(func=bench)
+    from gptcore import cli_model
+    cli_model.add_commands(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 import gptcore
-from gptcore.nn import Attention, KVCache
+from gptcore.nn import Attention
 
 
 def _plain_attention(layer, x):
@@ -54,7 +54,7 @@ def test_kv_cache_decoding_equals_full_forward():
     x = torch.randn(1, 9, 32)
     with gptcore.backend("ref"), torch.no_grad():
         full = layer(x)
-        cache = KVCache()
+        cache = layer.make_cache(1, 9)
         steps = [layer(x[:, :5], cache)] + [layer(x[:, t:t + 1], cache) for t in range(5, 9)]
     # Same math in a different order of chunks: fp32 rounding only.
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)

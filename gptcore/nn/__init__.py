@@ -1,5 +1,10 @@
 """nn.Module building blocks over gptcore's functional API."""
-from gptcore.nn.attention import Attention, KVCache, rotary
+from gptcore.nn.attention import Attention, packed_positions, rotary
+from gptcore.nn.block import Block
+from gptcore.nn.kv_cache import KVCache
+from gptcore.nn.mlp import MLP
 from gptcore.nn.moe import MoE
+from gptcore.nn.norm import RMSNorm
 
-__all__ = ["Attention", "KVCache", "MoE", "rotary"]
+__all__ = ["Attention", "Block", "KVCache", "MLP", "MoE", "RMSNorm", "packed_positions",
+           "rotary"]

@@ -1,39 +1,36 @@
-"""gptcore.nn.Attention: multi-head self-attention (GQA, RoPE, windows, sinks) over gptcore.attention."""
+"""gptcore.nn.Attention: multi-head self-attention (GQA, RoPE, windows, sinks) over
+gptcore.attention, gptcore.attention_varlen for packed sequences, and a preallocated KVCache."""
 import torch
 from torch import nn
 
 import gptcore
+from gptcore.nn.kv_cache import KVCache
 
 
-def rotary(x, positions, theta):
-    """Rotary position embedding, rotate-half form (Llama / Hugging Face). x (B, H, S, D), D even."""
-    D = x.shape[-1]
-    inv_freq = theta ** (-torch.arange(0, D, 2, device=x.device, dtype=torch.float32) / D)
+def rotary_tables(positions, head_dim, theta):
+    """cos, sin (S, D) of the rotate-half rotary embedding at `positions` (S,)."""
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device,
+                                       dtype=torch.float32) / head_dim)
     angles = positions.float()[:, None] * inv_freq[None, :]           # (S, D/2)
-    cos, sin = angles.cos().repeat(1, 2), angles.sin().repeat(1, 2)    # (S, D)
+    return angles.cos().repeat(1, 2), angles.sin().repeat(1, 2)        # (S, D) each
+
+
+def apply_rotary(x, cos, sin):
+    """x (..., S, D) rotated by tables (S, D) that broadcast against it."""
     x1, x2 = x.float().chunk(2, dim=-1)
     rotated = torch.cat((-x2, x1), dim=-1)
     return (x.float() * cos + rotated * sin).to(x.dtype)
 
 
-class KVCache:
-    """Keys and values seen so far, (B, Hkv, S, D) each, for incremental decoding."""
-
-    def __init__(self):
-        self.k = self.v = None
-
-    @property
-    def length(self):
-        return 0 if self.k is None else self.k.shape[2]
-
-    def append(self, k, v):
-        self.k = k if self.k is None else torch.cat((self.k, k), dim=2)
-        self.v = v if self.v is None else torch.cat((self.v, v), dim=2)
-        return self.k, self.v
+def rotary(x, positions, theta):
+    """Rotary position embedding, rotate-half form (Llama / Hugging Face). x (B, H, S, D), D even."""
+    cos, sin = rotary_tables(positions, x.shape[-1], theta)
+    return apply_rotary(x, cos, sin)
 
 
 class Attention(nn.Module):
-    """Self-attention: x (B, S, d_model) -> (B, S, d_model).
+    """Self-attention: x (B, S, d_model) -> (B, S, d_model), or packed x (T, d_model) -> (T,
+    d_model) with `cu_seqlens`.
 
     n_kv_heads < n_heads gives GQA (K/V heads are shared, never copied); `window` and `causal`
     follow gptcore.attention; `sinks=True` learns one sink logit per head (gpt-oss);
@@ -55,18 +52,66 @@ class Attention(nn.Module):
         self.kv_proj = nn.Linear(d_model, 2 * self.n_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(n_heads * self.head_dim, d_model, bias=bias)
         self.sinks = nn.Parameter(torch.zeros(n_heads)) if sinks else None
+        self._rope = (None, None)        # cos, sin tables for positions 0..len-1, grown on demand
 
-    def forward(self, x, cache=None):
-        """x (B, S, d_model); `cache` (a KVCache) makes this step attend to earlier steps too."""
+    def make_cache(self, batch, max_len, *, dtype=torch.float32, device=None):
+        """An empty KVCache for this layer: max_len slots, or a ring of the window."""
+        return KVCache(batch, self.n_kv_heads, self.head_dim, max_len, window=self.window,
+                       dtype=dtype, device=device)
+
+    def _rope_at(self, positions):
+        """cos, sin (S, D) at `positions`, read from tables computed once per length."""
+        cos, _ = self._rope
+        needed = int(positions.max()) + 1 if positions.numel() else 0
+        if cos is None or cos.shape[0] < needed or cos.device != positions.device:
+            length = max(needed, 2 * (0 if cos is None else cos.shape[0]), 64)
+            self._rope = rotary_tables(torch.arange(length, device=positions.device),
+                                       self.head_dim, self.rope_theta)
+        return self._rope[0][positions], self._rope[1][positions]
+
+    def forward(self, x, cache=None, *, positions=None, cu_seqlens=None, max_seqlen=None):
+        """x (B, S, d_model), or (T, d_model) packed with `cu_seqlens` int32 (N+1,).
+
+        `positions` (S,) or packed (T,) int64: each token's position for RoPE (default
+        0..S-1, after the cache's positions). `cache` (a KVCache, from make_cache) makes
+        this step attend to earlier steps too; not with packed input."""
+        if cu_seqlens is not None:
+            return self._forward_packed(x, positions, cu_seqlens, max_seqlen)
         B, S, _ = x.shape
         q = self.q_proj(x).view(B, S, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, S, D)
         k, v = self.kv_proj(x).view(B, S, 2, self.n_kv_heads, self.head_dim).unbind(2)
         k, v = k.transpose(1, 2), v.transpose(1, 2)                    # (B, Hkv, S, D)
-        start = 0 if cache is None else cache.length
         if self.rope_theta is not None:
-            positions = torch.arange(start, start + S, device=x.device)
-            q, k = rotary(q, positions, self.rope_theta), rotary(k, positions, self.rope_theta)
+            if positions is None:
+                start = 0 if cache is None else cache.length
+                positions = torch.arange(start, start + S, device=x.device)
+            cos, sin = self._rope_at(positions)                        # (S, D)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
-            k, v = cache.append(k, v)                                  # (B, Hkv, start + S, D)
+            k, v = cache.update(k, v)                                  # (B, Hkv, Sk, D)
         out = gptcore.attention(q, k, v, causal=self.causal, window=self.window, sinks=self.sinks)
         return self.o_proj(out.transpose(1, 2).reshape(B, S, -1))
+
+    def _forward_packed(self, x, positions, cu_seqlens, max_seqlen):
+        T = x.shape[0]
+        q = self.q_proj(x).view(T, self.n_heads, self.head_dim)        # (T, H, D)
+        k, v = self.kv_proj(x).view(T, 2, self.n_kv_heads, self.head_dim).unbind(1)  # (T, Hkv, D)
+        if max_seqlen is None:
+            max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max()) if T else 0
+        if self.rope_theta is not None:
+            if positions is None:
+                positions = packed_positions(cu_seqlens, T)
+            cos, sin = self._rope_at(positions)                        # (T, D)
+            q = apply_rotary(q, cos[:, None], sin[:, None])
+            k = apply_rotary(k, cos[:, None], sin[:, None])
+        out = gptcore.attention_varlen(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
+                                       causal=self.causal, window=self.window, sinks=self.sinks)
+        return self.o_proj(out.reshape(T, -1))                         # (T, d_model)
+
+
+def packed_positions(cu_seqlens, total):
+    """Each packed token's position inside its own sequence: (T,) int64, restarting at 0."""
+    starts = cu_seqlens[:-1].long()
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    return (torch.arange(total, device=cu_seqlens.device)
+            - starts.repeat_interleave(lengths, output_size=total))

@@ -1,0 +1,86 @@
+"""`gptcore train` and `gptcore sample`: train a preset and sample from its checkpoint."""
+import json
+import sys
+
+import torch
+
+from gptcore import checkpoint, data, recipes
+
+
+def train_command(args):
+    if args.preset not in recipes.TRAINERS:
+        print(f"gptcore train: unknown preset {args.preset!r}; expected one of "
+              f"{sorted(recipes.TRAINERS)}", file=sys.stderr)
+        return 2
+    summary = recipes.trainer(args.preset)(args)
+    print(json.dumps(summary))
+    return 0
+
+
+def training_documents(meta):
+    """The documents a checkpoint was trained on (its split re-derived), for novelty."""
+    docs = data.load_names() if meta.get("data", "names") == "names" else \
+        data.load_documents(meta["data"])
+    return data.split(docs, meta.get("val_fraction", 0.1), seed=meta.get("split_seed", 0))[0]
+
+
+def sample_command(args):
+    model, meta = checkpoint.load_model(args.ckpt)
+    model.eval()
+    tok = data.tokenizer_from_dict(meta["tokenizer"])
+    prompt = [tok.bos] + tok.encode(args.prompt)
+    room = model.config.block_size - len(prompt)
+    if room < 1:
+        print(f"gptcore sample: --prompt is too long for block_size {model.config.block_size}",
+              file=sys.stderr)
+        return 2
+    generator = torch.Generator().manual_seed(args.seed)
+    idx = torch.tensor([prompt] * args.n)
+    out = model.generate(idx, room, temperature=args.temperature, top_k=args.top_k,
+                         stop_token=tok.bos, generator=generator)
+    samples = []
+    for row in out.tolist():
+        body = row[1:]
+        body = body[:body.index(tok.bos)] if tok.bos in body else body
+        samples.append(tok.decode(body))
+    known = set(training_documents(meta))
+    novel = [s for s in samples if s not in known]
+    for s in samples:
+        print(s + ("" if s in known else "  (new)"))
+    fraction = len(novel) / max(len(samples), 1)
+    print(f"{len(novel)}/{len(samples)} samples are not in the training set", file=sys.stderr)
+    print(json.dumps({"samples": samples, "novel_fraction": round(fraction, 3),
+                      "temperature": args.temperature}))
+    return 0
+
+
+def add_commands(sub):
+    """Registers `train` and `sample` on the `gptcore` argument parser's subparsers."""
+    p = sub.add_parser("train", help="train a preset (microgpt, names, names-moe, ...)",
+                       description="Trains a preset on the names data (or --data FILE, one "
+                       "document per line); the last line printed is a JSON summary.")
+    p.add_argument("--preset", required=True, metavar="P",
+                   help=f"one of {', '.join(sorted(recipes.TRAINERS))}")
+    p.add_argument("--data", metavar="FILE", help="text file, one document per line "
+                   "(default: the names shipped with gptcore)")
+    p.add_argument("--tokenizer", choices=("char", "bpe"), default="char",
+                   help="characters with BOS (default) or byte-level BPE")
+    p.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary size")
+    p.add_argument("--steps", type=int, help="optimizer steps (default: the preset's recipe)")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="stop after this many seconds; the learning rate decays over them")
+    p.add_argument("--cpu-time", action="store_true", help="count the budget and seconds in "
+                   "this process's CPU time (fair on a shared machine) instead of wall time")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch threads (default: the recipe's)")
+    p.add_argument("--out", metavar="DIR", help="checkpoint directory (resumed if it holds one)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=train_command)
+    p = sub.add_parser("sample", help="sample from a checkpoint written by `gptcore train`")
+    p.add_argument("--ckpt", required=True, metavar="DIR")
+    p.add_argument("-n", type=int, default=20, help="number of samples")
+    p.add_argument("--temperature", type=float, default=0.5)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--prompt", default="", help="text every sample starts with")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=sample_command)
