@@ -111,6 +111,8 @@ def main(argv=None):
     p.set_defaults(func=bench)
     from gptcore import cli_model
     cli_model.add_commands(sub)
+    from gptcore.embed import demo as embed_demo
+    embed_demo.add_command(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

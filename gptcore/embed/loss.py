@@ -14,7 +14,8 @@ def info_nce(a, b, temperature):
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
 
-def _check_dims(dims, d_embed, weights):
+def check_dims(dims, d_embed, weights=None):
+    """(dims, weights) as tuples, or ValueError/TypeError naming what is wrong."""
     dims = tuple(dims)
     if not dims or any(not isinstance(k, int) or isinstance(k, bool) for k in dims):
         raise TypeError(f"dims: expected a non-empty sequence of ints, got {dims!r}")
@@ -38,7 +39,7 @@ def matryoshka_loss(a, b, dims, *, weights=None, temperature=0.05):
                          f"got {tuple(a.shape)} and {tuple(b.shape)}")
     if not torch.is_tensor(temperature) and not temperature > 0:
         raise ValueError(f"temperature: expected a positive number, got {temperature}")
-    dims, weights = _check_dims(dims, a.shape[1], weights)
+    dims, weights = check_dims(dims, a.shape[1], weights)
     total = a.new_zeros(())
     for k, w in zip(dims, weights):
         total = total + w * info_nce(F.normalize(a[:, :k], dim=-1), F.normalize(b[:, :k], dim=-1),

@@ -1,5 +1,5 @@
 """EmbeddingModel: the GPT trunk (bidirectional by default) -> pooling over each sequence's tokens
--> a linear projection to d_embed. Batches are packed (no pad tokens) and run through
+-> a projection head to d_embed. Batches are packed (no pad tokens) and run through
 gptcore.attention_varlen; `embed` returns L2-normalised prefixes of the embedding."""
 import math
 
@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gptcore.config import GPTConfig
 from gptcore.data import CharTokenizer
-from gptcore.embed.loss import matryoshka_loss
+from gptcore.embed.loss import check_dims, matryoshka_loss
 from gptcore.embed.pooling import last_pool, mean_pool, pack, unpad
-from gptcore.model import GPT, GPTConfig
+from gptcore.model import GPT
 
 
 class EmbeddingModel(nn.Module):
@@ -19,15 +20,17 @@ class EmbeddingModel(nn.Module):
 
     config: a GPTConfig for the trunk (default: the "names" preset made bidirectional);
     causal trunks pool the last token (the only one that has seen the whole string), others
-    the mean over tokens. temperature: the InfoNCE temperature; learnable=True makes it a
-    parameter (stored as log 1/tau, as CLIP does)."""
+    the mean over tokens. head: "linear" (d_model -> d_embed) or "mlp" (Linear, GELU, Linear,
+    as SimCLR's projection head: its output is not confined to a d_model-dim subspace).
+    temperature: the InfoNCE temperature; learn_temperature=True makes it a parameter (stored
+    as log 1/tau, as CLIP does)."""
 
     def __init__(self, config=None, *, d_embed=256, matryoshka_dims=(16, 32, 64, 128, 256),
-                 temperature=0.05, learn_temperature=False, tokenizer=None):
+                 head="linear", temperature=0.05, learn_temperature=False, tokenizer=None):
         super().__init__()
         config = config or GPTConfig.preset("names", causal=False)
-        dims = tuple(matryoshka_dims)
-        if not dims or dims[-1] != d_embed:
+        dims, _ = check_dims(matryoshka_dims, d_embed)
+        if dims[-1] != d_embed:
             raise ValueError(f"matryoshka_dims: expected increasing sizes ending at d_embed="
                              f"{d_embed}, got {dims}")
         if not temperature > 0:
@@ -36,7 +39,13 @@ class EmbeddingModel(nn.Module):
         self.tokenizer = tokenizer or CharTokenizer.names()
         self.trunk = GPT(config)
         self.pooling = "last" if config.causal else "mean"
-        self.proj = nn.Linear(config.d_model, d_embed, bias=False)
+        if head == "linear":
+            self.proj = nn.Linear(config.d_model, d_embed, bias=False)
+        elif head == "mlp":
+            self.proj = nn.Sequential(nn.Linear(config.d_model, d_embed), nn.GELU(),
+                                      nn.Linear(d_embed, d_embed))
+        else:
+            raise ValueError(f"head: expected 'linear' or 'mlp', got {head!r}")
         log_scale = torch.tensor(math.log(1.0 / temperature))
         self.log_scale = nn.Parameter(log_scale) if learn_temperature else None
         if not learn_temperature:
@@ -80,7 +89,7 @@ class EmbeddingModel(nn.Module):
             if isinstance(x, str) or not all(isinstance(t, str) for t in x):
                 raise TypeError(f"x: expected a list of strings or packed (tokens, cu_seqlens, "
                                 f"max_seqlen), got {type(x).__name__}")
-            device = self.proj.weight.device
+            device = self.trunk.wte.weight.device
             seqs, chunks, start = self.tokenize(x), [], 0
             while start < len(seqs):
                 stop, used = start, 0
@@ -89,5 +98,5 @@ class EmbeddingModel(nn.Module):
                     stop += 1
                 chunks.append(self(*pack(seqs[start:stop], device=device)))
                 start = stop
-            out = torch.cat(chunks) if chunks else self.proj.weight.new_zeros(0, self.d_embed)
+            out = torch.cat(chunks) if chunks else self.trunk.wte.weight.new_zeros(0, self.d_embed)
         return F.normalize(out if dim is None else out[:, :dim], dim=-1)
