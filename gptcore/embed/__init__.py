@@ -7,6 +7,7 @@ from gptcore.embed.pooling import last_pool, mean_pool, pack, unpad
 from gptcore.embed.task import (RetrievalTask, corrupt, edit_distance, hard_negatives,
                                 make_task, neighbours)
 
-__all__ = ["EmbeddingModel", "RetrievalTask", "corrupt", "edit_distance", "funnel_accuracy", "hard_negatives",
+__all__ = ["EmbeddingModel", "RetrievalTask", "corrupt", "edit_distance", "funnel_accuracy",
+           "hard_negatives",
            "info_nce", "last_pool", "make_task", "matryoshka_loss", "mean_pool", "neighbours",
            "pack", "target_ranks", "topk_accuracy", "unpad"]

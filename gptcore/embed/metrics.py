@@ -1,5 +1,6 @@
 """Retrieval metrics by cosine similarity: top-k accuracy on a prefix of the embedding, and the
-funnel MRL is used for (shortlist with a short prefix, re-rank the shortlist with the full vector)."""
+funnel MRL is used for (shortlist with a short prefix, re-rank the shortlist with the full
+vector)."""
 import torch
 import torch.nn.functional as F
 
@@ -13,7 +14,8 @@ def _check(queries, candidates, targets):
         raise ValueError(f"queries, candidates: expected (Q, d) and (C, d), "
                          f"got {tuple(queries.shape)} and {tuple(candidates.shape)}")
     if targets.shape != (queries.shape[0],):
-        raise ValueError(f"targets: expected shape ({queries.shape[0]},), got {tuple(targets.shape)}")
+        raise ValueError(f"targets: expected shape ({queries.shape[0]},), "
+                         f"got {tuple(targets.shape)}")
 
 
 @torch.no_grad()

@@ -63,12 +63,13 @@ class EmbeddingModel(nn.Module):
 
     def forward(self, tokens, cu_seqlens, max_seqlen):
         """Packed tokens (T,) int64 with cu_seqlens (N+1,) int32 -> raw embeddings (N, d_embed)."""
-        hidden = self.trunk.hidden_states(tokens, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)  # (T, d)
+        hidden = self.trunk.hidden_states(tokens, cu_seqlens=cu_seqlens,
+                                          max_seqlen=max_seqlen)                  # (T, d_model)
         pool = last_pool if self.pooling == "last" else mean_pool
         return self.proj(pool(hidden, cu_seqlens))                                 # (N, d_embed)
 
     def forward_padded(self, idx, lengths):
-        """Padded ids (B, T) with lengths (B,) -> (B, d_embed); pads are dropped before attention."""
+        """Padded ids (B, T) with lengths (B,) -> (B, d_embed); the pads never reach the trunk."""
         return self(*unpad(idx, lengths))
 
     def loss(self, a, b, dims=None):
@@ -93,7 +94,8 @@ class EmbeddingModel(nn.Module):
             seqs, chunks, start = self.tokenize(x), [], 0
             while start < len(seqs):
                 stop, used = start, 0
-                while stop < len(seqs) and (stop == start or used + len(seqs[stop]) <= batch_tokens):
+                while stop < len(seqs) and (stop == start
+                                            or used + len(seqs[stop]) <= batch_tokens):
                     used += len(seqs[stop])
                     stop += 1
                 chunks.append(self(*pack(seqs[start:stop], device=device)))

@@ -1,4 +1,4 @@
-"""Packing variable-length token sequences (no pad tokens) and pooling hidden states per sequence."""
+"""Packing variable-length token sequences (no pad tokens); pooling hidden states per sequence."""
 import torch
 
 
@@ -16,7 +16,8 @@ def pack(sequences, device=None):
 
 
 def unpad(idx, lengths):
-    """Padded (B, T) ids with per-row lengths (B,) -> tokens (sum(lengths),), cu_seqlens, max_seqlen."""
+    """Padded ids (B, T) with per-row lengths (B,) -> tokens (sum(lengths),), cu_seqlens,
+    max_seqlen."""
     if idx.ndim != 2 or lengths.shape != (idx.shape[0],):
         raise ValueError(f"idx, lengths: expected (B, T) and (B,), got {tuple(idx.shape)} and "
                          f"{tuple(lengths.shape)}")
@@ -37,5 +38,6 @@ def mean_pool(hidden, cu_seqlens):
 
 
 def last_pool(hidden, cu_seqlens):
-    """hidden (T, d) packed -> (N, d): each sequence's last token (what a causal trunk has seen all of)."""
+    """hidden (T, d) packed -> (N, d): each sequence's last token (under a causal trunk, the only
+    one that has seen the whole sequence)."""
     return hidden[cu_seqlens[1:].long() - 1]

@@ -13,7 +13,8 @@ EDITS = ("substitute", "delete", "insert", "transpose")
 
 def edit_distance(a, b):
     """Optimal-string-alignment distance: the fewest substitutions, deletions, insertions and
-    adjacent transpositions turning a into b, no substring edited twice (the edits `corrupt` makes)."""
+    adjacent transpositions turning a into b, no substring edited twice (the edits `corrupt`
+    makes)."""
     prev2, prev = None, list(range(len(b) + 1))
     for i in range(1, len(a) + 1):
         row = [i] + [0] * len(b)
