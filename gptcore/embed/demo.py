@@ -55,7 +55,7 @@ def evaluate(model, task, dims, shortlist=10, clock=time.perf_counter):
     start = clock()
     queries, candidates = model.embed(task.queries), model.embed(task.candidates)
     rate = (len(task.queries) + len(task.candidates)) / (clock() - start)
-    targets = torch.tensor(task.targets)
+    targets = torch.tensor(task.targets, device=queries.device)
     rows = {}
     for k in dims:
         acc = topk_accuracy(queries, candidates, targets, dim=k)
