@@ -23,8 +23,14 @@ build: $(DEPS)
 test: build
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The main job: train names-moe for two minutes, print its validation loss (the JSON line),
+# 20 samples with the fraction not in the training set, then the quick benchmark table.
+DEMO_RUN := build/demo/names-moe
 demo: build
 	$(BIN)/gptcore info
+	rm -rf $(DEMO_RUN)
+	$(BIN)/gptcore train --preset names-moe --time-budget 120 --out $(DEMO_RUN)
+	$(BIN)/gptcore sample --ckpt $(DEMO_RUN) -n 20
 	$(BIN)/gptcore bench --quick
 
 bench: build

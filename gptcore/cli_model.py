@@ -12,7 +12,11 @@ def train_command(args):
         print(f"gptcore train: unknown preset {args.preset!r}; expected one of "
               f"{sorted(recipes.TRAINERS)}", file=sys.stderr)
         return 2
-    summary = recipes.trainer(args.preset)(args)
+    try:
+        summary = recipes.trainer(args.preset)(args)
+    except ValueError as err:
+        print(f"gptcore train: {err}", file=sys.stderr)
+        return 2
     print(json.dumps(summary))
     return 0
 
@@ -25,10 +29,14 @@ def training_documents(meta):
 
 
 def sample_command(args):
-    model, meta = checkpoint.load_model(args.ckpt)
+    try:
+        model, meta = checkpoint.load_model(args.ckpt)
+        tok = data.tokenizer_from_dict(meta["tokenizer"])
+        prompt = [tok.bos] + tok.encode(args.prompt)
+    except ValueError as err:
+        print(f"gptcore sample: {err}", file=sys.stderr)
+        return 2
     model.eval()
-    tok = data.tokenizer_from_dict(meta["tokenizer"])
-    prompt = [tok.bos] + tok.encode(args.prompt)
     room = model.config.block_size - len(prompt)
     if room < 1:
         print(f"gptcore sample: --prompt is too long for block_size {model.config.block_size}",

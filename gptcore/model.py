@@ -184,6 +184,12 @@ class GPT(nn.Module):
                              f"'lm_head', 'layer{{i}}.*', got keys {list(state_dict)[:5]}")
         sd = {k: _microgpt_tensor(v) for k, v in state_dict.items()}
         n_layer = len({k.split(".")[0] for k in sd if k.startswith("layer")})
+        names = ("attn_wq", "attn_wk", "attn_wv", "attn_wo", "mlp_fc1", "mlp_fc2")
+        expected = {"wte", "wpe", "lm_head"} | {f"layer{i}.{n}" for i in range(n_layer)
+                                                for n in names}
+        if set(sd) != expected:
+            raise ValueError(f"state_dict: expected microgpt's keys, missing "
+                             f"{sorted(expected - set(sd))}, unexpected {sorted(set(sd) - expected)}")
         vocab, d = sd["wte"].shape
         config = GPTConfig.preset("microgpt", n_layer=n_layer, vocab_size=vocab, d_model=d,
                                   block_size=sd["wpe"].shape[0], d_ff=sd["layer0.mlp_fc1"].shape[0])

@@ -17,12 +17,13 @@ from gptcore.ops.backend import current as current_backend
 
 
 def next_token_loss(model, batch):
-    """The default loss: the GPT's mean next-token cross-entropy plus its MoE auxiliary loss.
+    """The default loss: (the GPT's mean next-token cross-entropy plus its MoE auxiliary loss,
+    the cross-entropy alone), so the loop optimises the first and logs the second.
     batch: {"idx", "targets"} and, packed, "cu_seqlens", "max_seqlen"."""
     _, loss = model(batch["idx"], batch["targets"], cu_seqlens=batch.get("cu_seqlens"),
                     max_seqlen=batch.get("max_seqlen"))
     aux = getattr(checkpoint.unwrap(model), "aux_loss", None)
-    return loss + aux() if aux is not None else loss
+    return (loss + aux() if aux is not None else loss), loss
 
 
 def count_tokens(batch):
@@ -98,7 +99,8 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
     """Trains `model` and returns a summary dict.
 
     batches: a callable step -> batch (deterministic in step: resumes see the same data) or an
-    iterable of batches. loss_fn(model, batch) -> scalar (default next_token_loss).
+    iterable of batches. loss_fn(model, batch) -> scalar, or (scalar to optimise, scalar to
+    log) (default next_token_loss).
     time_budget (seconds): stop when it is spent; the schedule then decays by elapsed time.
     eval_fn(model) -> float validation loss, run every eval_every steps and at the end.
     out_dir: checkpoint (resumed from when it holds one and resume=True), loss.png,
@@ -149,6 +151,7 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
             group["lr"] = lr * factor
         batch = get_batch(step)
         loss = loss_fn(model, batch)
+        loss, logged = loss if isinstance(loss, tuple) else (loss, loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
@@ -157,7 +160,7 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
         step += 1
         tokens += count_tokens(batch)
         history["train_steps"].append(step)
-        history["train_losses"].append(loss.item())
+        history["train_losses"].append(logged.item())
         if eval_fn is not None and eval_every and step % eval_every == 0 and step < steps:
             history["val_steps"].append(step)
             history["val_losses"].append(float(eval_fn(model)))
@@ -167,6 +170,8 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
             bar.update(1)
             if step % 50 == 0 or step == steps:
                 seconds = elapsed_before + clock() - t0
+                if time_budget is not None:      # the ETA of a timed run: steps that fit
+                    bar.total = min(steps, max(step, int(step * time_budget / max(seconds, 1e-9))))
                 bar.set_postfix(loss=f"{history['train_losses'][-1]:.3f}",
                                 tok_s=f"{tokens / max(seconds, 1e-9):,.0f}", refresh=False)
     seconds = elapsed_before + clock() - t0

@@ -8,7 +8,7 @@ from gptcore import GPT, GPTConfig
 
 import microgpt_reference as mg
 
-BACKENDS = ["ref", "cpp"]
+BACKENDS = ["ref", "cpp", "triton"]   # triton runs CPU tensors under TRITON_INTERPRET=1
 
 
 @pytest.fixture(autouse=True)
@@ -102,6 +102,12 @@ def test_inputs_embeds_equals_idx_and_hidden_states():
     assert torch.equal(logits, via_embeds)
     assert hidden.shape == (2, 7, 64)
     assert torch.equal(model.lm_head(hidden), logits)
+    cu = torch.tensor([0, 7, 14], dtype=torch.int32)           # the same two rows, packed
+    with torch.no_grad():
+        packed_hidden = model.hidden_states(inputs_embeds=model.wte(idx.reshape(-1)),
+                                            cu_seqlens=cu, max_seqlen=7)
+    # varlen vs dense attention kernels: fp32 rounding only
+    torch.testing.assert_close(packed_hidden, hidden.reshape(14, 64), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("preset,prompt,new", [("microgpt", 1, 15), ("names-moe", 3, 20),
@@ -129,3 +135,50 @@ def test_bad_inputs():
         model.generate(torch.zeros(1, 1, dtype=torch.int64), 16)
     with pytest.raises(ValueError, match="preset"):
         GPTConfig.preset("gpt-5")
+
+
+@pytest.mark.parametrize("window,chunks", [(3, [5, 1, 1, 4, 1]), (None, [2, 1, 6, 3]),
+                                           (4, [1] * 12)])
+def test_kv_cache_chunks_equal_full_forward(window, chunks):
+    """Prefill and decode in chunks against one causal pass; window 3 over 12 positions wraps
+    the ring buffer, and a 4-token chunk after the wrap reads the ring in order."""
+    from gptcore.nn import Attention
+    torch.manual_seed(0)
+    layer = Attention(32, 4, 2, window=window, sinks=True)
+    torch.nn.init.normal_(layer.sinks)
+    x = torch.randn(2, sum(chunks), 32)
+    with torch.no_grad():
+        full = layer(x)
+        cache = layer.make_cache(2, sum(chunks))
+        assert cache.capacity == (window or sum(chunks))
+        steps, start = [], 0
+        for n in chunks:
+            steps.append(layer(x[:, start:start + n], cache))
+            start += n
+    # the same attention over the same keys in another order of chunks: fp32 rounding only
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_sampling_options():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset("names", init_std=0.3))
+    idx = torch.full((3, 1), 26)
+    greedy = model.generate(idx, 10, temperature=0)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(model.generate(idx, 10, temperature=0.7, top_k=1, generator=g), greedy)
+    assert torch.equal(model.generate(idx, 10, temperature=0.7, top_p=1e-6, generator=g), greedy)
+    a = model.generate(idx, 10, generator=torch.Generator().manual_seed(5))
+    b = model.generate(idx, 10, generator=torch.Generator().manual_seed(5), use_cache=False)
+    assert torch.equal(a, b)                  # same draws with and without the cache
+    stop = int(greedy[0, 3])
+    out = model.generate(idx, 10, temperature=0, stop_token=stop)
+    first = greedy[0].tolist().index(stop, 1)
+    row = out[0].tolist()
+    assert row[:first + 1] == greedy[0, :first + 1].tolist() and set(row[first:]) == {stop}
+
+
+def test_from_microgpt_rejects_wrong_keys():
+    sd = mg.init_state_dict(1)
+    del sd["layer0.mlp_fc2"]
+    with pytest.raises(ValueError, match="layer0.mlp_fc2"):
+        GPT.from_microgpt(sd)

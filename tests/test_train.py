@@ -141,3 +141,36 @@ def test_checkpoint_resume_is_exact(tmp_path):
         assert torch.equal(a, b)
     assert (tmp_path / "loss.png").stat().st_size > 1000
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 12
+
+
+def test_moe_loss_optimises_aux_and_logs_cross_entropy():
+    seqs, _ = _names_setup(200)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset("names-moe", n_layer=2))
+    batch = data.Batches(seqs, 8, seed=0)(0)
+    optimised, logged = train_module.next_token_loss(model, batch)
+    _, ce = model(batch["idx"], batch["targets"], cu_seqlens=batch["cu_seqlens"])
+    assert torch.equal(logged, ce)
+    aux = model.aux_loss()
+    assert aux > 0 and torch.allclose(optimised, ce + aux)
+
+
+def test_tied_weights_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset("names", n_layer=1, tie_embeddings=True))
+    assert model.lm_head.weight is model.wte.weight
+    checkpoint.save(tmp_path, model)
+    loaded, _ = checkpoint.load_model(tmp_path)
+    assert loaded.lm_head.weight is loaded.wte.weight
+    assert torch.equal(loaded.wte.weight, model.wte.weight)
+    assert loaded.num_params() == model.num_params()
+
+
+def test_lr_schedule():
+    from gptcore.train import lr_factor
+    # microgpt: lr_t = lr * (1 - step / num_steps), no warm-up
+    assert [lr_factor(s / 1000, s, 0, "linear", 0.0) for s in (0, 250, 999)] == \
+        [1.0, 0.75, 1 - 999 / 1000]
+    assert [lr_factor(0.0, s, 4, "cosine", 0.0) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(1.0, 50, 4, "cosine", 0.1) == pytest.approx(0.1)
+    assert lr_factor(0.5, 50, 4, "cosine", 0.0) == pytest.approx(0.5)
