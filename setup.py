@@ -54,7 +54,7 @@ class CMakeBuild(build_ext):
 
 setup(
     packages=["gptcore", "gptcore.ops", "gptcore.nn", "gptcore.integrations", "gptcore.kernels",
-              "gptcore.multimodal"],
+              "gptcore.multimodal", "gptcore.embed"],
     package_dir={"gptcore": "gptcore", "gptcore.kernels": "kernels"},
     package_data={"gptcore": ["datasets/names.txt"]},
     ext_modules=[CMakeExtension("gptcore._C")],

@@ -124,6 +124,8 @@ def main(argv=None):
     cli_multimodal.add_command(sub)
     from gptcore import cli_diffusion
     cli_diffusion.add_commands(sub)
+    from gptcore.embed import demo as embed_demo
+    embed_demo.add_command(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
