@@ -48,12 +48,14 @@ def forward(q, k, v, sinks, scale, left, right, softcap, cu_q=None, cu_k=None, m
     score_scale, cap_scale = score_scales(scale, softcap)
     sizes = (batch, heads, heads // kv_heads, seq_q, seq_k, max_seq_q)
     common = (q, k, v, sinks)
-    splits = attention_decode.n_splits(batch, heads, heads // kv_heads, max_seq_q, max_seq_k)
+    tiles = attention_decode.decode_tiles(q.dtype, q.shape[-1])
+    splits = attention_decode.n_splits(batch, heads, heads // kv_heads, max_seq_q, max_seq_k,
+                                       tiles)
     if splits == 1:
         attention_fwd.launch(*common, out, lse, cu_q, cu_k, sizes, q_strides, kv_strides,
                              lse_strides, score_scale, cap_scale, left, right, softcap)
         return out, lse
-    block_m, block_n, warps = attention_decode.decode_tiles()
+    block_m, block_n, warps = tiles
     keys_per_split = -(-max_seq_k // (splits * block_n)) * block_n       # whole key blocks
     splits = -(-max_seq_k // keys_per_split)
     part_out, part_lse = attention_decode.partials(out, lse, splits)

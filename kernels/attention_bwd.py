@@ -13,14 +13,16 @@ from gptcore.kernels.attention_common import (block_d, block_ranges, configs, pr
 # (BLOCK_M, BLOCK_N, num_warps, num_stages, head-dim buckets, specialisations it is not proven
 # for), proven spill-free on sm80 and sm90 by kernels/aot.py. dK/dV programs keep two
 # (BLOCK_N x D) fp32 accumulators, dQ programs one (BLOCK_M x D): tiles shrink as D grows to
-# stay in registers; fp32 operands and the softcap's extra tanh terms spill the widest ones
-# (8-120 bytes), which then serve bf16/fp16 without softcap only.
+# stay in registers. fp32 operands, the softcap's extra tanh terms and (once, on sm80) varlen
+# spill the wider ones (8-680 bytes), which then serve the other specialisations only.
 DKDV_CONFIGS = [(16, 32, 8, 2, (64, 128), ()), (16, 32, 8, 2, (256,), ("fp32", "softcap")),
-                (16, 16, 8, 2, (256,), ()), (16, 64, 8, 2, (64, 128), ()),
-                (32, 32, 4, 2, (64,), ())]
-DQ_CONFIGS = [(128, 32, 8, 3, (64,), ("fp32",)), (64, 32, 4, 3, (64,), ()),
-              (64, 32, 4, 3, (128,), ("fp32", "softcap")), (64, 32, 8, 2, (64, 128), ()),
-              (32, 32, 4, 2, (256,), ("fp32",)), (64, 16, 8, 2, (256,), ())]
+                (16, 16, 8, 2, (256,), ()), (16, 64, 8, 2, (64,), ("fp32", "varlen")),
+                (16, 64, 8, 2, (128,), ("fp32", "softcap")), (32, 32, 4, 2, (64,), ())]
+DQ_CONFIGS = [(128, 32, 8, 3, (64,), ("fp32",)), (64, 32, 4, 3, (64,), ("fp32",)),
+              (64, 32, 4, 3, (128,), ("fp32", "softcap")), (64, 32, 8, 2, (64,), ("fp32",)),
+              (64, 32, 8, 2, (128,), ()), (16, 32, 4, 2, (64,), ()),
+              (32, 32, 4, 2, (256,), ("fp32",)), (64, 16, 8, 2, (256,), ("fp32",)),
+              (16, 32, 4, 2, (256,), ())]
 INTERPRETER_CONFIG = (16, 16, 4, 1, (64, 128, 256), ())
 # Delta = rowsum(O * dO) - dlse, 64 rows a program. 8 warps: with 4, fp32 rows at D64-128 sat
 # at ~72 registers with an 8-byte stack frame on sm90; with 8 none of fp16/bf16/fp32 has one.

@@ -48,13 +48,15 @@ def configs(table, interpreter_config):
 def specialisations(named_args, kwargs):
     """The specialisations of a launch that a tile may not be proven for (kernels/aot.py
     compiles each config once per specialisation and the table lists where it spills):
-    "fp32" operands (tf32 tiles hold twice the bytes of bf16 ones) and "softcap"."""
+    "fp32" operands (tf32 tiles hold twice the bytes of bf16 ones), "softcap", "varlen"."""
     found = set()
     q = named_args.get("Q")
     if q is not None and q.dtype == torch.float32:
         found.add("fp32")
     if named_args.get("HAS_SOFTCAP", kwargs.get("HAS_SOFTCAP")):
         found.add("softcap")
+    if named_args.get("IS_VARLEN", kwargs.get("IS_VARLEN")):
+        found.add("varlen")
     return found
 
 

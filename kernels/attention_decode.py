@@ -13,20 +13,26 @@ from gptcore.kernels.attention_fwd import aot_spec
 # H100: 132 SMs. Enough programs to fill them twice; flash-attn caps splits at 128.
 TARGET_PROGRAMS = 2 * 132
 MAX_SPLITS = 128
-# Decode tiles: 16 query rows (tl.dot's minimum), 64 keys per step, 4 warps.
+# Decode tiles: 16 query rows (tl.dot's minimum), 64 keys per step, 4 warps; fp32 at D256
+# spilled 144-208 bytes with 64 keys (kernels/aot.py), so it takes 32 (which in turn spills
+# 16 bytes on sm90 for bf16/fp16, so only fp32 uses it).
 GPU_DECODE = (16, 64, 4)
+GPU_DECODE_FP32_D256 = (16, 32, 4)
 INTERPRETER_DECODE = (16, 16, 4)
 COMBINE_ROWS = 16
 
 
-def decode_tiles():
-    return INTERPRETER_DECODE if interpreting() else GPU_DECODE
+def decode_tiles(dtype=None, head_dim=0):
+    """(BLOCK_M, BLOCK_N, warps) of the split-KV forward for q's dtype and head dim."""
+    if interpreting():
+        return INTERPRETER_DECODE
+    return GPU_DECODE_FP32_D256 if dtype == torch.float32 and head_dim > 128 else GPU_DECODE
 
 
-def n_splits(batch, heads, group, max_seq_q, max_seq_k):
+def n_splits(batch, heads, group, max_seq_q, max_seq_k, tiles=None):
     """Key slices per (row tile, kv head): 1 unless the dense grid leaves the GPU idle and each
     slice still holds at least 4 key blocks. Rows are (query, head of the group) pairs."""
-    block_m, block_n, _ = decode_tiles()
+    block_m, block_n, _ = tiles or decode_tiles()
     dense = triton.cdiv(max_seq_q, block_m) * batch * heads
     if dense >= TARGET_PROGRAMS:
         return 1
@@ -116,15 +122,18 @@ def aot_specs():
         specs.append({"name": f"attention_combine_d{D}", "fn": attention_combine_kernel,
                       "signature": sig, "constexprs": const, "num_warps": 4, "num_stages": 1,
                       "hints": stride_hints(attention_combine_kernel.arg_names)})
-    specs += [_decode_spec(D) for D in (64, 128, 256)]
+    specs += [_decode_spec(D, GPU_DECODE, ("fp32",) if D == 256 else ()) for D in (64, 128, 256)]
+    specs.append(_decode_spec(256, GPU_DECODE_FP32_D256, (), operands="*fp32"))
     return specs
 
 
-def _decode_spec(D):
-    """The forward kernel as the decode launches it (split keys, packed GQA rows, fp32 partials)."""
-    block_m, block_n, warps = GPU_DECODE
+def _decode_spec(D, tiles, unproven, operands="*bf16"):
+    """The forward kernel as the decode launches it (split keys, packed GQA rows, fp32
+    partials), with q/k/v/sinks of type `operands`."""
+    block_m, block_n, warps = tiles
     spec = aot_spec(D, block_m, block_n, warps, 2)
+    spec["signature"] = {n: operands if t == "*bf16" else t for n, t in spec["signature"].items()}
     spec["signature"].update(Out="*fp32")
     spec["constexprs"].update(SPLIT=True, PACK_GQA=True)
     spec["name"] = f"attention_decode_d{D}_m{block_m}_n{block_n}_w{warps}_s2"
-    return spec
+    return dict(spec, unproven=unproven)

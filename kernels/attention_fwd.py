@@ -15,7 +15,7 @@ from gptcore.kernels.attention_common import (block_d, block_ranges, configs, in
 # warps, sm80). fp32 operands (tf32) hold twice the bytes: 72-224 bytes spilled on sm90 at the
 # widest tile of each head dim, so fp32 runs the narrower ones.
 GPU_CONFIGS = [
-    (128, 128, 8, 3, (64,), ("fp32",)), (128, 64, 8, 3, (64,), ()), (64, 64, 4, 3, (64,), ()),
+    (128, 128, 8, 3, (64,), ("fp32",)), (128, 64, 8, 3, (64,), ("fp32",)), (64, 64, 4, 3, (64,), ()),
     (64, 64, 8, 2, (128,), ("fp32",)), (64, 32, 8, 2, (64, 128), ()),
     (64, 32, 8, 2, (256,), ("fp32",)), (32, 32, 4, 2, (256,), ()),
 ]

@@ -133,10 +133,12 @@ def test_attention_backward_dq_config(cfg, D, dtype, one_split):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("D", [40, 80, 160] if ALL else [80])
-def test_attention_decode_config(D, dtype, monkeypatch):
+@pytest.mark.parametrize("tiles", [attention_decode.GPU_DECODE,
+                                   attention_decode.GPU_DECODE_FP32_D256], ids=str)
+def test_attention_decode_config(D, tiles, dtype, monkeypatch):
     """The GPU decode tiles with the split-KV path taken: 2 query rows of a 4/1 GQA group
     (packed rows), keys ending inside a key block, a sliding window."""
-    monkeypatch.setattr(attention_decode, "decode_tiles", lambda: attention_decode.GPU_DECODE)
+    monkeypatch.setattr(attention_decode, "decode_tiles", lambda *args: tiles)
     torch.manual_seed(D)
     Sk = 1000
     q = torch.randn(1, 4, 2, D).to(dtype)
@@ -160,7 +162,7 @@ def _moe_cases():
 def test_moe_config(fwd_cfg, bwd_cfg, dtype, monkeypatch):
     """Forward and backward of the experts with production tiles (and the weight-gradient
     tile): H and I end inside a tile, one expert gets more rows than BLOCK_M, one gets none."""
-    def config(T, top_k, H, I, E, backward=False):
+    def config(T, top_k, H, I, E, backward=False, **specialisation):
         return bwd_cfg if backward else fwd_cfg
     monkeypatch.setattr(moe, "config", config)
     monkeypatch.setattr(moe, "_wgrad_config", lambda: moe.WGRAD_CONFIG)
