@@ -28,26 +28,29 @@ def make(T, H, I, E, k, bias, seed=0, skew=False):
     return x, idx, w, gu, dn, gub, db
 
 
-def error_bound(x, idx, w, gu, dn, gub, activation, y32, h_rounded):
+def error_bound(x, idx, w, gu, dn, gub, activation, y32, onednn):
     """What the bf16 roundings may change: the output's own rounding (U |y|), each GLU
     activation rounded to bf16 before the down projection (U |a|, a 1-ulp flip between our
-    fp32 and the reference's fp32 pre-activations included), and where h_rounded (oneDNN's
-    bf16 matmul) each pre-activation rounded to bf16 too: U |h| |da/dh|, to first order.
-    Activation errors reach y through |w| |down|."""
+    fp32 and the reference's fp32 pre-activations included) reaching y through |w| |down|;
+    where `onednn` (its bf16 matmul rounds products to bf16), also x @ gate_up^T rounded
+    (U |h - bias| |da/dh|, to first order) and a @ down^T rounded (U |w| |a @ down^T|)."""
     spread = torch.zeros_like(y32)
     for e in range(gu.shape[0]):
         tok, slot = torch.where(idx == e)
         if tok.numel() == 0:
             continue
-        h = (x[tok].float() @ gu[e].float().T + (gub[e] if gub is not None else 0)).requires_grad_()
+        h0 = x[tok].float() @ gu[e].float().T
+        h = (h0 + (gub[e] if gub is not None else 0)).requires_grad_()
         a = ref.glu_activation(h, activation)
         da = a.detach().abs()
-        if h_rounded:  # each h element feeds one a element: the gradient of a.sum() is da/dh
+        we = w[tok, slot, None].abs()
+        if onednn:  # each h element feeds one a element: the gradient of a.sum() is da/dh
             (dadh,) = torch.autograd.grad(a.sum(), h)
-            hd = (dadh * h.detach()).abs()
+            hd = (dadh * h0).abs()
             da = da + (hd[:, 0::2] + hd[:, 1::2] if activation == "gpt_oss"
                        else hd[:, : hd.shape[1] // 2] + hd[:, hd.shape[1] // 2:])
-        spread.index_add_(0, tok, (da @ dn[e].float().abs().T) * w[tok, slot, None].abs())
+            spread.index_add_(0, tok, (a.detach() @ dn[e].float().T).abs() * we)
+        spread.index_add_(0, tok, (da @ dn[e].float().abs().T) * we)
     # fp32 sums of <= a few hundred O(1) terms in another order: 1e-5 absolute
     return U * y32.abs() + U * spread + 1e-5
 
@@ -58,8 +61,8 @@ def check(x, idx, w, gu, dn, gub, db, activation, isa):
     y32 = ref.moe_experts(x.float(), idx, w, gu.float(), dn.float(), activation=activation,
                           gate_up_bias=gub, down_bias=db)
     err = (y.float() - y32).abs()
-    # below avx512_bf16 these bf16 experts run oneDNN's bf16 matmul, which rounds h to bf16
-    bound = error_bound(x, idx, w, gu, dn, gub, activation, y32, h_rounded=isa != "avx512_bf16")
+    # below avx512_bf16 these bf16 experts run oneDNN's bf16 matmul (at::mm per expert)
+    bound = error_bound(x, idx, w, gu, dn, gub, activation, y32, onednn=isa != "avx512_bf16")
     worst = (err - bound).max().item() if err.numel() else 0.0
     assert worst <= 0, f"max |diff| {err.max().item():.3g}, exceeds its bound by {worst:.3g}"
 
