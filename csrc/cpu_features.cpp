@@ -66,16 +66,16 @@ std::vector<std::pair<std::string, std::string>> op_paths() {
             {"moe_experts bf16", cpu_has_bf16_dot() ? "at::mm (oneDNN bf16)" : "fp32 tiles"},
             {"moe_experts mxfp4", "dequantised tiles + " + sgemm}};
   }
-  const std::string simd = use_avx512() ? "AVX-512" : "AVX2";
   return {
-      {"attention fp32", sgemm + " for tiles of >= 16 rows, " + simd +
-                             " softmax and small-row kernels"},
-      {"attention bf16", use_avx512_bf16() ? "AVX512_BF16 vdpbf16ps tiles, fp32 accumulation"
-                                           : "bf16 converted to fp32, then as fp32"},
+      {"attention fp32", sgemm + " for tiles of >= 16 rows, AVX2 softmax and small-row kernels"},
+      {"attention bf16", use_avx512_bf16()
+                             ? "AVX512_BF16 vdpbf16ps tiles, fp32 accumulation (forward); "
+                               "backward as fp32"
+                             : "bf16 converted to fp32, then as fp32"},
       {"moe_experts fp32", sgemm + " tiles, at::mm (BLAS) for experts of >= 256 rows"},
       {"moe_experts bf16", use_avx512_bf16()
-                               ? "AVX512_BF16 vdpbf16ps fused experts for small T, at::mm "
-                                 "(oneDNN bf16) for large"
+                               ? "AVX512_BF16 vdpbf16ps fused experts for <= 4 rows per "
+                                 "expert, at::mm (oneDNN bf16) for more"
                                : (cpu_has_bf16_dot() ? "at::mm (oneDNN bf16)" : "fp32 tiles")},
       {"moe_experts mxfp4", "AVX2 fused dequantise + dot for <= 4 rows per expert, else "
                             "dequantised tiles + " + sgemm},
