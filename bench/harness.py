@@ -1,10 +1,10 @@
 """The benchmark harness every bench/bench_<op>.py uses.
 
-A run first measures this machine's roofs (fp32 GEMM GFLOP/s, memory-copy GB/s), then times
-gptcore and a named peer on the same inputs (min of repeats after warm-up), and prints one
-table: ratio = peer time / gptcore time (> 1 means gptcore is faster), achieved GFLOP/s or
-GB/s, and that figure as a % of the roof. Absolute times on shared machines are noise; the
-ratio measured in the same run is the signal.
+A run first measures this machine's roofs (fp32 and bf16 GEMM GFLOP/s, memory-copy GB/s),
+then times gptcore and a named peer on the same inputs (min of repeats after warm-up, their
+runs alternating), and prints one table: ratio = peer time / gptcore time (> 1 means gptcore
+is faster), achieved GFLOP/s or GB/s, and that figure as a % of the roof of the row's dtype.
+Absolute times on shared machines are noise; the ratio measured in the same run is the signal.
 """
 import json
 import platform
@@ -20,6 +20,7 @@ import torch
 @dataclass
 class Roofs:
     gemm_gflops: float   # fp32 2048^3 matmul
+    bf16_gemm_gflops: float  # bf16 2048^3 matmul (oneDNN; AVX512_BF16 where the CPU has it)
     copy_gbs: float      # bytes copied per second (tensor size / time) by a large tensor copy
 
 
@@ -33,6 +34,7 @@ class Row:
     flops: float | None = None    # useful FLOPs per call: reported as GFLOP/s vs the GEMM roof
     bytes: float | None = None    # bytes that must move per call: GB/s vs the copy roof
     note: str = ""
+    dtype: str = "fp32"           # which GEMM roof the GFLOP/s are compared with
     extra: dict = field(default_factory=dict)
 
     @property
@@ -54,14 +56,38 @@ def time_fn(fn, *, warmup=2, repeat=5, min_time=0.0):
     return best
 
 
+def time_interleaved(fns, repeat=5):
+    """{name: min seconds} of each fn in `fns`, one run of each in turn `repeat` times, so that
+    all see the same load from other jobs on a shared machine (their ratios are what count)."""
+    best = {name: float("inf") for name in fns}
+    for name, fn in fns.items():
+        fn()  # warm-up
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            best[name] = min(best[name], time_fn(fn, warmup=0, repeat=1))
+    return best
+
+
 def measure_roofs(size=2048, copy_mb=256):
-    """This machine's fp32 GEMM and copy roofs, measured now (about 2 s)."""
+    """This machine's fp32 and bf16 GEMM and copy roofs, measured now (about 3 s)."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     gemm = time_fn(lambda: a @ b, warmup=1, repeat=5)
+    ah, bh = a.bfloat16(), b.bfloat16()
+    gemm_bf16 = time_fn(lambda: ah @ bh, warmup=1, repeat=5)
     src = torch.randn(copy_mb * 2**20 // 4)   # written, so reads do not all hit the zero page
     dst = torch.empty_like(src)
     copy = time_fn(lambda: dst.copy_(src), warmup=1, repeat=5)
-    return Roofs(gemm_gflops=2 * size**3 / gemm / 1e9, copy_gbs=src.numel() * 4 / copy / 1e9)
+    return Roofs(gemm_gflops=2 * size**3 / gemm / 1e9, bf16_gemm_gflops=2 * size**3 / gemm_bf16 / 1e9,
+                 copy_gbs=src.numel() * 4 / copy / 1e9)
+
+
+def _isa():
+    """The ISA level gptcore's C++ kernels run at (csrc/cpu_features.h)."""
+    try:
+        from gptcore import _C
+    except ImportError:
+        return "no C++ extension"
+    return _C.isa()
 
 
 def _fmt_time(s):
@@ -72,7 +98,8 @@ def achieved(r, roofs):
     """(achieved rate as text, % of its roof or None) of one row."""
     if r.flops is not None:
         rate = r.flops / r.ours_s / 1e9
-        return f"{rate:.1f} GFLOP/s", 100 * rate / roofs.gemm_gflops
+        peak = roofs.bf16_gemm_gflops if r.dtype == "bf16" else roofs.gemm_gflops
+        return f"{rate:.1f} GFLOP/s", 100 * rate / peak
     if r.bytes is not None:
         rate = r.bytes / r.ours_s / 1e9
         return f"{rate:.1f} GB/s", 100 * rate / roofs.copy_gbs
@@ -139,9 +166,10 @@ def table(rows, roofs):
     """The report as text: one line per row."""
     head = (f"{'op':<12} {'case':<40} {'gptcore':>10} {'peer':>10} {'peer name':<16} "
             f"{'ratio':>7} {'achieved':>14} {'% roof':>7}")
-    lines = [f"roofs: fp32 GEMM {roofs.gemm_gflops:.0f} GFLOP/s, copy {roofs.copy_gbs:.1f} GB/s "
+    lines = [f"roofs: fp32 GEMM {roofs.gemm_gflops:.0f} GFLOP/s, bf16 GEMM "
+             f"{roofs.bf16_gemm_gflops:.0f} GFLOP/s, copy {roofs.copy_gbs:.1f} GB/s "
              f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-             f"torch {torch.__version__})", head, "-" * len(head)]
+             f"torch {torch.__version__}, gptcore ISA {_isa()})", head, "-" * len(head)]
     for r in rows:
         rate, roof = achieved(r, roofs)
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"

@@ -9,6 +9,7 @@
 
 #include <type_traits>
 
+#include "attention_bf16.h"
 #include "attention_common.h"
 #include "checks.h"
 
@@ -227,13 +228,22 @@ void forward(const Problem& pb, const T* q, const T* k, const T* v, T* out, floa
   // rows of Dp values.
   int64_t q_blocks = 0;
   for (int64_t n = 0; n < pb.nseq; ++n) q_blocks = std::max(q_blocks, (pb.len_q[n] + bq - 1) / bq);
-  const bool pack = q_blocks > 1 && !(std::is_same_v<T, float> && pb.D == pb.Dp);
+  // bf16 on AVX512_BF16 keeps K and V in bf16 (attention_bf16_cpu.cpp).
+  constexpr bool is_bf16 = std::is_same_v<T, c10::BFloat16>;
+  const bool bf16_dot = is_bf16 && use_avx512_bf16();
+  const bool pack = !bf16_dot && q_blocks > 1 && !(std::is_same_v<T, float> && pb.D == pb.Dp);
   const PackedKV packed = pack ? pack_kv(pb, k, v) : PackedKV{};
   const PackedKV* pk = pack ? &packed : nullptr;
+  const auto run = [&](const Item& it, float* o, float* l) {
+    if constexpr (is_bf16) {
+      if (bf16_dot) return run_item_bf16(pb, it.n, it.h, it.i0, it.i1, it.k0, it.k1, q, k, v, o, l);
+    }
+    run_item(pb, it, q, k, v, pk, o, l);
+  };
   std::vector<float> part_o(split ? items.size() * M * pb.Dp : 0), part_lse(split ? items.size() * M : 0);
   if (split) {
     parallel_items(items.size(), [&](int64_t i) {
-      run_item(pb, items[i], q, k, v, pk, part_o.data() + i * M * pb.Dp, part_lse.data() + i * M);
+      run(items[i], part_o.data() + i * M * pb.Dp, part_lse.data() + i * M);
     });
   }
   parallel_items(groups.size(), [&](int64_t gi) {
@@ -244,7 +254,7 @@ void forward(const Problem& pb, const T* q, const T* k, const T* v, T* out, floa
       return;
     }
     std::vector<float> o(M * pb.Dp), l(M);
-    run_item(pb, items[first], q, k, v, pk, o.data(), l.data());
+    run(items[first], o.data(), l.data());
     write_rows(pb, items[first], o.data(), 0, l.data(), 0, 1, out, lse);
   });
 }

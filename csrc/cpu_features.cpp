@@ -1,44 +1,85 @@
-// Runtime CPU-feature detection (gcc/clang builtins read CPUID once).
+// Runtime CPU-feature detection (gcc/clang builtins read CPUID once) and the ISA-level switch.
 #include "cpu_features.h"
 
+#include <algorithm>
 #include <atomic>
+
+#include "blas.h"
 
 namespace gptcore {
 namespace {
 
-bool cpu_has_avx2() {
+Isa detect_isa() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
-#else
-  return false;
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("f16c");
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
+                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                      __builtin_cpu_supports("avx512dq");
+  if (avx512 && __builtin_cpu_supports("avx512bf16")) return Isa::kAvx512Bf16;
+  if (avx512) return Isa::kAvx512;
+  if (avx2) return Isa::kAvx2;
 #endif
+  return Isa::kPortable;
 }
 
-std::atomic<bool> avx2_enabled{true};
-
-bool detect_bf16_dot() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512bf16");
-#else
-  return false;
-#endif
-}
+std::atomic<int> active{-1};  // -1: not chosen yet, use cpu_isa()
 
 }  // namespace
 
-bool use_avx2() {
-  static const bool supported = cpu_has_avx2();
-  return supported && avx2_enabled.load(std::memory_order_relaxed);
+Isa cpu_isa() {
+  static const Isa detected = detect_isa();
+  return detected;
 }
 
-void set_avx2_enabled(bool enabled) { avx2_enabled.store(enabled); }
+Isa active_isa() {
+  const int level = active.load(std::memory_order_relaxed);
+  return level < 0 ? cpu_isa() : static_cast<Isa>(level);
+}
 
-bool cpu_has_bf16_dot() {
-  static const bool supported = detect_bf16_dot();
-  return supported;
+Isa set_isa(Isa level) {
+  const Isa chosen = std::min(level, cpu_isa());
+  active.store(static_cast<int>(chosen));
+  return chosen;
+}
+
+const char* isa_name(Isa level) {
+  switch (level) {
+    case Isa::kAvx512Bf16: return "avx512_bf16";
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "portable";
+  }
+}
+
+void set_avx2_enabled(bool enabled) { set_isa(enabled ? Isa::kAvx512Bf16 : Isa::kPortable); }
+
+bool cpu_has_bf16_dot() { return cpu_isa() >= Isa::kAvx512Bf16; }
+
+std::vector<std::pair<std::string, std::string>> op_paths() {
+  const std::string level = isa_name(active_isa());
+  const std::string sgemm = blas_available() ? "BLAS sgemm" : "our tiles";
+  if (!use_avx2()) {
+    return {{"attention", "portable loops"},
+            {"moe_experts fp32", "portable tiles + " + sgemm + ", at::mm for large experts"},
+            {"moe_experts bf16", cpu_has_bf16_dot() ? "at::mm (oneDNN bf16)" : "fp32 tiles"},
+            {"moe_experts mxfp4", "dequantised tiles + " + sgemm}};
+  }
+  return {
+      {"attention fp32", sgemm + " for tiles of >= 16 rows, AVX2 softmax and small-row kernels"},
+      {"attention bf16", use_avx512_bf16()
+                             ? "AVX512_BF16 vdpbf16ps tiles, fp32 accumulation (forward); "
+                               "backward as fp32"
+                             : "bf16 converted to fp32, then as fp32"},
+      {"moe_experts fp32", sgemm + " tiles, at::mm (BLAS) for experts of >= 256 rows"},
+      {"moe_experts bf16", use_avx512_bf16()
+                               ? "AVX512_BF16 vdpbf16ps fused experts for <= 4 rows per "
+                                 "expert, at::mm (oneDNN bf16) for more"
+                               : (cpu_has_bf16_dot() ? "at::mm (oneDNN bf16)" : "fp32 tiles")},
+      {"moe_experts mxfp4", "AVX2 fused dequantise + dot for <= 4 rows per expert, else "
+                            "dequantised tiles + " + sgemm},
+  };
 }
 
 }  // namespace gptcore

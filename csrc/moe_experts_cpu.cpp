@@ -27,6 +27,7 @@
 #include "checks.h"
 #include "cpu_features.h"
 #include "parallel.h"
+#include "moe_bf16.h"
 #include "moe_experts.h"
 #include "moe_kernels.h"
 
@@ -353,6 +354,8 @@ at::Tensor moe_experts_fwd_cpu(const at::Tensor& x, const at::Tensor& indices,
   const at::Tensor gu = gate_up_proj.contiguous(), dn = down_proj.contiguous();
   const at::Tensor gub = optional_float(gate_up_bias), db = optional_float(down_bias);
   Problem p = make_problem(x, indices, gu.size(0), dn.size(2), activation, alpha, limit, gub, db);
+  if (bf16_fused_experts_apply(x, gu, dn, p.k))
+    return bf16_fused_experts(x, indices, weights, gu, dn, gub, db, p.act, p.alpha, p.limit);
   p.gate_up = float_weight_rows(gu);
   p.down = float_weight_rows(dn);
   p.gate_up_w = gu;

@@ -4,6 +4,8 @@
 #include <torch/version.h>
 #include <pybind11/pybind11.h>
 
+#include <string>
+
 #include "blas.h"
 #include "cpu_features.h"
 
@@ -22,21 +24,44 @@ static py::dict build_info() {
 #endif
   info["avx2_kernels"] = gptcore::use_avx2();
   info["bf16_dot"] = gptcore::cpu_has_bf16_dot();
-  // Which GEMM each path runs: the sgemm torch exports (MKL in torch's x86-64 wheels), or the
-  // fallback a silent miss would bring (about a third of the speed for attention tiles).
-  const bool sgemm = gptcore::blas_available();
-  py::dict blas;
-  blas["sgemm"] = sgemm ? "resolved" : "unresolved";
-  blas["attention_tiles"] = sgemm ? "sgemm (>= 16 rows), own kernels below" : "own kernels";
-  blas["moe_experts_fp32"] = sgemm ? "sgemm" : "at::mm";
-  blas["moe_experts_bf16"] = gptcore::cpu_has_bf16_dot() ? "at::mm (oneDNN bf16)" : "own fp32 tiles";
-  info["blas"] = blas;
+  // Whether the sgemm torch exports (MKL in torch's x86-64 wheels) resolved: a silent miss
+  // would fall back to our own tiles at about a third of the speed ("paths" says where).
+  info["sgemm"] = gptcore::blas_available();
+  info["isa"] = gptcore::isa_name(gptcore::active_isa());
+  info["cpu_isa"] = gptcore::isa_name(gptcore::cpu_isa());
+  py::dict paths;
+  for (const auto& [op, path] : gptcore::op_paths()) paths[py::str(op)] = path;
+  info["paths"] = paths;
   return info;
+}
+
+// The ISA levels as names, lowest first, up to what this CPU has.
+static py::list isa_levels() {
+  py::list names;
+  for (int l = 0; l <= static_cast<int>(gptcore::cpu_isa()); ++l)
+    names.append(gptcore::isa_name(static_cast<gptcore::Isa>(l)));
+  return names;
+}
+
+static std::string set_isa(const std::string& name) {
+  for (int l = 0; l <= static_cast<int>(gptcore::Isa::kAvx512Bf16); ++l) {
+    const auto level = static_cast<gptcore::Isa>(l);
+    if (name == gptcore::isa_name(level)) return gptcore::isa_name(gptcore::set_isa(level));
+  }
+  throw py::value_error("set_isa: level must be one of portable, avx2, avx512, avx512_bf16, got '" +
+                        name + "'");
 }
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "gptcore's C++ extension: kernels registered as torch.ops.gptcore.*, and build helpers";
   m.def("build_info", &build_info, "How this extension was built and which CPU paths it uses.");
   m.def("set_avx2_enabled", &gptcore::set_avx2_enabled, py::arg("enabled"),
-        "Switch the AVX2 kernels off (False) to run the portable path, or back on.");
+        "Switch the SIMD kernels off (False) to run the portable path, or back on (the "
+        "highest level this CPU has).");
+  m.def("set_isa", &set_isa, py::arg("level"),
+        "Choose the kernels' ISA level ('portable', 'avx2', 'avx512', 'avx512_bf16'), clamped "
+        "to what this CPU supports; returns the level now active.");
+  m.def("isa", [] { return std::string(gptcore::isa_name(gptcore::active_isa())); },
+        "The ISA level the kernels use now.");
+  m.def("isa_levels", &isa_levels, "The ISA levels this CPU supports, lowest first.");
 }

@@ -51,7 +51,10 @@ def info(args):
           f"triton {report['versions']['triton']}, python {platform.python_version()})")
     print("backends: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in backends.items()))
     if build:
+        paths = build.pop("paths", {})
         print("build:    " + ", ".join(f"{k}={v}" for k, v in build.items()))
+        for op, path in paths.items():
+            print(f"  {op + ':':<19} {path}")
     else:
         print("build:    the C++ extension is not built (pip install --no-build-isolation -e .)")
     print(f"cpu:      {platform.machine()}, {torch.get_num_threads()} threads, features: "

@@ -29,11 +29,23 @@ if GPU_RUN:
 gptcore.available_backends()   # imports gptcore.ops.triton_backend and its kernels now
 
 
-@pytest.fixture(params=[True, False], ids=["avx2", "portable"])
+def _isa_levels():
+    """Every ISA level this CPU has (portable first), or just portable without the extension."""
+    try:
+        from gptcore import _C
+    except ImportError:
+        return ["portable"]
+    return list(_C.isa_levels())
+
+
+ISA_LEVELS = _isa_levels()
+
+
+@pytest.fixture(params=ISA_LEVELS)
 def isa(request):
-    """Runs a C++ test on the AVX2 kernels and again on the portable path."""
+    """Runs a C++ test once per ISA level this CPU has (avx512_bf16, avx512, avx2, portable)."""
     from gptcore import _C
-    _C.set_avx2_enabled(request.param)
+    assert _C.set_isa(request.param) == request.param
     yield request.param
     _C.set_avx2_enabled(True)
 

@@ -1,0 +1,90 @@
+// AVX512_BF16 dot-product kernels (see bf16_kernels.h): register blocks of 4 weight rows x 4
+// activation rows, 16 fp32 accumulators, 32 bf16 values of k per vdpbf16ps.
+#include <immintrin.h>
+
+#include "bf16_kernels.h"
+
+namespace gptcore {
+namespace {
+
+// The 32 bf16 values at p, the lanes past n (< 32) zero.
+inline __m512bh load_bf16(const uint16_t* p, __mmask32 mask) {
+  return reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, p));
+}
+
+// Sums of the 16 lanes of a, b, c, d as one vector (a_sum, b_sum, c_sum, d_sum).
+inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  const auto fold = [](__m512 v) {
+    return _mm256_add_ps(_mm512_castps512_ps256(v),
+                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  };
+  const __m256 ab = _mm256_hadd_ps(fold(a), fold(b)), cd = _mm256_hadd_ps(fold(c), fold(d));
+  const __m256 s = _mm256_hadd_ps(ab, cd);  // per 128-bit half: a, b, c, d partial sums
+  return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+}
+
+// R weight rows x NX activation rows.
+template <int R, int NX>
+void dot_block(const uint16_t* w, int64_t ldw, const uint16_t* x, int64_t ldx, int64_t K,
+               float* out, int64_t ldo, bool accumulate) {
+  __m512 acc[NX][4];
+  for (int i = 0; i < NX; ++i)
+    for (int r = 0; r < 4; ++r) acc[i][r] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 32) {
+    const __mmask32 mask = K - k >= 32 ? ~__mmask32{0} : (__mmask32{1} << (K - k)) - 1;
+    __m512bh wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = load_bf16(w + r * ldw + k, mask);
+    for (int i = 0; i < NX; ++i) {
+      const __m512bh xv = load_bf16(x + i * ldx + k, mask);
+      for (int r = 0; r < R; ++r) acc[i][r] = _mm512_dpbf16_ps(acc[i][r], wv[r], xv);
+    }
+  }
+  const __mmask8 rows_mask = static_cast<__mmask8>((1u << R) - 1);
+  for (int i = 0; i < NX; ++i) {
+    __m128 s = reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
+    float* o = out + i * ldo;
+    if (accumulate) s = _mm_add_ps(s, _mm_maskz_loadu_ps(rows_mask, o));
+    _mm_mask_storeu_ps(o, rows_mask, s);
+  }
+}
+
+template <int R>
+void dot_rows(const uint16_t* w, int64_t ldw, const uint16_t* x, int64_t ldx, int64_t nx,
+              int64_t K, float* out, int64_t ldo, bool accumulate) {
+  int64_t i = 0;
+  for (; i + 4 <= nx; i += 4) dot_block<R, 4>(w, ldw, x + i * ldx, ldx, K, out + i * ldo, ldo, accumulate);
+  const uint16_t* xi = x + i * ldx;
+  float* oi = out + i * ldo;
+  switch (nx - i) {
+    case 3: dot_block<R, 3>(w, ldw, xi, ldx, K, oi, ldo, accumulate); break;
+    case 2: dot_block<R, 2>(w, ldw, xi, ldx, K, oi, ldo, accumulate); break;
+    case 1: dot_block<R, 1>(w, ldw, xi, ldx, K, oi, ldo, accumulate); break;
+    default: break;
+  }
+}
+
+}  // namespace
+
+void bf16_dot_rows_avx512(const uint16_t* w, int64_t ldw, int64_t rows, const uint16_t* x,
+                          int64_t ldx, int64_t nx, int64_t K, float* out, int64_t ldo,
+                          bool accumulate) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) dot_rows<4>(w + r * ldw, ldw, x, ldx, nx, K, out + r, ldo, accumulate);
+  const uint16_t* wr = w + r * ldw;
+  switch (rows - r) {
+    case 3: dot_rows<3>(wr, ldw, x, ldx, nx, K, out + r, ldo, accumulate); break;
+    case 2: dot_rows<2>(wr, ldw, x, ldx, nx, K, out + r, ldo, accumulate); break;
+    case 1: dot_rows<1>(wr, ldw, x, ldx, nx, K, out + r, ldo, accumulate); break;
+    default: break;
+  }
+}
+
+void fp32_to_bf16_avx512(const float* src, int64_t n, uint16_t* dst) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 mask = n - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __m256bh b = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, src + i));
+    _mm256_mask_storeu_epi16(dst + i, mask, reinterpret_cast<__m256i>(b));
+  }
+}
+
+}  // namespace gptcore

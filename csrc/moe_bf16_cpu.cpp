@@ -1,0 +1,127 @@
+// bf16 MoE experts on CPUs with AVX512_BF16, for small T (a few rows per expert), fused per
+// expert block: gathered bf16 rows of x -> gate/up dot products (vdpbf16ps, fp32 accumulation)
+// -> bias + GLU in fp32 -> bf16 activations -> down dot products -> bias, routing weight ->
+// fp32 slot rows -> deterministic combine in slot order. The bf16 weights are read in place
+// (rows along H are already the bf16 pairs vdpbf16ps takes): no fp32 copy, no library call.
+//   stage 1, items (expert, I-column tile): A[rows of e, c0:c0+w] (bf16)
+//   stage 2, items (expert, H-column tile): O[rows of e, h0:h0+w] (fp32)
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+
+#include <algorithm>
+
+#include "bf16_kernels.h"
+#include "cpu_features.h"
+#include "moe_bf16.h"
+#include "parallel.h"
+
+namespace gptcore {
+namespace {
+
+// Weight rows per tile: 32 columns of I are 64 gate/up rows (128 KB at H=1024), which stay in
+// L2 while every block of x rows passes; narrow tiles give both threads work even at T=1.
+constexpr int64_t kTileCols = 32;
+constexpr int64_t kRowBlock = 64;
+
+const uint16_t* bits(const at::Tensor& t) {
+  return reinterpret_cast<const uint16_t*>(t.data_ptr<at::BFloat16>());
+}
+
+}  // namespace
+
+bool bf16_fused_experts_apply(const at::Tensor& x, const at::Tensor& gate_up,
+                              const at::Tensor& down, int64_t top_k) {
+  const int64_t E = gate_up.size(0);
+  return use_avx512_bf16() && x.scalar_type() == at::kBFloat16 &&
+         gate_up.scalar_type() == at::kBFloat16 && down.scalar_type() == at::kBFloat16 &&
+         E > 0 && x.size(0) * top_k <= kBf16FusedMaxRows * E;
+}
+
+at::Tensor bf16_fused_experts(const at::Tensor& x, const at::Tensor& indices,
+                              const at::Tensor& weights, const at::Tensor& gate_up,
+                              const at::Tensor& down, const at::Tensor& gate_up_bias,
+                              const at::Tensor& down_bias, Activation act, float alpha,
+                              float limit) {
+  const int64_t T = x.size(0), H = x.size(1), k = indices.size(1);
+  const int64_t E = gate_up.size(0), I = down.size(2);
+  const Dispatch d = build_dispatch(indices, E, "moe_experts");
+  const int64_t N = d.offsets[E];
+  const at::Tensor xc = x.contiguous(), wf = float_contiguous(weights);
+  const float* route_w = wf.data_ptr<float>();
+  const float* gub = gate_up_bias.defined() ? gate_up_bias.data_ptr<float>() : nullptr;
+  const float* db = down_bias.defined() ? down_bias.data_ptr<float>() : nullptr;
+  const uint16_t *xp = bits(xc), *gu = bits(gate_up), *dn = bits(down);
+  std::vector<uint16_t> xg(N * H), A(N * I);  // gathered x rows, activations (bf16 bits)
+  at::parallel_for(0, N, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t q = begin; q < end; ++q) std::copy_n(xp + d.sorted[q] / k * H, H, &xg[q * H]);
+  });
+  std::vector<std::pair<int64_t, int64_t>> items1, items2;  // (expert, first column)
+  for (int64_t e = 0; e < E; ++e) {
+    if (d.count(e) == 0) continue;
+    for (int64_t c = 0; c < I; c += kTileCols) items1.emplace_back(e, c);
+    for (int64_t c = 0; c < H; c += kTileCols) items2.emplace_back(e, c);
+  }
+  const bool gpt_oss = act == Activation::kGptOss;
+  parallel_items(items1.size(), kRowBlock * 3 * kTileCols, [&](int64_t item, float* scratch) {
+    const auto [e, c0] = items1[item];
+    const int64_t w = std::min(kTileCols, I - c0), first = d.offsets[e], n = d.count(e);
+    float* h = scratch;                     // (rows, 2w) gate | up, or interleaved (gpt_oss)
+    float* a = scratch + kRowBlock * 2 * w; // (rows, w)
+    for (int64_t r = 0; r < n; r += kRowBlock) {
+      const int64_t rows = std::min(kRowBlock, n - r);
+      const uint16_t* xr = &xg[(first + r) * H];
+      if (gpt_oss) {
+        bf16_dot_rows_avx512(gu + (e * 2 * I + 2 * c0) * H, H, 2 * w, xr, H, rows, H, h, 2 * w, false);
+      } else {
+        bf16_dot_rows_avx512(gu + (e * 2 * I + c0) * H, H, w, xr, H, rows, H, h, 2 * w, false);
+        bf16_dot_rows_avx512(gu + (e * 2 * I + I + c0) * H, H, w, xr, H, rows, H, h + w, 2 * w,
+                             false);
+      }
+      if (gub) {
+        const float* b = gub + e * 2 * I;
+        for (int64_t i = 0; i < rows; ++i)
+          for (int64_t c = 0; c < w; ++c) {
+            float* hr = h + i * 2 * w;
+            if (gpt_oss) {
+              hr[2 * c] += b[2 * (c0 + c)];
+              hr[2 * c + 1] += b[2 * (c0 + c) + 1];
+            } else {
+              hr[c] += b[c0 + c];
+              hr[w + c] += b[I + c0 + c];
+            }
+          }
+      }
+      glu_forward(act, alpha, limit, h, 2 * w, rows, w, a, w);
+      for (int64_t i = 0; i < rows; ++i)
+        fp32_to_bf16_avx512(a + i * w, w, &A[(first + r + i) * I + c0]);
+    }
+  });
+  std::vector<float> O(N * H);  // slot rows: (down + bias) * routing weight
+  parallel_items(items2.size(), [&](int64_t item) {
+    const auto [e, h0] = items2[item];
+    const int64_t w = std::min(kTileCols, H - h0), first = d.offsets[e], n = d.count(e);
+    float* o = &O[first * H + h0];
+    bf16_dot_rows_avx512(dn + (e * H + h0) * I, I, w, &A[first * I], I, n, I, o, H, false);
+    const float* b = db ? db + e * H + h0 : nullptr;
+    for (int64_t i = 0; i < n; ++i) {
+      const float scale = route_w[d.sorted[first + i]];
+      for (int64_t c = 0; c < w; ++c) o[i * H + c] = (o[i * H + c] + (b ? b[c] : 0.0f)) * scale;
+    }
+  });
+  at::Tensor y = at::empty({T, H}, x.options().dtype(at::kFloat));
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, T, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      float* yr = yp + t * H;
+      std::fill_n(yr, H, 0.0f);
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t q = d.position[t * k + j];
+        if (q < 0) continue;
+        for (int64_t c = 0; c < H; ++c) yr[c] += O[q * H + c];
+      }
+    }
+  });
+  return y.to(at::kBFloat16);
+}
+
+}  // namespace gptcore

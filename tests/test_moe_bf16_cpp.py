@@ -1,0 +1,94 @@
+"""bf16 MoE experts (x and weights bf16) on every ISA level: at avx512_bf16 and few rows per
+expert they run the fused vdpbf16ps kernel (csrc/moe_bf16_cpu.cpp), elsewhere the fp32 tiles or
+oneDNN; every level against gptcore.ref computed in fp32 on the same bf16 values."""
+import pytest
+import torch
+
+import gptcore
+from gptcore import ref
+
+pytest.importorskip("gptcore._C", reason="the C++ extension is not built")
+ops = torch.ops.gptcore
+assert gptcore.available_backends()["cpp"]
+
+U = 2.0**-8  # bf16 unit roundoff (8 significand bits)
+
+
+def make(T, H, I, E, k, bias, seed=0, skew=False):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, H, generator=g).bfloat16()
+    logits = torch.randn(T, E, generator=g)
+    if skew:  # expert 0 takes most tokens: one expert with many rows, others few or none
+        logits[:, 0] += 3
+    w, idx = ref.route(logits, k)
+    gu = (torch.randn(E, 2 * I, H, generator=g) / H**0.5).bfloat16()
+    dn = (torch.randn(E, H, I, generator=g) / I**0.5).bfloat16()
+    gub = torch.randn(E, 2 * I, generator=g) if bias else None
+    db = torch.randn(E, H, generator=g) if bias else None
+    return x, idx, w, gu, dn, gub, db
+
+
+def error_bound(x, idx, w, gu, dn, gub, activation, y32, onednn):
+    """What the bf16 roundings may change: the output's own rounding (U |y|), each GLU
+    activation rounded to bf16 before the down projection (U |a|, a 1-ulp flip between our
+    fp32 and the reference's fp32 pre-activations included) reaching y through |w| |down|;
+    where `onednn` (its bf16 matmul rounds products to bf16), also x @ gate_up^T rounded
+    (U |h - bias| |da/dh|, to first order) and a @ down^T rounded (U |w| |a @ down^T|)."""
+    spread = torch.zeros_like(y32)
+    for e in range(gu.shape[0]):
+        tok, slot = torch.where(idx == e)
+        if tok.numel() == 0:
+            continue
+        h0 = x[tok].float() @ gu[e].float().T
+        h = (h0 + (gub[e] if gub is not None else 0)).requires_grad_()
+        a = ref.glu_activation(h, activation)
+        da = a.detach().abs()
+        we = w[tok, slot, None].abs()
+        if onednn:  # each h element feeds one a element: the gradient of a.sum() is da/dh
+            (dadh,) = torch.autograd.grad(a.sum(), h)
+            hd = (dadh * h0).abs()
+            da = da + (hd[:, 0::2] + hd[:, 1::2] if activation == "gpt_oss"
+                       else hd[:, : hd.shape[1] // 2] + hd[:, hd.shape[1] // 2:])
+            spread.index_add_(0, tok, (a.detach() @ dn[e].float().T).abs() * we)
+        spread.index_add_(0, tok, (da @ dn[e].float().abs().T) * we)
+    # fp32 sums of <= a few hundred O(1) terms in another order: 1e-5 absolute
+    return U * y32.abs() + U * spread + 1e-5
+
+
+def check(x, idx, w, gu, dn, gub, db, activation, isa):
+    y = ops.moe_experts_fwd(x, idx, w, gu, dn, gub, db, activation, 1.702, 7.0)
+    assert y.dtype == torch.bfloat16
+    y32 = ref.moe_experts(x.float(), idx, w, gu.float(), dn.float(), activation=activation,
+                          gate_up_bias=gub, down_bias=db)
+    err = (y.float() - y32).abs()
+    # below avx512_bf16 these bf16 experts run oneDNN's bf16 matmul (at::mm per expert)
+    bound = error_bound(x, idx, w, gu, dn, gub, activation, y32, onednn=isa != "avx512_bf16")
+    worst = (err - bound).max().item() if err.numel() else 0.0
+    assert worst <= 0, f"max |diff| {err.max().item():.3g}, exceeds its bound by {worst:.3g}"
+
+
+# H: every tail width of a 32-value bf16 vector (1..31), 32, 33, 80 (the activation does not
+# touch the dot products: test_shapes covers the activations).
+def test_every_k_tail(isa):
+    for H in list(range(1, 34)) + [80]:
+        check(*make(5, H, 3, 4, 2, bias=True, seed=H), "silu", isa)
+
+
+@pytest.mark.parametrize("T,H,I,E,k,bias,skew", [
+    (1, 64, 40, 8, 2, False, False),     # decode: two experts, one row each
+    (16, 80, 72, 8, 2, True, False),     # ~4 rows per expert, I = 2 tiles + 8
+    (19, 48, 17, 6, 2, True, False),     # empty experts likely, row tails
+    (32, 33, 40, 8, 2, False, True),     # skewed: expert 0 has > 16 rows
+    (40, 32, 33, 16, 3, True, True),     # skewed: > 64 rows (two row blocks) in expert 0
+])
+@pytest.mark.parametrize("activation", ["silu", "gpt_oss"])
+def test_shapes(isa, T, H, I, E, k, bias, skew, activation):
+    x, idx, w, gu, dn, gub, db = make(T, H, I, E, k, bias, seed=T, skew=skew)
+    if T > 2:
+        idx[2, 0] = -1  # a dropped slot contributes nothing
+    check(x, idx, w, gu, dn, gub, db, activation, isa)
+
+
+def test_no_tokens(isa):
+    x, idx, w, gu, dn, _, _ = make(0, 32, 8, 4, 2, bias=False)
+    assert ops.moe_experts_fwd(x, idx, w, gu, dn, None, None, "silu", 1.702, 7.0).shape == (0, 32)
