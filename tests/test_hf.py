@@ -178,3 +178,14 @@ def test_decode_step_allocates_activations_not_weights(name):
     bound = cfg.num_hidden_layers * per_layer + cache + 4 * V + 64 * 1024
     assert used <= bound, (used, bound, expert_bytes)
     assert bound < expert_bytes / 4                # the bound would catch one layer's copy
+
+
+def test_compiled_patched_model_matches_eager():
+    # One layer keeps compile time down; gpt-oss has both custom ops (attention with sinks and
+    # a window, K-major experts).
+    eager, _ = _pair("gpt_oss", num_hidden_layers=1)
+    ids = torch.randint(0, V, (2, 9))
+    want = eager(ids, use_cache=False).logits
+    torch._dynamo.reset()
+    compiled = torch.compile(gptcore.patch(eager), fullgraph=True)
+    torch.testing.assert_close(compiled(ids, use_cache=False).logits, want, **TOL)
