@@ -23,6 +23,11 @@ struct WeightRows {
   const uint8_t* scales;   // MXFP4 scales (cols / 32 per row), else null
   int64_t cols;
   const float* rows(int64_t r0, int64_t n, float* scratch) const;
+  // K-major storage (moe_experts_kmajor.cpp): the rows are the reduction dimension. Rows
+  // [r0, r0 + n) x columns [c0, c0 + w) as fp32 with row stride *ld: a pointer into the tensor
+  // for fp32 (*ld = cols), else converted into `scratch` (n * w floats, *ld = w).
+  const float* columns(int64_t r0, int64_t n, int64_t c0, int64_t w, float* scratch,
+                       int64_t* ld) const;
   bool copies() const { return kind != Kind::kF32; }
 };
 WeightRows float_weight_rows(const at::Tensor& w);  // w contiguous fp32 / bf16 / fp16
@@ -48,6 +53,14 @@ void glu_backward(Activation act, float alpha, float limit, const float* h, cons
 // when called inside a parallel region).
 void gemm_nt(int64_t n, int64_t m, int64_t K, const float* A, int64_t lda, const float* B,
              int64_t ldb, float beta, float* C, int64_t ldc);
+
+// C (n, m; ldc) = A (n, K; lda) @ B (K, m; ldb) + beta * C: gemm_nt for K-major weights.
+void gemm_nn(int64_t n, int64_t m, int64_t K, const float* A, int64_t lda, const float* B,
+             int64_t ldb, float beta, float* C, int64_t ldc);
+
+// Expert weights (E, N, K) given as the transpose of a contiguous (E, K, N) tensor (how
+// transformers stores gpt-oss's experts). The kernels read that layout in place.
+bool kmajor_weights(const at::Tensor& w);
 
 // Reorders each block of 32 values as the MXFP4 nibbles are stored: 16 even elements, then 16
 // odd ones (the activation layout mxfp4_matvec_avx2 expects). K % 32 == 0; in place is fine.

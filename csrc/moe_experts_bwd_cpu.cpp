@@ -9,6 +9,7 @@
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <ATen/ops/floor_divide.h>
 #include <ATen/ops/mul.h>
 #include <torch/library.h>
@@ -67,7 +68,8 @@ moe_experts_bwd_cpu(const at::Tensor& dy, const at::Tensor& x, const at::Tensor&
 
   at::Tensor dx_slots = at::empty({N, H}, fopts);
   at::Tensor dw = at::zeros({T * k}, fopts);
-  at::Tensor dgu = at::zeros({E, 2 * I, H}, fopts), ddown = at::zeros({E, H, I}, fopts);
+  // weight gradients in the weights' layout (K-major stays K-major: no copy in autograd)
+  at::Tensor dgu = at::zeros_like(gate_up_proj, fopts), ddown = at::zeros_like(down_proj, fopts);
   at::Tensor dgub = at::zeros({E, 2 * I}, fopts), ddb = at::zeros({E, H}, fopts);
   at::Tensor sorted = at::from_blob(const_cast<int64_t*>(d.sorted.data()), {N}, lopts);
   for (int64_t e = 0; e < E; ++e) {

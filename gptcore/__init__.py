@@ -6,12 +6,14 @@ The algorithm lives in gptcore.ref (plain PyTorch); the efficiency lives in the 
 from gptcore.ops import (MXFP4Tensor, attention, attention_varlen, available_backends, backend,
                          load_balancing_loss, moe, moe_experts, mxfp4_dequantize, mxfp4_quantize,
                          route, router_z_loss)
+from gptcore.ops import scaled_dot_product_attention, sdpa_override
 
 from gptcore.config import GPTConfig
 from gptcore.model import GPT
 
 from gptcore.integrations import install as _install_integrations
 from gptcore.integrations import patch
+from gptcore.integrations import unpatch
 
 __version__ = "0.1.0"
 
@@ -21,3 +23,4 @@ __all__ = ["MXFP4Tensor", "attention", "attention_varlen", "available_backends",
            "load_balancing_loss", "moe", "moe_experts", "mxfp4_dequantize", "mxfp4_quantize",
            "patch", "route", "router_z_loss", "__version__"]
 __all__ += ["GPT", "GPTConfig"]
+__all__ += ["scaled_dot_product_attention", "sdpa_override", "unpatch"]

@@ -7,7 +7,7 @@ import sys
 import warnings
 
 from gptcore.integrations import hf
-from gptcore.integrations.hf import patch
+from gptcore.integrations.hf import patch, unpatch
 
 
 def _register_hf():
@@ -43,4 +43,4 @@ def install():
         sys.meta_path.insert(0, _RegisterAfterImport())
 
 
-__all__ = ["install", "patch"]
+__all__ = ["install", "patch", "unpatch"]

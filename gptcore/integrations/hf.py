@@ -65,7 +65,9 @@ def experts_forward(experts, hidden_states, top_k_index, top_k_weights):
     """transformers' experts interface: (T, H), (T, k), (T, k) -> (T, H)."""
     gate_up, down = experts.gate_up_proj, experts.down_proj
     if getattr(experts, "is_transposed", False):
-        gate_up, down = gate_up.transpose(1, 2), down.transpose(1, 2)   # to (E, 2I, H), (E, H, I)
+        # (E, H, 2I), (E, I, H) storage seen as (E, 2I, H), (E, H, I): the kernels read these
+        # K-major views in place (no per-call copy; see csrc/moe_experts_kmajor.cpp).
+        gate_up, down = gate_up.transpose(1, 2), down.transpose(1, 2)
     biases = {}
     if getattr(experts, "has_bias", False):
         biases = {"gate_up_bias": experts.gate_up_proj_bias, "down_bias": experts.down_proj_bias}
@@ -87,14 +89,46 @@ def register():
     ExpertsInterface.register(NAME, experts_forward)
 
 
+def _check_supported(model):
+    """Refuses, at patch time, options gptcore cannot compute (named, with the fix)."""
+    dropout = float(getattr(model.config, "attention_dropout", 0.0) or 0.0)
+    if dropout > 0.0:
+        raise ValueError(f"attention_dropout: gptcore attention has no dropout, got {dropout} "
+                         "in the model's config; set config.attention_dropout = 0.0")
+    for name, module in model.named_modules():
+        if hasattr(module, "gate_up_proj") and hasattr(module, "config"):
+            try:
+                _activation(module)
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
+
+
 def patch(model):
     """Switches an existing transformers model's attention (and experts, if it has any) to
-    gptcore, in place. Returns the model."""
+    gptcore, in place. Returns the model; gptcore.unpatch(model) switches it back."""
     if not hasattr(model, "set_attn_implementation"):
         raise TypeError(f"model: expected a transformers PreTrainedModel, got {type(model).__name__}")
+    _check_supported(model)
     register()
-    model.set_attn_implementation(NAME)
+    previous = {"attn": model.config._attn_implementation}
     if hasattr(model, "set_experts_implementation") and any(
             hasattr(m, "gate_up_proj") for m in model.modules()):
+        previous["experts"] = model.config._experts_implementation
         model.set_experts_implementation(NAME)
+    model.set_attn_implementation(NAME)
+    if not hasattr(model, "_gptcore_unpatched"):   # patching twice keeps the first original
+        model._gptcore_unpatched = previous
+    return model
+
+
+def unpatch(model):
+    """Restores the attention and experts implementations `patch` replaced. Returns the model."""
+    previous = getattr(model, "_gptcore_unpatched", None)
+    if previous is None:
+        raise ValueError(f"model: expected a model switched by gptcore.patch, got a "
+                         f"{type(model).__name__} that was not patched")
+    model.set_attn_implementation(previous["attn"])
+    if "experts" in previous:
+        model.set_experts_implementation(previous["experts"])
+    del model._gptcore_unpatched
     return model

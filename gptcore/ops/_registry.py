@@ -109,8 +109,9 @@ def _moe_experts_fwd_fake(x, *args):
 def _moe_experts_bwd_fake(dy, x, indices, weights, gate_up, down, gate_up_bias, down_bias, *args):
     def like(t):
         return _like(t) if t is not None else x.new_empty(0)
-    return (_like(x), _like(weights), _like(gate_up), _like(down), like(gate_up_bias),
-            like(down_bias))
+    # weight gradients keep the weights' strides (K-major experts), as the kernels return them
+    return (_like(x), _like(weights), torch.empty_like(gate_up), torch.empty_like(down),
+            like(gate_up_bias), like(down_bias))
 
 
 def _moe_index_fake(indices, num_experts, block_m):

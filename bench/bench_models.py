@@ -1,0 +1,130 @@
+"""Whole models, CPU: gptcore switched into Hugging Face Llama, Mixtral and gpt-oss (random
+weights, small configs) against transformers' fastest CPU default for each, and a
+nanoGPT-style plain PyTorch model (bench/nanogpt.py) before and after the one-line SDPA switch.
+
+One model per config, switched back and forth with gptcore.patch / gptcore.unpatch between
+interleaved repeats, so both sides share weights and see the same load. The peer is
+attention "sdpa" (or "eager" for gpt-oss, whose sinks SDPA cannot take) with experts "eager"
+or "grouped_mm", whichever is faster in the same run. Prefill: one forward of 2 x 512 tokens
+keeping the last logits (as generate() does); decode: generate() of 64 greedy tokens after a
+16-token prompt, batch 1. Ratio = peer time / gptcore time."""
+import torch
+
+import gptcore
+from harness import Row, main, time_fn
+
+# name -> (config class, options); vocab 32000, rope defaults. Expert widths keep each fp32
+# model under ~1 GB on a shared machine: Mixtral I=1024, gpt-oss I=512.
+CONFIGS = {
+    "llama": ("LlamaConfig", dict(hidden_size=1024, num_hidden_layers=8, num_attention_heads=16,
+                                  num_key_value_heads=4, intermediate_size=2816)),
+    "mixtral": ("MixtralConfig", dict(hidden_size=1024, num_hidden_layers=4,
+                                      num_attention_heads=16, num_key_value_heads=4,
+                                      intermediate_size=1024, num_local_experts=8,
+                                      num_experts_per_tok=2)),
+    "gpt_oss": ("GptOssConfig", dict(hidden_size=1024, num_hidden_layers=4,
+                                     num_attention_heads=16, num_key_value_heads=4, head_dim=64,
+                                     intermediate_size=512, num_local_experts=32,
+                                     num_experts_per_tok=4, sliding_window=128)),
+}
+QUICK = dict(num_hidden_layers=1)
+
+
+def build(name, dtype, quick):
+    import transformers
+    cls, options = CONFIGS[name]
+    config = getattr(transformers, cls)(vocab_size=32000, **{**options, **(QUICK if quick else {})})
+    torch.manual_seed(0)
+    attn = "eager" if name == "gpt_oss" else "sdpa"
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=attn)
+    return model.to(dtype).eval()
+
+
+def interleaved(fns, repeat):
+    """Min seconds of each fn, their runs alternating (same load from other jobs)."""
+    best = {name: float("inf") for name in fns}
+    for i in range(repeat):
+        for name, fn in fns.items():
+            best[name] = min(best[name], time_fn(fn, warmup=1 if i == 0 else 0, repeat=1))
+    return best
+
+
+def model_rows(name, dtype, quick):
+    model = build(name, dtype, quick)
+    S, new = (64, 8) if quick else (512, 64)
+    prompt = torch.randint(0, 32000, (2, S))
+    short = torch.randint(0, 32000, (1, 16))
+
+    def prefill():
+        with torch.no_grad():
+            model(prompt, logits_to_keep=1)
+
+    def decode():
+        model.generate(short, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+
+    experts = ["eager", "grouped_mm"] if hasattr(model, "set_experts_implementation") and \
+        name != "llama" else [None]
+
+    def peer(impl, fn):
+        def run():
+            if impl is not None:
+                model.set_experts_implementation(impl)
+            fn()
+        return run
+
+    def ours(fn):
+        def run():
+            gptcore.patch(model)
+            try:
+                fn()
+            finally:
+                gptcore.unpatch(model)
+        return run
+
+    rows, repeat = [], 2 if quick else 3
+    tag = str(dtype).removeprefix("torch.")
+    for what, fn, tokens in (("prefill", prefill, 2 * S), ("decode", decode, new)):
+        fns = {"gptcore": ours(fn), **{f"experts={e}": peer(e, fn) for e in experts}}
+        best = interleaved(fns, repeat)
+        peer_name = min((k for k in best if k != "gptcore"), key=best.get)
+        attn = "eager" if name == "gpt_oss" else "sdpa"
+        label = attn + ("" if experts == [None] else "+" + peer_name.removeprefix("experts="))
+        case = (f"{name} {what} 2x{S}" if what == "prefill" else f"{name} decode {new} tok") + \
+            f" {tag}"
+        rows.append(Row("model", case, best["gptcore"], best[peer_name], f"hf {label}",
+                        note=f"{tokens / best['gptcore']:.0f} vs "
+                             f"{tokens / best[peer_name]:.0f} tok/s"))
+    return rows
+
+
+def nanogpt_rows(quick):
+    from nanogpt import GPT
+    torch.manual_seed(0)
+    model = GPT(block_size=256 if quick else 1024)
+    B, T = (2, 256) if quick else (4, 1024)
+    idx = torch.randint(0, 8192, (B, T))
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model(idx, idx).backward()
+
+    def switched():
+        with gptcore.sdpa_override():
+            step()
+
+    best = interleaved({"gptcore": switched, "torch": step}, 2 if quick else 3)
+    return [Row("model", f"nanoGPT fwd+bwd B{B} T{T} fp32", best["gptcore"], best["torch"],
+                "torch sdpa", note=f"{B * T / best['gptcore']:.0f} vs "
+                                    f"{B * T / best['torch']:.0f} tok/s")]
+
+
+def run(quick=False):
+    rows = nanogpt_rows(quick)
+    for dtype in (torch.float32, torch.bfloat16):
+        for name in CONFIGS:
+            rows += model_rows(name, dtype, quick)
+    return rows
+
+
+if __name__ == "__main__":
+    main(run, __doc__)
