@@ -47,10 +47,13 @@ def test_kmajor_forward_and_backward_match_contiguous(isa, T, E, k, activation, 
     weights = torch.rand(T, k)
     kw = dict(activation=activation, **biases)
 
+    dy = torch.randn(T, H).to(dtype)     # one upstream gradient for both layouts: a dy made
+                                         # from each y would carry their forward differences
+
     def run(gu, dn):
         leaves = [t.detach().clone().requires_grad_() for t in (x, weights, gu, dn)]
         y = gptcore.moe_experts(leaves[0], indices, leaves[1], leaves[2], leaves[3], **kw)
-        y.float().square().sum().backward()
+        y.backward(dy)
         return y, [leaf.grad for leaf in leaves]
 
     gu_t, dn_t = gate_up.transpose(1, 2), down.transpose(1, 2)       # (E, 2I, H), (E, H, I) views
