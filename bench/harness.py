@@ -10,11 +10,13 @@ import json
 import platform
 import subprocess
 import time
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from dataclasses import asdict, dataclass, field
 
 import torch
+
+from gptcore.cli import cpu_flags
 
 
 @dataclass
@@ -116,19 +118,6 @@ def _cpu_model():
     return platform.processor() or platform.machine()
 
 
-def _isa_flags():
-    """The SIMD features of this CPU that our kernels choose between."""
-    wanted = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-              "avx512_bf16", "amx_bf16")
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith("flags")), [])
-    return [f for f in wanted if f in flags]
-
-
 def _version(module):
     try:
         return __import__(module).__version__
@@ -158,7 +147,7 @@ def environment():
         build = None
     return {"commit": _commit(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "torch": torch.__version__, "transformers": _version("transformers"),
-            "triton": _version("triton"), "cpu": _cpu_model(), "isa": _isa_flags(),
+            "triton": _version("triton"), "cpu": _cpu_model(), "isa": cpu_flags(),
             "threads": torch.get_num_threads(), "build": build}
 
 

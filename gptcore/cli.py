@@ -12,7 +12,7 @@ import torch
 import gptcore
 
 
-def _cpu_flags():
+def cpu_flags():
     """The SIMD features this CPU reports (Linux /proc/cpuinfo), of those our kernels care about."""
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -20,8 +20,8 @@ def _cpu_flags():
         return []
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
                   if line.startswith("flags")), [])
-    return [f for f in ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_tile")
-            if f in flags]
+    return [f for f in ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+                        "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
 
 
 def _versions():
@@ -41,7 +41,7 @@ def info(args):
         from gptcore import _C
         build = dict(_C.build_info())
     report = {"versions": _versions(), "backends": backends, "build": build,
-              "cpu": {"machine": platform.machine(), "features": _cpu_flags(),
+              "cpu": {"machine": platform.machine(), "features": cpu_flags(),
                       "threads": torch.get_num_threads()},
               "cuda": torch.cuda.is_available()}
     if args.json:

@@ -113,22 +113,22 @@ def test_attention_forward_config(cfg, D, opts, dtype, one_split):
         assert attention_fwd.attention_fwd_tuned.best_config.kwargs["BLOCK_M"] == cfg[0]
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("cfg, D", _table_cases(attention_bwd.DKDV_CONFIGS))
-def test_attention_backward_dkdv_config(cfg, D, dtype, one_split):
-    q, k, v, sinks = _attention_case(cfg[0], cfg[1], D, dtype)
-    with only_config(attention_bwd.attention_bwd_dkdv_tuned, *cfg), fast_forward():
-        _check_attention(q, k, v, sinks, dtype, causal=True, window=50)
-        assert attention_bwd.attention_bwd_dkdv_tuned.best_config.kwargs["BLOCK_N"] == cfg[1]
+def _backward_cases():
+    """(which kernel, config, head dim): the dK/dV and the dQ kernels' tables."""
+    return [pytest.param(kernel, *case.values, id=f"{kernel}-{case.id}")
+            for kernel, table in (("dkdv", attention_bwd.DKDV_CONFIGS),
+                                  ("dq", attention_bwd.DQ_CONFIGS))
+            for case in _table_cases(table)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("cfg, D", _table_cases(attention_bwd.DQ_CONFIGS))
-def test_attention_backward_dq_config(cfg, D, dtype, one_split):
+@pytest.mark.parametrize("kernel, cfg, D", _backward_cases())
+def test_attention_backward_config(kernel, cfg, D, dtype, one_split):
+    tuned = getattr(attention_bwd, f"attention_bwd_{kernel}_tuned")
     q, k, v, sinks = _attention_case(cfg[0], cfg[1], D, dtype)
-    with only_config(attention_bwd.attention_bwd_dq_tuned, *cfg), fast_forward():
+    with only_config(tuned, *cfg), fast_forward():
         _check_attention(q, k, v, sinks, dtype, causal=True, window=50)
-        assert attention_bwd.attention_bwd_dq_tuned.best_config.kwargs["BLOCK_M"] == cfg[0]
+        assert (tuned.best_config.kwargs["BLOCK_M"], tuned.best_config.kwargs["BLOCK_N"]) == cfg[:2]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
