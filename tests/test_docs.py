@@ -1,6 +1,9 @@
 """The examples in README.md and docs/ run as written: every fenced block marked `python` is
-executed, each in a fresh namespace (blocks marked `py` are signature listings)."""
+executed, each in a process of its own, so none can change what later tests see (the ISA
+level, a forced backend, an SDPA override); blocks marked `py` are signature listings."""
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,4 +22,6 @@ def _examples():
 
 @pytest.mark.parametrize("code", list(_examples()))
 def test_example_runs(code):
-    exec(compile(code, "<doc example>", "exec"), {"__name__": "__doc_example__"})
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
