@@ -1,12 +1,7 @@
 // The MoE dispatch index (format in moe_index.h) on CPU: a counting sort of slots by expert,
-// and the op torch.ops.gptcore.moe_index that exposes it to every backend.
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <torch/library.h>
-
+// built by the experts kernels (csrc/moe_experts_cpu.cpp) for each call.
 #include <vector>
 
-#include "checks.h"
 #include "moe_index.h"
 
 namespace gptcore {
@@ -44,34 +39,5 @@ void moe_index_build(const int64_t* indices, int64_t slots, int64_t num_experts,
     }
   }
 }
-
-namespace {
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> moe_index_cpu(const at::Tensor& indices,
-                                                             int64_t num_experts,
-                                                             int64_t block_m) {
-  checks::integral("moe_index", "indices", indices, 2);
-  TORCH_CHECK_VALUE(num_experts >= 1, "gptcore.moe_index: num_experts must be >= 1, got ",
-                    num_experts);
-  TORCH_CHECK_VALUE(block_m >= 1, "gptcore.moe_index: block_m must be >= 1, got ", block_m);
-  const at::Tensor idx = indices.to(at::kLong).contiguous();
-  const int64_t slots = idx.numel();
-  const int64_t* ip = idx.data_ptr<int64_t>();
-  const int64_t bad = moe_index_first_invalid(ip, slots, num_experts);
-  TORCH_CHECK_VALUE(bad < 0, "gptcore.moe_index: indices must be in [0, ", num_experts,
-                    ") or -1, got ", bad < 0 ? 0 : ip[bad]);
-  const int64_t length = moe_index_length(slots, num_experts, block_m);
-  const auto opts = indices.options().dtype(at::kLong);
-  at::Tensor sorted_slots = at::empty({length}, opts);
-  at::Tensor offsets = at::empty({num_experts + 1}, opts);
-  at::Tensor block_expert = at::empty({(length + block_m - 1) / block_m}, opts);
-  moe_index_build(ip, slots, num_experts, block_m, sorted_slots.data_ptr<int64_t>(),
-                  offsets.data_ptr<int64_t>(), block_expert.data_ptr<int64_t>());
-  return {sorted_slots, offsets, block_expert};
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(gptcore, CPU, m) { m.impl("moe_index", &moe_index_cpu); }
 
 }  // namespace gptcore

@@ -73,9 +73,6 @@ CALLS = {
         (r(3, 2), r(3, 4), idx[:, :1], "softmax", True, None), (r(3, 2), r(3, 4), idx[:2], "softmax", True, None),
         (r(3, 2), r(3, 4), idx.flatten(), "softmax", True, None), (r(3, 2), r(3, 4), idx.float(), "softmax", True, None),
     ],
-    "moe_index": [
-        (idx + 5, 3, 16), (idx, 0, 16), (idx, 3, 0), (idx.float(), 3, 16), (idx.flatten(), 3, 16),
-    ],
     "moe_experts_fwd": [
         (x, idx + 5, w, gu, dn, None, None, *EXP), (x, idx - 3, w, gu, dn, None, None, *EXP),
         (x, idx, w[:, :1], gu, dn, None, None, *EXP), (x, idx, w, gu, dn[:2], None, None, *EXP),
@@ -115,7 +112,6 @@ GOOD = {
     "attention_varlen_bwd": (out3, lse3, q3, k3, k3, cu(0, 1, 4), cu(0, 3, 6), 3, 3, out3, lse3, None),
     "route": (r(3, 4), 2, "sigmoid", True, r(4)),
     "route_bwd": (r(3, 2), r(3, 4), idx, "softmax", True, None),
-    "moe_index": (idx, 3, 16),
     "moe_experts_fwd": (x, idx, w, gu, dn, r(3, 8), r(3, 8), *EXP),
     "moe_experts_bwd": (x, x, idx, w, gu, dn, None, None, *EXP),
     "moe_experts_mxfp4": (x32, idx, w, gub4, gus4, dnb4, dns4, None, None, *EXP),

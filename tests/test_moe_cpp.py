@@ -1,4 +1,4 @@
-"""The C++ MoE ops (route, moe_index, moe_experts fwd/bwd/mxfp4) against gptcore.ref and
+"""The C++ MoE ops (route, moe_experts fwd/bwd/mxfp4) against gptcore.ref and
 deliberately dumb per-token loops, on both the AVX2 and the portable paths."""
 import pytest
 import torch
@@ -119,22 +119,15 @@ def dumb_index(indices, E, block_m):
 
 @pytest.mark.parametrize("block_m", [1, 4, 16])
 @pytest.mark.parametrize("T,k,E", [(1, 2, 8), (37, 2, 5), (50, 3, 11), (6, 1, 3)])
-def test_moe_index(block_m, T, k, E):
+def test_ref_moe_index_equals_a_dumb_loop(block_m, T, k, E):
+    """gptcore.ref.moe_index, the oracle of the Triton index builder (tests/test_moe_triton.py);
+    the C++ builder is proven through every experts test below."""
     torch.manual_seed(T + k + E)
     indices = torch.randint(0, E, (T, k))
     indices[indices == E - 1] = 0        # expert E-1 gets no tokens
     indices[0, 0] = -1                   # "no expert"
-    got = ops.moe_index(indices, E, block_m)
-    for g, r, d in zip(got, ref.moe_index(indices, E, block_m), dumb_index(indices, E, block_m)):
-        assert torch.equal(g, r) and torch.equal(g, d)
-    torch.library.opcheck(ops.moe_index, (indices, E, block_m))
-
-
-def test_moe_index_rejects_out_of_range():
-    with pytest.raises(ValueError, match="indices"):
-        ops.moe_index(torch.tensor([[0, 5]]), 5, 1)
-    with pytest.raises(ValueError, match="indices"):
-        ops.moe_index(torch.tensor([[-2, 0]]), 5, 1)
+    for r, d in zip(ref.moe_index(indices, E, block_m), dumb_index(indices, E, block_m)):
+        assert torch.equal(r, d)
 
 
 # ----------------------------------------------------------------------------- experts

@@ -44,8 +44,6 @@ SCHEMAS = {
                          "Tensor gate_up_scales, Tensor down_blocks, Tensor down_scales, "
                          "Tensor? gate_up_bias, Tensor? down_bias, str activation, float alpha, "
                          "float limit) -> Tensor",
-    # The MoE dispatch index, one format for every backend: docs/moe-index-format.md.
-    "moe_index": "(Tensor indices, int num_experts, int block_m) -> (Tensor, Tensor, Tensor)",
     "mxfp4_quantize": "(Tensor w) -> (Tensor, Tensor)",
     "mxfp4_dequantize": "(Tensor blocks, Tensor scales, ScalarType dtype) -> Tensor",
 }
@@ -114,14 +112,6 @@ def _moe_experts_bwd_fake(dy, x, indices, weights, gate_up, down, gate_up_bias, 
             like(gate_up_bias), like(down_bias))
 
 
-def _moe_index_fake(indices, num_experts, block_m):
-    # Sizes are bounds fixed by the shapes (padding fills the rest): T*k + E*(block_m - 1).
-    length = indices.numel() + num_experts * (block_m - 1)
-    return (indices.new_empty(length, dtype=torch.int64),
-            indices.new_empty(num_experts + 1, dtype=torch.int64),
-            indices.new_empty(-(-length // block_m), dtype=torch.int64))
-
-
 def _mxfp4_quantize_fake(w):
     *lead, K = w.shape
     return (w.new_empty(*lead, K // 2, dtype=torch.uint8),
@@ -143,7 +133,6 @@ _FAKES = {
     "moe_experts_fwd": _moe_experts_fwd_fake,
     "moe_experts_bwd": _moe_experts_bwd_fake,
     "moe_experts_mxfp4": _moe_experts_fwd_fake,
-    "moe_index": _moe_index_fake,
     "mxfp4_quantize": _mxfp4_quantize_fake,
     "mxfp4_dequantize": _mxfp4_dequantize_fake,
 }

@@ -122,10 +122,6 @@ def moe_experts_mxfp4(x, indices, weights, gate_up_blocks, gate_up_scales, down_
                            activation, alpha, limit)
 
 
-def moe_index(indices, num_experts, block_m):
-    return ref.moe_index(indices, num_experts, block_m)
-
-
 def mxfp4_quantize(w):
     return ref.mxfp4_quantize(w)
 
@@ -182,14 +178,6 @@ def _check_experts_mxfp4(x, indices, weights, gub, gus, dnb, dns, gate_up_bias, 
                         _DTYPES)
 
 
-def _check_index(indices, num_experts, block_m):
-    validate.tensor("indices", indices, ndim=2, dtypes=(torch.int64, torch.int32))
-    validate.integer("num_experts", num_experts, 1)
-    validate.integer("block_m", block_m, 1)
-    if indices.numel() and not bool(((indices >= -1) & (indices < num_experts)).all()):
-        raise ValueError(f"indices: expected expert ids in [0, {num_experts}) or -1")
-
-
 def _check_dequantize(blocks, scales, dtype):
     validate.tensor("blocks", blocks, dtypes=(torch.uint8,))
     validate.tensor("scales", scales, dtypes=(torch.uint8,))
@@ -209,7 +197,6 @@ _CHECKS = {
     "moe_experts_fwd": _check_experts,
     "moe_experts_bwd": _check_experts_bwd,
     "moe_experts_mxfp4": _check_experts_mxfp4,
-    "moe_index": _check_index,
     "mxfp4_quantize": validate.mxfp4_input,
     "mxfp4_dequantize": _check_dequantize,
 }
