@@ -4,7 +4,6 @@ attention), the bare trunk on identical inputs, and sampling throughput of the r
 at steps = gen_length and gen_length / 4 against KV-cached AR decoding.
 
 Timings alternate ours / peer and keep the min of repeats (the machine is shared)."""
-import time
 
 import torch
 
@@ -15,21 +14,16 @@ from gptcore.model import GPT
 from gptcore.recipes import RECIPES as AR_RECIPES
 from gptcore.train import next_token_loss
 
-from harness import Row, main
+from harness import Row, main, time_interleaved
 
 TOKENIZER = data.CharTokenizer.names()
 
 
+
 def interleaved(ours, peer, repeat):
-    """(min seconds of ours, min seconds of peer), calls alternating after one warm-up each."""
-    ours(), peer()
-    best = [float("inf"), float("inf")]
-    for _ in range(repeat):
-        for i, fn in enumerate((ours, peer)):
-            start = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
+    """(min seconds of ours, of peer), calls alternating (harness.time_interleaved)."""
+    best = time_interleaved({"ours": ours, "peer": peer}, repeat)
+    return best["ours"], best["peer"]
 
 
 def step_fn(model, loss_fn, batch):

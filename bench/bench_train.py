@@ -8,25 +8,20 @@
 Toy models run on one thread (thread start-up costs more than the work at d_model 64).
 Napkin math: a training step costs about 6 FLOPs per active parameter per token; a decode
 step streams every weight once (fp32 bytes)."""
-import time
 
 import torch
 
 import gptcore
 from gptcore import GPT, GPTConfig, data
 from gptcore.train import count_tokens, make_optimizer, next_token_loss
-from harness import Row, main
+from harness import Row, main, time_interleaved
+
 
 
 def interleaved(ours, peer, repeat):
-    """Min seconds of ours() and of peer(), called alternately (the machine is shared)."""
-    best = [float("inf"), float("inf")]
-    for _ in range(repeat):
-        for i, fn in enumerate((ours, peer)):
-            start = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
+    """(min seconds of ours, of peer), calls alternating (harness.time_interleaved)."""
+    best = time_interleaved({"ours": ours, "peer": peer}, repeat)
+    return best["ours"], best["peer"]
 
 
 def _train_step(preset, batch_size, backend, seed=0):

@@ -11,15 +11,7 @@ from gptcore.train import train
 
 TOKENIZER = data.CharTokenizer.names()
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: with two threads on a loaded 2-core machine every small GEMM waits on
-    the other thread's barrier (measured: 1000 ms per training step against 35 ms on one thread)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: tests/conftest.py
 
 
 def small_config(preset="names-diffusion"):

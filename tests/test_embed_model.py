@@ -13,13 +13,7 @@ from gptcore.embed import EmbeddingModel, pack
 from gptcore.embed.demo import PairBatches, pair_loss
 from gptcore.train import train
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Toy models run faster on one thread (and the demo sets its own count): restore after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: tests/conftest.py
 
 
 NAMES = ["emma", "liam", "olivia", "noah", "ava", "christopher", "jo", "x", "isabella"]

@@ -10,15 +10,7 @@ import microgpt_reference as mg
 
 BACKENDS = ["ref", "cpp", "triton"]   # triton runs CPU tensors under TRITON_INTERPRET=1
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread avoids OpenMP contention on a loaded 2-core machine (a forward
-    of names-moe measured 10 ms median with 1 thread, 175 ms with 2, under load 12)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: tests/conftest.py
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

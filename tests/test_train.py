@@ -10,15 +10,7 @@ from gptcore import GPT, GPTConfig, checkpoint, data
 from gptcore import train as train_module
 from gptcore.train import train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread avoids OpenMP contention on a loaded 2-core machine (a forward
-    of names-moe measured 10 ms median with 1 thread, 175 ms with 2, under load 12)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: tests/conftest.py
 
 
 def test_names_data():
