@@ -108,20 +108,7 @@ at::Tensor bf16_fused_experts(const at::Tensor& x, const at::Tensor& indices,
       for (int64_t c = 0; c < w; ++c) o[i * H + c] = (o[i * H + c] + (b ? b[c] : 0.0f)) * scale;
     }
   });
-  at::Tensor y = at::empty({T, H}, x.options().dtype(at::kFloat));
-  float* yp = y.data_ptr<float>();
-  at::parallel_for(0, T, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      float* yr = yp + t * H;
-      std::fill_n(yr, H, 0.0f);
-      for (int64_t j = 0; j < k; ++j) {
-        const int64_t q = d.position[t * k + j];
-        if (q < 0) continue;
-        for (int64_t c = 0; c < H; ++c) yr[c] += O[q * H + c];
-      }
-    }
-  });
-  return y.to(at::kBFloat16);
+  return combine_slots(d, O.data(), T, k, H).to(at::kBFloat16);
 }
 
 }  // namespace gptcore

@@ -41,6 +41,10 @@ struct Dispatch {
 };
 Dispatch build_dispatch(const at::Tensor& indices, int64_t num_experts, const char* op);
 
+// y (T, H) fp32: each token's k slot rows of O (row position[s], H wide) summed in slot order
+// (deterministic); slots with no expert add nothing.
+at::Tensor combine_slots(const Dispatch& d, const float* O, int64_t T, int64_t k, int64_t H);
+
 // h (n, 2w) pre-activations, row stride ldh: gate | up halves (silu, gelu) or interleaved
 // gate, up pairs (gpt_oss) -> a (n, w), row stride lda.
 void glu_forward(Activation act, float alpha, float limit, const float* h, int64_t ldh, int64_t n,

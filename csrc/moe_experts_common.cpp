@@ -1,5 +1,7 @@
 // Shared pieces of the MoE expert kernels (see moe_experts.h): fp32 weight tiles, GLU
 // activations and their derivatives, the per-expert slot lists, and the sgemm wrapper.
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/mm.h>
 #include <c10/util/BFloat16.h>
@@ -186,6 +188,24 @@ void mxfp4_permute_row(float* row, int64_t K) {
 
 at::Tensor optional_float(const std::optional<at::Tensor>& t) {
   return t.has_value() ? float_contiguous(*t) : at::Tensor();
+}
+
+at::Tensor combine_slots(const Dispatch& d, const float* O, int64_t T, int64_t k, int64_t H) {
+  at::Tensor y = at::empty({T, H}, at::TensorOptions().dtype(at::kFloat));
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, T, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      float* yr = yp + t * H;
+      std::fill_n(yr, H, 0.0f);
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t q = d.position[t * k + j];
+        if (q < 0) continue;
+        const float* orow = O + q * H;
+        for (int64_t c = 0; c < H; ++c) yr[c] += orow[c];
+      }
+    }
+  });
+  return y;
 }
 
 }  // namespace gptcore

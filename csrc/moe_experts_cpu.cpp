@@ -334,21 +334,7 @@ at::Tensor experts_forward(const at::Tensor& x, const at::Tensor& indices,
     down_tile(p, d, Ap, route_w, e, h0, std::min(w2, H - h0), Op, scratch);
   });
 
-  at::Tensor y = at::empty({T, H}, fopts);
-  float* yp = y.data_ptr<float>();
-  at::parallel_for(0, T, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      float* yr = yp + t * H;
-      std::fill_n(yr, H, 0.0f);
-      for (int64_t j = 0; j < k; ++j) {
-        const int64_t q = d.position[t * k + j];
-        if (q < 0) continue;
-        const float* orow = Op + q * H;
-        for (int64_t c = 0; c < H; ++c) yr[c] += orow[c];
-      }
-    }
-  });
-  return y.to(x.scalar_type());
+  return combine_slots(d, Op, T, k, H).to(x.scalar_type());
 }
 
 Problem make_problem(const at::Tensor& x, const at::Tensor& indices, int64_t E, int64_t I,
