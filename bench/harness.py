@@ -7,7 +7,9 @@ is faster), achieved GFLOP/s or GB/s, and that figure as a % of the roof of the 
 Absolute times on shared machines are noise; the ratio measured in the same run is the signal.
 """
 import json
+import os
 import platform
+import re
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,6 +19,9 @@ from pathlib import Path
 import torch
 
 from gptcore.cli import cpu_flags
+
+RESULTS = Path(__file__).resolve().parent / "results"
+KIND = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
 
 @dataclass
@@ -148,7 +153,17 @@ def environment():
     return {"commit": _commit(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "torch": torch.__version__, "transformers": _version("transformers"),
             "triton": _version("triton"), "cpu": _cpu_model(), "isa": cpu_flags(),
-            "threads": torch.get_num_threads(), "build": build}
+            "threads": torch.get_num_threads(), "load_avg": round(os.getloadavg()[0], 2),
+            "build": build}
+
+
+def results_path(kind, directory=RESULTS):
+    """bench/results/<kind>-<UTC stamp>.json: a file's kind says which README block it feeds
+    (bench/readme_tables.py), its stamp orders runs of the same kind."""
+    if not KIND.fullmatch(kind):
+        raise ValueError(f"kind: expected lower-case words joined by '-', got {kind!r}")
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    return Path(directory) / f"{kind}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.json"
 
 
 def table(rows, roofs):

@@ -4,7 +4,6 @@ import importlib.util
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -97,8 +96,7 @@ def bench(args):
         rows += module.run(quick=args.quick)
     json_path = args.json
     if json_path is None and not args.quick and not args.no_save:
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        json_path = directory / "results" / f"{stamp}.json"
+        json_path = harness.results_path("-".join(f.stem.removeprefix("bench_") for f in files))
     harness.report(rows, roofs, json_path)
     return 0
 
@@ -118,7 +116,8 @@ def main(argv=None):
                    help="only these bench files, e.g. --only attention moe")
     p.add_argument("--json", metavar="FILE",
                    help="write the results (with commit, versions, CPU, roofs) to FILE; a full "
-                        "run writes bench/results/<UTC time>.json by default")
+                        "run writes bench/results/<files>-<UTC time>.json by default, e.g. "
+                        "attention-moe-20261201-081201.json")
     p.add_argument("--no-save", action="store_true", help="do not write a results file")
     p.set_defaults(func=bench)
     from gptcore import cli_model
