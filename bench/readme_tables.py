@@ -49,14 +49,22 @@ def _time(s):
     return "-" if s is None else (f"{s * 1e3:.2f} ms" if s >= 1e-3 else f"{s * 1e6:.0f} us")
 
 
-def provenance(name, data):
-    """One line: which file, which commit, when, on what, how loaded."""
+def machine(env):
+    """What a run ran on: CPU and its ISA flags, threads, library versions."""
+    hf = f", transformers {env['transformers']}" if env.get("transformers") else ""
+    return (f"{env['cpu']} ({', '.join(env['isa'])}), {env['threads']} threads, "
+            f"torch {env['torch']}{hf}")
+
+
+def run_of(name, data):
+    """Which file, which commit, when, how loaded the machine was when it started."""
     env = data["environment"]
     load = f", load average {env['load_avg']:.1f}" if env.get("load_avg") is not None else ""
-    hf = f", transformers {env['transformers']}" if env.get("transformers") else ""
-    return (f"From `bench/results/{name}`: commit `{(env['commit'] or '?')[:12]}`, {env['date']}, "
-            f"{env['cpu']} ({', '.join(env['isa'])}), {env['threads']} threads{load}, "
-            f"torch {env['torch']}{hf}.")
+    return f"`bench/results/{name}`: commit `{(env['commit'] or '?')[:12]}`, {env['date']}{load}"
+
+
+def provenance(name, data):
+    return f"From {run_of(name, data)}; {machine(data['environment'])}."
 
 
 def rows_tables(name, data):
@@ -84,21 +92,22 @@ def printed(name, data):
             "$ " + " ".join(data["command"]), *data["stdout"].rstrip("\n").splitlines(), "```", ""]
 
 
-TRAIN_COLUMNS = [("steps", "steps", "{:,}"), ("seconds", "seconds", "{:.0f}"),
+TRAIN_COLUMNS = [("steps", "steps", "{:,}"), ("seconds", "seconds", "{:.1f}"),
                  ("clock", "clock", "{}"), ("tokens_per_s", "tokens/s", "{:,.0f}"),
                  ("train_loss", "train loss", "{:.3f}"), ("val_loss", "val loss", "{:.3f}")]
 
 
 def training_table(files):
-    """`gptcore train` runs, one row each, from their JSON summaries."""
-    lines = [provenance(name, data) for name, data in files] + [
-        "", "| command | " + " | ".join(h for _, h, _ in TRAIN_COLUMNS) + " |",
-        "|---|" + "---:|" * len(TRAIN_COLUMNS)]
+    """`gptcore train` runs, one row each from its JSON summary, then where each came from."""
+    lines = ["| command | " + " | ".join(h for _, h, _ in TRAIN_COLUMNS) + " |",
+             "|---|" + "---:|" * len(TRAIN_COLUMNS)]
     for _, data in files:
         result = data["result"] or {}
         cells = ["-" if result.get(k) is None else f.format(result[k]) for k, _, f in TRAIN_COLUMNS]
         lines.append(f"| `{' '.join(data['command'])}` | " + " | ".join(cells) + " |")
-    return lines + [""]
+    machines = sorted({machine(data["environment"]) for _, data in files})
+    return lines + [""] + [f"- {run_of(name, data)}" for name, data in files] + \
+        [f"- on {m}" for m in machines] + [""]
 
 
 def render_block(names):
