@@ -92,6 +92,15 @@ def printed(name, data):
             "$ " + " ".join(data["command"]), *data["stdout"].rstrip("\n").splitlines(), "```", ""]
 
 
+def demo(name, data):
+    """A recorded `make demo`: how long it took and the training run's JSON summary (its pip and
+    build output are in the file, not in README)."""
+    summaries = [line for line in data["stdout"].splitlines() if line.startswith('{"preset"')]
+    return [provenance(name, data), "",
+            f"`{' '.join(data['command'])}` exited 0 in {data['wall_s'] / 60:.1f} minutes. "
+            "The training run's summary:", "", "```", *summaries, "```", ""]
+
+
 TRAIN_COLUMNS = [("steps", "steps", "{:,}"), ("seconds", "seconds", "{:.1f}"),
                  ("clock", "clock", "{}"), ("tokens_per_s", "tokens/s", "{:,.0f}"),
                  ("train_loss", "train loss", "{:.3f}"), ("val_loss", "val loss", "{:.3f}")]
@@ -119,6 +128,8 @@ def render_block(names):
                              f"(exit {data['returncode']}); a failed run is not a result")
     if all(kind_of(n).startswith("train-") for n in names):
         lines = training_table(files)
+    elif [kind_of(n) for n in names] == ["demo"]:
+        lines = demo(*files[0])
     else:
         lines = []
         for name, data in files:
