@@ -54,7 +54,7 @@ def _train_rows(quick):
         active = model.num_params(active=True)
         note = f"{tokens / t_ours:,.0f} tok/s vs {tokens / t_peer:,.0f}"
         if preset == "microgpt":
-            note += f"; 1000 steps ~{t_ours * 1000:.1f} s vs microgpt's 223 s"
+            note += f"; 1000 steps ~{t_ours * 1000:.1f} s"
         rows.append(Row("train", f"{preset} step, {batch_size} names ({tokens} tokens)", t_ours,
                         t_peer, "gptcore ref", flops=6 * active * tokens, note=note))
     return rows
