@@ -144,13 +144,13 @@ def render(text, refresh):
 
     def block(match):
         names = match.group("files").split()
-        for name in names:
-            if not (RESULTS / name).exists():
-                raise SystemExit(f"README names bench/results/{name}, which does not exist")
         latest = [newest(kind_of(n)) for n in names]
         stale.extend(n for n, new in zip(names, latest) if n != new)
         if refresh:
             names = latest
+        for name in names:
+            if name is None or not (RESULTS / name).exists():
+                raise SystemExit(f"README names bench/results/{name}, which does not exist")
         return f"<!-- results: {' '.join(names)} -->\n{render_block(names)}<!-- end results -->"
 
     return BLOCK.sub(block, text), stale
