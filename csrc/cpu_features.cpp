@@ -10,7 +10,7 @@ namespace gptcore {
 namespace {
 
 Isa detect_isa() {
-#if defined(__x86_64__) || defined(__i386__)
+#if GPTCORE_X86
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                     __builtin_cpu_supports("f16c");
