@@ -6,6 +6,7 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <cstdint>
 #include <type_traits>
 
 #include "attention_cols.h"
@@ -16,6 +17,10 @@ namespace {
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kLn2 = 0.693147180559945309f;
 constexpr int64_t kColsKeys = 128;
+
+float* aligned_64(float* p) {
+  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
+}
 
 }  // namespace
 
@@ -29,19 +34,23 @@ void run_item_cols(const Problem& pb, int64_t n, int64_t h, int64_t i0, int64_t 
   const Layout ql = pb.q_layout(D), kvl = pb.kv_layout(D);
   const int64_t p0 = i0 + pb.len_k[n] - pb.len_q[n];  // position of row i0
   constexpr bool in_place = std::is_same_v<T, float>;
-  thread_local std::vector<float> qt, st, ot, m, l, alpha, kbuf, vbuf;
-  qt.assign(D * Mp, 0.0f);  // (D, Mp): column g * bq + i is query row i0 + i of head h * G + g
+  thread_local std::vector<float> scratch, kbuf, vbuf;
+  // Q^T, S^T, O^T (D, Mp), (kColsKeys, Mp), (D, Mp) and m, l, alpha, colmax (Mp): one buffer,
+  // 64-byte aligned, so no vector load of a row straddles two cache lines.
+  scratch.resize((2 * D + kColsKeys + 4) * Mp + 16);
+  float* qt = aligned_64(scratch.data());
+  float *st = qt + D * Mp, *ot = st + kColsKeys * Mp, *m = ot + D * Mp, *l = m + Mp,
+        *alpha = l + Mp, *colmax = alpha + Mp;
+  std::fill(qt, qt + D * Mp, 0.0f);  // column g * bq + i is query row i0 + i of head h * G + g
   for (int64_t g = 0; g < G; ++g)
     for (int64_t i = 0; i < bq; ++i) {
       const T* src = q + ql.at(n, h * G + g, i0 + i);
       for (int64_t d = 0; d < D; ++d)
         qt[d * Mp + g * bq + i] = static_cast<float>(src[d]) * (pb.scale * kLog2e);
     }
-  ot.assign(D * Mp, 0.0f);  // (D, Mp)
-  st.resize(kColsKeys * Mp);
-  m.assign(Mp, -INFINITY);
-  l.assign(Mp, 0.0f);
-  alpha.resize(Mp);
+  std::fill(ot, ot + D * Mp, 0.0f);
+  std::fill(m, m + Mp, -INFINITY);
+  std::fill(l, l + Mp, 0.0f);
   if (!packed && !in_place) {
     kbuf.resize(kColsKeys * Dp);
     vbuf.resize(kColsKeys * Dp);
@@ -61,13 +70,16 @@ void run_item_cols(const Problem& pb, int64_t n, int64_t h, int64_t i0, int64_t 
       pack_rows(k + kvl.at(n, h, j0), kvl.row, nk, D, Dp, 1.0f, kbuf.data());
       pack_rows(v + kvl.at(n, h, j0), kvl.row, nk, D, Dp, 1.0f, vbuf.data());
     }
-    cols_scores_avx512(nk, Mp, D, kt, ld, qt.data(), st.data());
-    if (pb.softcap > 0) apply_softcap(st.data(), Mp, nk, Mp, pb.softcap * kLog2e);
-    if (!pb.band.all_visible(p0, p0 + bq, j0, j0 + nk))
+    cols_scores_avx512(nk, Mp, D, kt, ld, qt, st, colmax);
+    const bool masked = !pb.band.all_visible(p0, p0 + bq, j0, j0 + nk);
+    if (pb.softcap > 0) apply_softcap(st, Mp, nk, Mp, pb.softcap * kLog2e);
+    if (masked)
       for (int64_t j = 0; j < nk; ++j)
         for (int64_t g = 0; g < G; ++g) pb.band.mask_positions(&st[j * Mp + g * bq], j0 + j, p0, bq);
-    cols_softmax_avx512(st.data(), nk, Mp, m.data(), l.data(), alpha.data());
-    cols_values_avx512(D, Mp, nk, vt, ld, st.data(), alpha.data(), ot.data());
+    const bool changed = masked || pb.softcap > 0;  // then colmax is stale
+    cols_softmax_avx512(st, nk, Mp, changed ? nullptr : colmax, m, l,
+                        alpha);
+    cols_values_avx512(D, Mp, nk, vt, ld, st, alpha, ot);
   }
   for (int64_t r = 0; r < M; ++r) {
     const float inv = l[r] > 0 ? 1.0f / l[r] : 0.0f;
