@@ -6,6 +6,7 @@
 #include "blas.h"
 
 namespace gptcore::attn {
+#if GPTCORE_X86  // elsewhere only the portable loops run
 namespace {
 
 // C = A B^T  <=>  C^T = B A^T (column-major).
@@ -27,6 +28,7 @@ void gemm_atb_acc(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, 
 }
 
 }  // namespace
+#endif
 
 // Measured on one core of our AMD EPYC (a 64 x 128 score tile at D=64): our 6x16 AVX2 kernel 64 GFLOP/s,
 // MKL sgemm 98 GFLOP/s, so tiles of 16 rows or more use BLAS, with our SIMD softmax passes.

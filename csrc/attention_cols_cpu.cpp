@@ -12,6 +12,7 @@
 #include "attention_cols.h"
 
 namespace gptcore::attn {
+#if GPTCORE_X86  // the kernels exist only on x86 builds
 namespace {
 
 constexpr float kLog2e = 1.44269504088896341f;
@@ -24,7 +25,6 @@ float* aligned_64(float* p) {
 
 }  // namespace
 
-#if GPTCORE_X86
 template <typename T>
 void run_item_cols(const Problem& pb, int64_t n, int64_t h, int64_t i0, int64_t i1, int64_t k0,
                    int64_t k1, const T* q, const T* k, const T* v, const PackedKV* packed,
