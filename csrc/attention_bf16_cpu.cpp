@@ -13,6 +13,7 @@
 #include "attention_bf16.h"
 #include "bf16_kernels.h"
 
+#if GPTCORE_X86  // the vdpbf16ps kernels exist only on x86 builds
 namespace gptcore::attn {
 
 void run_item_bf16(const Problem& pb, int64_t n, int64_t h, int64_t i0, int64_t i1, int64_t k0,
@@ -74,3 +75,4 @@ void run_item_bf16(const Problem& pb, int64_t n, int64_t h, int64_t i0, int64_t 
 }
 
 }  // namespace gptcore::attn
+#endif

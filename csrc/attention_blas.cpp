@@ -1,11 +1,12 @@
 // The attention tile GEMMs through the BLAS sgemm that torch links (csrc/blas.h), called per
 // tile from inside the parallel region (MKL then runs single-threaded). Row-major operands map
-// onto column-major sgemm by computing the transposed product. Without BLAS our own AVX2
-// micro-kernels run.
+// onto column-major sgemm by computing the transposed product. Without BLAS our own AVX2 /
+// AVX-512 micro-kernels run; off x86 (and at the portable level) the portable loops.
 #include "attention_common.h"
 #include "blas.h"
 
 namespace gptcore::attn {
+#if GPTCORE_X86  // elsewhere only the portable loops run
 namespace {
 
 // C = A B^T  <=>  C^T = B A^T (column-major).
@@ -27,20 +28,31 @@ void gemm_atb_acc(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, 
 }
 
 }  // namespace
+#endif
 
 // Measured on one core of our AMD EPYC (a 64 x 128 score tile at D=64): our 6x16 AVX2 kernel 64 GFLOP/s,
-// MKL sgemm 98 GFLOP/s, so tiles of 16 rows or more use BLAS, with our AVX2 softmax passes.
+// MKL sgemm 98 GFLOP/s, so tiles of 16 rows or more use BLAS, with our SIMD softmax passes.
 // Below that (decode: a handful of rows per tile) the tile is bound by reading K and V and our
 // kernel avoids the per-call overhead of sgemm.
 const AttentionKernels& kernels(int64_t rows) {
+#if GPTCORE_X86
   static const AttentionKernels blas_avx2 = {gemm_abt,
                                              gemm_ab_acc,
                                              gemm_atb_acc,
                                              kAttentionAvx2.row_max,
                                              kAttentionAvx2.exp_row,
                                              kAttentionAvx2.ds_row};
-  if (!use_avx2()) return kAttentionPortable;
-  return rows >= 16 && blas_available() ? blas_avx2 : kAttentionAvx2;
+  static const AttentionKernels blas_avx512 = {gemm_abt,
+                                               gemm_ab_acc,
+                                               gemm_atb_acc,
+                                               kAttentionAvx512.row_max,
+                                               kAttentionAvx512.exp_row,
+                                               kAttentionAvx512.ds_row};
+  const bool blas = rows >= 16 && blas_available();
+  if (use_avx512()) return blas ? blas_avx512 : kAttentionAvx512;
+  if (use_avx2()) return blas ? blas_avx2 : kAttentionAvx2;
+#endif
+  return kAttentionPortable;
 }
 
 }  // namespace gptcore::attn

@@ -54,6 +54,13 @@ struct Band {
     std::fill(s, s + lo, -INFINITY);
     std::fill(s + hi, s + n, -INFINITY);
   }
+  // Sets s[i] to -inf for the positions p0 + i (i < n) that cannot see key j.
+  void mask_positions(float* s, int64_t j, int64_t p0, int64_t n) const {
+    const int64_t lo = right < 0 ? 0 : std::clamp<int64_t>(j - right - p0, 0, n);
+    const int64_t hi = left < 0 ? n : std::clamp<int64_t>(j + left + 1 - p0, lo, n);
+    std::fill(s, s + lo, -INFINITY);
+    std::fill(s + hi, s + n, -INFINITY);
+  }
 };
 
 // Sequences and their layouts: dense (B, H, S, D) tensors are B sequences of equal length,

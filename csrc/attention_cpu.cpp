@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "attention_bf16.h"
+#include "attention_cols.h"
 #include "attention_common.h"
 #include "checks.h"
 
@@ -235,9 +236,14 @@ void forward(const Problem& pb, const T* q, const T* k, const T* v, T* out, floa
   const PackedKV packed = pack ? pack_kv(pb, k, v) : PackedKV{};
   const PackedKV* pk = pack ? &packed : nullptr;
   const auto run = [&](const Item& it, float* o, float* l) {
+#if GPTCORE_X86
     if constexpr (is_bf16) {
       if (bf16_dot) return run_item_bf16(pb, it.n, it.h, it.i0, it.i1, it.k0, it.k1, q, k, v, o, l);
     }
+    // Pieces of >= 16 rows run in column layout on AVX-512 (attention_cols_cpu.cpp).
+    if (use_avx512() && pb.G * (it.i1 - it.i0) >= kColsMinRows)
+      return run_item_cols(pb, it.n, it.h, it.i0, it.i1, it.k0, it.k1, q, k, v, pk, o, l);
+#endif
     run_item(pb, it, q, k, v, pk, o, l);
   };
   std::vector<float> part_o(split ? items.size() * M * pb.Dp : 0), part_lse(split ? items.size() * M : 0);

@@ -10,7 +10,7 @@ namespace gptcore {
 namespace {
 
 Isa detect_isa() {
-#if defined(__x86_64__) || defined(__i386__)
+#if GPTCORE_X86
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                     __builtin_cpu_supports("f16c");
@@ -67,7 +67,12 @@ std::vector<std::pair<std::string, std::string>> op_paths() {
             {"moe_experts mxfp4", "dequantised tiles + " + sgemm}};
   }
   return {
-      {"attention fp32", sgemm + " for tiles of >= 16 rows, AVX2 softmax and small-row kernels"},
+      {"attention fp32",
+       use_avx512()
+           ? "forward: AVX-512 column-layout tiles (our 512-bit GEMMs, vertical softmax) for "
+             ">= 16 rows, AVX-512 row kernels below; backward: " + sgemm +
+                 " tiles of >= 16 rows, AVX-512 softmax and small-row kernels"
+           : sgemm + " for tiles of >= 16 rows, AVX2 softmax and small-row kernels"},
       {"attention bf16", use_avx512_bf16()
                              ? "AVX512_BF16 vdpbf16ps tiles, fp32 accumulation (forward); "
                                "backward as fp32"

@@ -5,6 +5,17 @@
 #include <utility>
 #include <vector>
 
+// 1 where the compiler targets x86-64 (or 32-bit x86): only then are the *_avx2.cpp and
+// *_avx512.cpp files built (CMakeLists.txt), so every call into them sits under #if GPTCORE_X86.
+// CMake defines it to 0 for a non-x86 GPTCORE_TARGET_ARCH.
+#ifndef GPTCORE_X86
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
+#define GPTCORE_X86 1
+#else
+#define GPTCORE_X86 0
+#endif
+#endif
+
 namespace gptcore {
 
 // The instruction-set levels our kernels have paths for, each including the one below it.

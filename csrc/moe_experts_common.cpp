@@ -34,27 +34,34 @@ const float* WeightRows::rows(int64_t r0, int64_t n, float* scratch) const {
       return static_cast<const float*>(data) + r0 * cols;
     case Kind::kBF16: {
       const auto* src = static_cast<const uint16_t*>(data) + r0 * cols;
+#if GPTCORE_X86
       if (use_avx2()) {
         bf16_to_fp32_avx2(src, count, scratch);
-      } else {
-        const auto* b = reinterpret_cast<const c10::BFloat16*>(src);
-        for (int64_t i = 0; i < count; ++i) scratch[i] = static_cast<float>(b[i]);
+        return scratch;
       }
+#endif
+      const auto* b = reinterpret_cast<const c10::BFloat16*>(src);
+      for (int64_t i = 0; i < count; ++i) scratch[i] = static_cast<float>(b[i]);
       return scratch;
     }
     case Kind::kF16: {
       const auto* src = static_cast<const uint16_t*>(data) + r0 * cols;
+#if GPTCORE_X86
       if (use_avx2()) {
         fp16_to_fp32_avx2(src, count, scratch);
-      } else {
-        const auto* h = reinterpret_cast<const c10::Half*>(src);
-        for (int64_t i = 0; i < count; ++i) scratch[i] = static_cast<float>(h[i]);
+        return scratch;
       }
+#endif
+      const auto* h = reinterpret_cast<const c10::Half*>(src);
+      for (int64_t i = 0; i < count; ++i) scratch[i] = static_cast<float>(h[i]);
       return scratch;
     }
     case Kind::kMXFP4: {
       const auto* blocks = static_cast<const uint8_t*>(data) + r0 * cols / 2;
-      const auto row = use_avx2() ? mxfp4_dequantize_row_avx2 : mxfp4_dequantize_row_portable;
+      auto row = mxfp4_dequantize_row_portable;
+#if GPTCORE_X86
+      if (use_avx2()) row = mxfp4_dequantize_row_avx2;
+#endif
       row(blocks, scales + r0 * cols / 32, count / 32, scratch);
       return scratch;
     }

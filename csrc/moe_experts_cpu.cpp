@@ -63,7 +63,7 @@ int64_t tile_width(int64_t rows_per_col, int64_t cols, int64_t total, int64_t ma
 
 // Whether expert e's rows go through mxfp4_matvec_avx2 (their activations then are permuted).
 bool fused_mxfp4(const WeightRows& w, int64_t rows) {
-  return w.kind == WeightRows::Kind::kMXFP4 && rows <= kFusedRows && use_avx2();
+  return GPTCORE_X86 && w.kind == WeightRows::Kind::kMXFP4 && rows <= kFusedRows && use_avx2();
 }
 
 struct Problem {
@@ -130,6 +130,7 @@ void gate_up_tile(const Problem& p, const Dispatch& d, const float* xg, int64_t 
   for (int64_t r = 0; r < n; r += kRowBlock) {
     const int64_t rows = std::min(kRowBlock, n - r);
     const float* x = xg + (first + r) * H;
+#if GPTCORE_X86
     if (fused) {  // x rows are permuted; rows of gate_up in h's column order
       const int64_t r0 = p.act == Activation::kGptOss ? base + 2 * c0 : base + c0;
       const int64_t r1 = p.act == Activation::kGptOss ? r0 + w : base + I + c0;
@@ -138,7 +139,9 @@ void gate_up_tile(const Problem& p, const Dispatch& d, const float* xg, int64_t 
                         h, 2 * w);
       mxfp4_matvec_avx2(blocks + r1 * H / 2, p.gate_up.scales + r1 * H / 32, w, H, x, H, rows,
                         h + w, 2 * w);
-    } else if (kmajor) {
+    } else
+#endif
+    if (kmajor) {
       gemm_nn(rows, w, H, x, H, wa, ld, 0.0f, h, 2 * w);
       gemm_nn(rows, w, H, x, H, wb, ld, 0.0f, h + w, 2 * w);
     } else {
@@ -168,11 +171,14 @@ void down_tile(const Problem& p, const Dispatch& d, const float* A, const float*
   for (int64_t r = 0; r < n; r += kRowBlock) {
     const int64_t rows = std::min(kRowBlock, n - r);
     float* o = O + (first + r) * H + h0;
+#if GPTCORE_X86
     if (fused) {  // A rows are permuted
       const int64_t r0 = e * H + h0;
       mxfp4_matvec_avx2(static_cast<const uint8_t*>(p.down.data) + r0 * I / 2,
                         p.down.scales + r0 * I / 32, w, I, A + (first + r) * I, I, rows, o, H);
-    } else if (p.down_kmajor) {
+    } else
+#endif
+    if (p.down_kmajor) {
       gemm_nn(rows, w, I, A + (first + r) * I, I, wd, ld, 0.0f, o, H);
     } else {
       gemm_nt(rows, w, I, A + (first + r) * I, I, wd, I, 0.0f, o, H);
@@ -367,8 +373,10 @@ at::Tensor moe_experts_fwd_cpu(const at::Tensor& x, const at::Tensor& indices,
   const at::Tensor gub = optional_float(gate_up_bias), db = optional_float(down_bias);
   Problem p = make_problem(x, indices, gu.size(0), dn.size(2), activation, alpha, limit, gub, db);
   // The fused bf16 kernels read row-major weight rows only.
+#if GPTCORE_X86
   if (!gu_kmajor && !dn_kmajor && bf16_fused_experts_apply(x, gu, dn, p.k))
     return bf16_fused_experts(x, indices, weights, gu, dn, gub, db, p.act, p.alpha, p.limit);
+#endif
   p.gate_up = float_weight_rows(gu_kmajor ? gu.transpose(1, 2) : gu);
   p.down = float_weight_rows(dn_kmajor ? dn.transpose(1, 2) : dn);
   p.gate_up_kmajor = gu_kmajor;

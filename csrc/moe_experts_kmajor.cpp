@@ -31,9 +31,13 @@ const float* WeightRows::columns(int64_t r0, int64_t n, int64_t c0, int64_t w, f
   for (int64_t r = 0; r < n; ++r) {
     const uint16_t* in = src + r * cols;
     float* out = scratch + r * w;
+#if GPTCORE_X86
     if (use_avx2()) {
       (kind == Kind::kBF16 ? bf16_to_fp32_avx2 : fp16_to_fp32_avx2)(in, w, out);
-    } else if (kind == Kind::kBF16) {
+      continue;
+    }
+#endif
+    if (kind == Kind::kBF16) {
       const auto* b = reinterpret_cast<const c10::BFloat16*>(in);
       for (int64_t c = 0; c < w; ++c) out[c] = static_cast<float>(b[c]);
     } else {

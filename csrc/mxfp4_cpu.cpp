@@ -98,7 +98,10 @@ at::Tensor mxfp4_dequantize_cpu(const at::Tensor& blocks, const at::Tensor& scal
   sizes.back() *= 2;
   at::Tensor out = at::empty(sizes, blocks.options().dtype(at::kFloat));
   const int64_t nblocks = s.numel();
-  const auto row = use_avx2() ? mxfp4_dequantize_row_avx2 : mxfp4_dequantize_row_portable;
+  auto row = mxfp4_dequantize_row_portable;
+#if GPTCORE_X86
+  if (use_avx2()) row = mxfp4_dequantize_row_avx2;
+#endif
   const uint8_t* bp = b.data_ptr<uint8_t>();
   const uint8_t* sp = s.data_ptr<uint8_t>();
   float* op = out.data_ptr<float>();

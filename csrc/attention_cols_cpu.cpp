@@ -1,0 +1,102 @@
+// The attention forward piece in column layout: Q^T, S^T and O^T hold one query row per
+// column, so the AVX-512 kernels (csrc/attention_cols_avx512.cpp) run the online softmax of 16
+// rows at once and read K and V in place. Scores are in base 2: Q is scaled by scale * log2(e),
+// so exp is exp2 and softcap takes cap * log2(e) (c tanh(s / c) scales with s).
+// Why: B1 H8 S1024 D64 on one core against SDPA in the same run, see kColsKeys.
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "attention_cols.h"
+
+namespace gptcore::attn {
+#if GPTCORE_X86  // the kernels exist only on x86 builds
+namespace {
+
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2 = 0.693147180559945309f;
+constexpr int64_t kColsKeys = 128;
+
+float* aligned_64(float* p) {
+  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
+}
+
+}  // namespace
+
+template <typename T>
+void run_item_cols(const Problem& pb, int64_t n, int64_t h, int64_t i0, int64_t i1, int64_t k0,
+                   int64_t k1, const T* q, const T* k, const T* v, const PackedKV* packed,
+                   float* o_out, float* lse_out) {
+  const int64_t D = pb.D, Dp = pb.Dp, G = pb.G, bq = i1 - i0, M = G * bq;
+  const int64_t Mp = round_up(M, 16), Lk = pb.len_k[n];
+  const Layout ql = pb.q_layout(D), kvl = pb.kv_layout(D);
+  const int64_t p0 = i0 + pb.len_k[n] - pb.len_q[n];  // position of row i0
+  constexpr bool in_place = std::is_same_v<T, float>;
+  thread_local std::vector<float> scratch, kbuf, vbuf;
+  // Q^T, S^T, O^T (D, Mp), (kColsKeys, Mp), (D, Mp) and m, l, alpha, colmax (Mp): one buffer,
+  // 64-byte aligned, so no vector load of a row straddles two cache lines.
+  scratch.resize((2 * D + kColsKeys + 4) * Mp + 16);
+  float* qt = aligned_64(scratch.data());
+  float *st = qt + D * Mp, *ot = st + kColsKeys * Mp, *m = ot + D * Mp, *l = m + Mp,
+        *alpha = l + Mp, *colmax = alpha + Mp;
+  std::fill(qt, qt + D * Mp, 0.0f);  // column g * bq + i is query row i0 + i of head h * G + g
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t i = 0; i < bq; ++i) {
+      const T* src = q + ql.at(n, h * G + g, i0 + i);
+      for (int64_t d = 0; d < D; ++d)
+        qt[d * Mp + g * bq + i] = static_cast<float>(src[d]) * (pb.scale * kLog2e);
+    }
+  std::fill(ot, ot + D * Mp, 0.0f);
+  std::fill(m, m + Mp, -INFINITY);
+  std::fill(l, l + Mp, 0.0f);
+  if (!packed && !in_place) {
+    kbuf.resize(kColsKeys * Dp);
+    vbuf.resize(kColsKeys * Dp);
+  }
+  for (int64_t j0 = k0; j0 < k1; j0 += kColsKeys) {
+    const int64_t nk = std::min(kColsKeys, k1 - j0);
+    const float *kt = kbuf.data(), *vt = vbuf.data();
+    int64_t ld = Dp;
+    if (packed) {
+      kt = packed->k_at(n, h, j0, Lk);
+      vt = packed->v_at(n, h, j0, Lk);
+    } else if constexpr (in_place) {
+      kt = k + kvl.at(n, h, j0);
+      vt = v + kvl.at(n, h, j0);
+      ld = kvl.row;
+    } else {
+      pack_rows(k + kvl.at(n, h, j0), kvl.row, nk, D, Dp, 1.0f, kbuf.data());
+      pack_rows(v + kvl.at(n, h, j0), kvl.row, nk, D, Dp, 1.0f, vbuf.data());
+    }
+    cols_scores_avx512(nk, Mp, D, kt, ld, qt, st, colmax);
+    const bool masked = !pb.band.all_visible(p0, p0 + bq, j0, j0 + nk);
+    if (pb.softcap > 0) apply_softcap(st, Mp, nk, Mp, pb.softcap * kLog2e);
+    if (masked)
+      for (int64_t j = 0; j < nk; ++j)
+        for (int64_t g = 0; g < G; ++g) pb.band.mask_positions(&st[j * Mp + g * bq], j0 + j, p0, bq);
+    const bool changed = masked || pb.softcap > 0;  // then colmax is stale
+    cols_softmax_avx512(st, nk, Mp, changed ? nullptr : colmax, m, l,
+                        alpha);
+    cols_values_avx512(D, Mp, nk, vt, ld, st, alpha, ot);
+  }
+  for (int64_t r = 0; r < M; ++r) {
+    const float inv = l[r] > 0 ? 1.0f / l[r] : 0.0f;
+    for (int64_t d = 0; d < D; ++d) o_out[r * Dp + d] = ot[d * Mp + r] * inv;
+    lse_out[r] = l[r] > 0 ? (m[r] + std::log2(l[r])) * kLn2 : -INFINITY;
+  }
+}
+
+#define GPTCORE_INSTANTIATE(T)                                                                  \
+  template void run_item_cols<T>(const Problem&, int64_t, int64_t, int64_t, int64_t, int64_t,   \
+                                 int64_t, const T*, const T*, const T*, const PackedKV*,        \
+                                 float*, float*);
+GPTCORE_INSTANTIATE(float)
+GPTCORE_INSTANTIATE(double)
+GPTCORE_INSTANTIATE(c10::Half)
+GPTCORE_INSTANTIATE(c10::BFloat16)
+#undef GPTCORE_INSTANTIATE
+#endif
+
+}  // namespace gptcore::attn

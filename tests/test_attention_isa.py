@@ -1,0 +1,60 @@
+"""The SIMD paths of the C++ attention at every ISA level against gptcore.ref, outputs and
+gradients: the AVX-512 column-layout forward (pieces of >= 16 query rows) and the row kernels
+of smaller pieces, over tails of every width below the 16-lane vector, D=1 and D=80, Sq != Sk,
+no keys at all, and scores large enough that most exponentials underflow."""
+import pytest
+import torch
+
+import gptcore
+from test_attention_cpp import FP32_TOL, _compare, _dense
+
+_C = pytest.importorskip("gptcore._C", reason="the C++ extension is not built")
+
+
+@pytest.mark.parametrize("w", range(16))
+def test_tails(w, isa):
+    """w = every tail width below 16 lanes. Column layout: M = 16 + w query rows (padded to a
+    multiple of 16), D = 1 + w (the 4-row register tiles' tails), causal on odd w. Row kernels:
+    M = 1 + w rows, D = 16 + w (the masked K tail of the dot products), 130 + w keys (the tile
+    tail of 2 + w in exp_row)."""
+    causal = dict(causal=True) if w % 2 else dict()
+    _dense(1, 1, 1, 16 + w, 37 + w, 1 + w, causal, torch.float32, FP32_TOL)
+    _dense(1, 1, 1, 1 + w, 130 + w, 16 + w, causal, torch.float32, FP32_TOL)
+
+
+# (B, Hq, Hkv, Sq, Sk, D, options): GQA groups that make pieces of >= 16 rows, masks, sinks,
+# softcap (in base 2 in the column layout), and Sq > Sk (rows that see no key).
+CASES = [
+    (1, 8, 2, 37, 53, 80, dict(causal=True, window=20, sinks=True, softcap=3.0)),
+    (2, 4, 1, 20, 300, 80, dict(window=(40, 7))),
+    (1, 2, 2, 150, 40, 33, dict(causal=True, sinks=True)),
+    (1, 4, 4, 24, 0, 8, dict()),                                    # no keys: zeros, lse -inf
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[:6]}{c[6]}")
+def test_cases(case, isa):
+    _dense(*case, torch.float32, FP32_TOL)
+
+
+def test_underflowing_scores(isa):
+    """Scores of magnitude ~100: most probabilities underflow to 0 and the row maximum decides
+    every result, in each tile of the online softmax."""
+    torch.manual_seed(0)
+    B, H, Sq, Sk, D = 1, 2, 40, 300, 64
+    q = (torch.randn(B, H, Sq, D) * 12).requires_grad_()
+    k, v = (torch.randn(B, H, Sk, D, requires_grad=True) for _ in range(2))
+
+    def fn(q, k, v):
+        return gptcore.attention(q, k, v, causal=True, return_lse=True)
+    # dk = dS^T q and the scores grow with |q|, 12x: the fp32 tolerance scaled by 12.
+    tol = dict(atol=FP32_TOL["atol"] * 12, rtol=FP32_TOL["rtol"])
+    _compare(fn, (q, k, v), (B, H, Sq, D), (B, H, Sq), tol)
+
+
+def test_build_info_names_the_path(isa):
+    path = _C.build_info()["paths"]
+    attention = path.get("attention fp32", path.get("attention"))
+    expected = {"portable": "portable", "avx2": "AVX2", "avx512": "AVX-512",
+                "avx512_bf16": "AVX-512"}[isa]
+    assert expected in attention, attention
