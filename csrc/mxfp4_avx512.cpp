@@ -22,12 +22,12 @@ inline __m512 block_scale(uint8_t s) {
 }
 
 // One block: 16 bytes -> the 16 even elements (low nibbles) and the 16 odd ones (high nibbles).
-inline void decode_block(const uint8_t* bytes, __m512 table, __m512 scale, __m512* even,
-                         __m512* odd) {
+// `table` holds the 16 code values times the block's scale (exact: a power of two).
+inline void decode_block(const uint8_t* bytes, __m512 table, __m512* even, __m512* odd) {
   const __m512i codes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes)));
   // vpermps reads only the low 4 bits of each index: no mask needed for the low nibble
-  *even = _mm512_mul_ps(_mm512_permutexvar_ps(codes, table), scale);
-  *odd = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(codes, 4), table), scale);
+  *even = _mm512_permutexvar_ps(codes, table);
+  *odd = _mm512_permutexvar_ps(_mm512_srli_epi32(codes, 4), table);
 }
 
 template <int R, int NX>
@@ -40,9 +40,14 @@ void block(const uint8_t* blocks, const uint8_t* scales, int64_t K, const float*
     for (int i = 0; i < NX; ++i) acc[r][i] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nblocks; ++b) {
     __m512 even[R], odd[R];
-    for (int r = 0; r < R; ++r)
-      decode_block(blocks + r * K / 2 + 16 * b, table, block_scale(scales[r * nblocks + b]),
-                   &even[r], &odd[r]);
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* bytes = blocks + r * K / 2 + 16 * b;
+      // the same place in the next R rows: the weights stream from DRAM once per call (they
+      // outgrow L3). H1024 I2816 E8 top-2 T=16, one thread: 10.6 -> 8.6 ms
+      if (b % 4 == 0) _mm_prefetch(reinterpret_cast<const char*>(bytes + R * K / 2), _MM_HINT_T0);
+      decode_block(bytes, _mm512_mul_ps(table, block_scale(scales[r * nblocks + b])), &even[r],
+                   &odd[r]);
+    }
     for (int i = 0; i < NX; ++i) {
       const float* xb = x + i * ldx + 32 * b;  // permuted: 16 even elements, then 16 odd
       const __m512 x0 = _mm512_loadu_ps(xb), x1 = _mm512_loadu_ps(xb + 16);
