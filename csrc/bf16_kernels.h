@@ -34,4 +34,9 @@ void bf16_pack_b_avx512(const uint16_t* b, int64_t ld, int64_t K, int64_t N, uin
 void bf16_gemm_avx512(int64_t M, int64_t N, int64_t K, const uint16_t* a, int64_t lda,
                       const uint32_t* bp, float alpha, float* c, int64_t ldc, bool accumulate);
 
+// C (M x N, row stride ldc) = A B for the MoE experts (moe_bf16_gemm_avx512.cpp): A the weight
+// rows, bf16 (M x K, stride lda), K even; B packed as above. Written for round_up(N, 16) columns.
+void bf16_weight_gemm_avx512(int64_t M, int64_t N, int64_t K, const uint16_t* a, int64_t lda,
+                             const uint32_t* bp, float* c, int64_t ldc);
+
 }  // namespace gptcore

@@ -384,6 +384,8 @@ at::Tensor moe_experts_fwd_cpu(const at::Tensor& x, const at::Tensor& indices,
   // The fused bf16 kernels read row-major weight rows only.
   if (!gu_kmajor && !dn_kmajor && bf16_fused_experts_apply(x, gu, dn, p.k))
     return bf16_fused_experts(x, indices, weights, gu, dn, gub, db, p.act, p.alpha, p.limit);
+  if (!gu_kmajor && !dn_kmajor && bf16_blocked_experts_apply(x, gu, dn))
+    return bf16_blocked_experts(x, indices, weights, gu, dn, gub, db, p.act, p.alpha, p.limit);
   p.gate_up = float_weight_rows(gu_kmajor ? gu.transpose(1, 2) : gu);
   p.down = float_weight_rows(dn_kmajor ? dn.transpose(1, 2) : dn);
   p.gate_up_kmajor = gu_kmajor;
