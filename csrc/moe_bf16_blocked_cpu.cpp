@@ -5,7 +5,7 @@
 // nothing tied to the weights is repacked. Per expert block, fused:
 //   pack  : xg rows of e -> XP[e] (H pairs x 16 tokens per panel)
 //   stage 1, items (e, I-column tile): h^T (2w x n) = gate/up rows @ XP[e] (vdpbf16ps register
-//            blocks, fp32) -> + bias -> GLU -> bf16 -> AP[e] (I pairs x 16 tokens)
+//            blocks, fp32) -> + bias -> GLU (AVX-512, 16 tokens a vector) -> bf16 -> AP[e] (I pairs x 16 tokens)
 //   stage 2, items (e, H-row tile): o^T (w x n) = down rows @ AP[e] -> (+ bias) * routing
 //            weight -> O slot rows -> combine in slot order (deterministic).
 #include <ATen/core/Tensor.h>
@@ -65,7 +65,7 @@ at::Tensor bf16_blocked_experts(const at::Tensor& x, const at::Tensor& indices,
   }
   const int64_t ldn = round16(max_n);  // fp32 tiles are written for whole 16-token panels
   std::vector<uint16_t> xg(N * H);
-  std::vector<uint32_t> XP(xoff[E]), AP(aoff[E], 0u);  // AP's pad tokens stay zero
+  std::vector<uint32_t> XP(xoff[E]), AP(aoff[E]);  // every pair of AP is written by stage 1
   at::parallel_for(0, N, 64, [&](int64_t begin, int64_t end) {
     for (int64_t q = begin; q < end; ++q) std::copy_n(xp + d.sorted[q] / k * H, H, &xg[q * H]);
   });
@@ -81,14 +81,11 @@ at::Tensor bf16_blocked_experts(const at::Tensor& x, const at::Tensor& indices,
     for (int64_t r = 0; r < H; r += kRows2) items2.emplace_back(e, r);
   }
   const bool gpt_oss = act == Activation::kGptOss;
-  // scratch: h^T (2w, ldn), h (n, 2w) in glu_forward's layout, a (n, w)
-  parallel_items(items1.size(), 2 * kCols1 * ldn + 3 * ldn * kCols1,
-                 [&](int64_t item, float* scratch) {
+  // scratch: h^T (2w, ldn)
+  parallel_items(items1.size(), 2 * kCols1 * ldn, [&](int64_t item, float* scratch) {
     const auto [e, c0] = items1[item];
     const int64_t w = std::min(kCols1, I - c0), n = d.count(e), pairs = I / 2;
     float* ht = scratch;
-    float* h = ht + 2 * kCols1 * ldn;
-    float* a = h + 2 * kCols1 * ldn;
     const uint32_t* bp = &XP[xoff[e]];
     // rows of h^T: gate c0.. then up c0.. (silu, gelu), or the interleaved pairs (gpt_oss)
     const int64_t rg = gpt_oss ? 2 * c0 : c0, ru = I + c0;
@@ -98,20 +95,11 @@ at::Tensor bf16_blocked_experts(const at::Tensor& x, const at::Tensor& indices,
       bf16_weight_gemm_avx512(w, n, H, gu + (e * 2 * I + rg) * H, H, bp, ht, ldn);
       bf16_weight_gemm_avx512(w, n, H, gu + (e * 2 * I + ru) * H, H, bp, ht + w * ldn, ldn);
     }
-    for (int64_t j = 0; j < 2 * w; ++j) {  // transpose, bias
-      const int64_t row = gpt_oss ? rg + j : (j < w ? rg + j : ru + j - w);
-      const float b = gub ? gub[e * 2 * I + row] : 0.0f;
-      for (int64_t t = 0; t < n; ++t) h[t * 2 * w + j] = ht[j * ldn + t] + b;
-    }
-    glu_forward(act, alpha, limit, h, 2 * w, n, w, a, w);
-    // a (n, w) -> bf16 into AP[e]: u16 (k & 1) of pair k / 2 of token t's column
-    auto* ap = reinterpret_cast<uint16_t*>(&AP[aoff[e]]);
-    uint16_t row[kCols1];
-    for (int64_t t = 0; t < n; ++t) {
-      fp32_to_bf16_avx512(a + t * w, w, row);
-      uint16_t* col = ap + 2 * (t / 16 * 16 * pairs + t % 16) + 32 * (c0 / 2);
-      for (int64_t c = 0; c < w; ++c) col[32 * (c / 2) + c % 2] = row[c];
-    }
+    const float* b = gub ? gub + e * 2 * I : nullptr;  // biases indexed like the rows
+    const float* bg = b ? b + rg : nullptr;
+    const float* bu = b ? b + (gpt_oss ? rg + 1 : ru) : nullptr;
+    bf16_glu_pack_avx512(static_cast<int>(act), alpha, limit, ht, ldn, gpt_oss ? 1 : w,
+                         gpt_oss ? 2 : 1, bg, bu, w, n, &AP[aoff[e]] + 16 * (c0 / 2), pairs);
   });
   std::vector<float> O(N * H);  // slot rows: (down + bias) * routing weight
   parallel_items(items2.size(), kRows2 * ldn, [&](int64_t item, float* ot) {
