@@ -34,4 +34,20 @@ void bf16_pack_b_avx512(const uint16_t* b, int64_t ld, int64_t K, int64_t N, uin
 void bf16_gemm_avx512(int64_t M, int64_t N, int64_t K, const uint16_t* a, int64_t lda,
                       const uint32_t* bp, float alpha, float* c, int64_t ldc, bool accumulate);
 
+// C (M x N, row stride ldc) = A B for the MoE experts (moe_bf16_gemm_avx512.cpp): A the weight
+// rows, bf16 (M x K, stride lda), K even; B packed as above. Written for round_up(N, 16) columns.
+void bf16_weight_gemm_avx512(int64_t M, int64_t N, int64_t K, const uint16_t* a, int64_t lda,
+                             const uint32_t* bp, float* c, int64_t ldc);
+
+// GLU of an h^T tile (moe_bf16_glu_avx512.cpp) -> the packed B panels of the down projection.
+// ht: fp32 rows of ldn tokens (n used, whole 16-token panels readable). Activation column c's
+// gate is row c * row_step, its up row that + up_row (silu, gelu: row_step 1, up_row w;
+// gpt_oss: 2, 1); their biases gate_bias[c * row_step], up_bias[c * row_step] (or null). act:
+// 0 silu, 1 gelu (tanh), 2 gpt_oss. Writes pair q (c = 2q, 2q + 1) of token t (panel t / 16) at
+// dst[t / 16 * 16 * pairs + 16 q + t % 16]; w even.
+void bf16_glu_pack_avx512(int act, float alpha, float limit, const float* ht, int64_t ldn,
+                          int64_t up_row, int64_t row_step, const float* gate_bias,
+                          const float* up_bias, int64_t w, int64_t n, uint32_t* dst,
+                          int64_t pairs);
+
 }  // namespace gptcore

@@ -82,8 +82,11 @@ std::vector<std::pair<std::string, std::string>> op_paths() {
                                ? "AVX512_BF16 vdpbf16ps fused experts for <= 4 rows per "
                                  "expert, at::mm (oneDNN bf16) for more"
                                : (cpu_has_bf16_dot() ? "at::mm (oneDNN bf16)" : "fp32 tiles")},
-      {"moe_experts mxfp4", "AVX2 fused dequantise + dot for <= 4 rows per expert, else "
-                            "dequantised tiles + " + sgemm},
+      {"moe_experts mxfp4", use_avx512()
+                                ? "AVX-512 fused decode + fp32 FMA for <= 64 rows per expert, "
+                                  "else dequantised tiles + " + sgemm
+                                : "AVX2 fused dequantise + dot for <= 4 rows per expert, else "
+                                  "dequantised tiles + " + sgemm},
   };
 }
 

@@ -26,4 +26,14 @@ at::Tensor bf16_fused_experts(const at::Tensor& x, const at::Tensor& indices,
                               const at::Tensor& down_bias, Activation act, float alpha,
                               float limit);
 
+// Above kBf16FusedMaxRows (csrc/moe_bf16_blocked_cpu.cpp): whether the blocked vdpbf16ps GEMMs
+// run (AVX512_BF16, x and both weights bf16, H and I even), and the same y as bf16_fused_experts.
+bool bf16_blocked_experts_apply(const at::Tensor& x, const at::Tensor& gate_up,
+                                const at::Tensor& down);
+at::Tensor bf16_blocked_experts(const at::Tensor& x, const at::Tensor& indices,
+                                const at::Tensor& weights, const at::Tensor& gate_up,
+                                const at::Tensor& down, const at::Tensor& gate_up_bias,
+                                const at::Tensor& down_bias, Activation act, float alpha,
+                                float limit);
+
 }  // namespace gptcore

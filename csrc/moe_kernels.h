@@ -17,4 +17,9 @@ constexpr int64_t kMatvecMaxX = 4;
 void mxfp4_matvec_avx2(const uint8_t* blocks, const uint8_t* scales, int64_t rows, int64_t K,
                        const float* x, int64_t ldx, int64_t nx, float* out, int64_t ldo);
 
+// The same product with AVX-512 (mxfp4_avx512.cpp, called only when use_avx512()), for any nx:
+// weights decoded exactly to their fp32 values, reused across blocks of 4 activation rows.
+void mxfp4_matmul_avx512(const uint8_t* blocks, const uint8_t* scales, int64_t rows, int64_t K,
+                         const float* x, int64_t ldx, int64_t nx, float* out, int64_t ldo);
+
 }  // namespace gptcore

@@ -89,6 +89,24 @@ def test_shapes(isa, T, H, I, E, k, bias, skew, activation):
     check(x, idx, w, gu, dn, gub, db, activation, isa)
 
 
+# Rows per expert for the blocked kernels (> 4 rows per expert on average): none, tails of a
+# 16-token panel, and 1, 2, 3 and 4+ panels (their register blocks: 8x2, 8x3, 4x4 + tails).
+BLOCKED_COUNTS = [0, 5, 17, 33, 50, 70]
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu", "gpt_oss"])
+def test_blocked_many_rows(isa, activation):
+    """H=80: down-projection tiles of 64 + 16 rows; I=46: gate/up tiles of 32 + 14 columns (row
+    tails below 8 and 4; 28 interleaved rows for gpt_oss)."""
+    *_, gu, dn, gub, db = make(1, 80, 46, len(BLOCKED_COUNTS), 1, bias=True, seed=7)
+    g = torch.Generator().manual_seed(8)
+    idx = torch.repeat_interleave(torch.arange(len(BLOCKED_COUNTS)),
+                                  torch.tensor(BLOCKED_COUNTS))[:, None]
+    x = torch.randn(idx.shape[0], 80, generator=g).bfloat16()
+    w = torch.rand(idx.shape[0], 1, generator=g)
+    check(x, idx, w, gu, dn, gub, db, activation, isa)
+
+
 def test_no_tokens(isa):
     x, idx, w, gu, dn, _, _ = make(0, 32, 8, 4, 2, bias=False)
     assert ops.moe_experts_fwd(x, idx, w, gu, dn, None, None, "silu", 1.702, 7.0).shape == (0, 32)

@@ -70,3 +70,45 @@ def test_subnormal_scales_decode_alike_in_every_path(scale_byte, T, isa):
         # fp32 sums over H = 64 and I = 32 terms in another order: a few ulps of the largest value
         err = (got - want).abs().max() / want.abs().max()
         assert err < 1e-5, f"{backend}: relative error {err:.3g}"
+
+
+# Rows per expert: none, every block of activation rows the fused kernels use (1-4 with 4 weight
+# rows, 5-8 with 2) and their tails (9 = 8 + 1), and both sides of the fused / tiles limit (64).
+FUSED_COUNTS = [0, 1, 2, 3, 4, 5, 7, 8, 9, 64, 65]
+
+
+@pytest.fixture(scope="module", params=[2816, 3104], ids=["down-tiles-11-9", "down-tiles-10-4"])
+def fused_problem(request):
+    """One expert per row count in FUSED_COUNTS, H=64: with I=2816 (3104) the down projection
+    runs in tiles of 11 and 9 (10 and 4) weight rows, every tail below the 4- and 2-row register
+    blocks. Quantised by the C++ kernel (bit-exact with ref, tested above) to keep this fast."""
+    H, I, E = 64, request.param, len(FUSED_COUNTS)
+    g = torch.Generator().manual_seed(I)
+    idx = torch.repeat_interleave(torch.arange(E), torch.tensor(FUSED_COUNTS))[:, None]
+    x, w = torch.randn(idx.shape[0], H, generator=g), torch.rand(idx.shape[0], 1, generator=g)
+    gu4 = gptcore.mxfp4_quantize(torch.randn(E, 2 * I, H, generator=g) / H**0.5)
+    dn4 = gptcore.mxfp4_quantize(torch.randn(E, H, I, generator=g) / I**0.5)
+    gub, db = torch.randn(E, 2 * I, generator=g), torch.randn(E, H, generator=g)
+    wants = {act: ref.moe_experts(x, idx, w, ref.mxfp4_dequantize(gu4.blocks, gu4.scales,
+                                                                  torch.float32),
+                                  ref.mxfp4_dequantize(dn4.blocks, dn4.scales, torch.float32),
+                                  activation=act, gate_up_bias=gub, down_bias=db)
+             for act in ("silu", "gpt_oss")}
+    return x, idx, w, gu4, dn4, gub, db, wants
+
+
+@pytest.mark.parametrize("activation", ["silu", "gpt_oss"])
+def test_fused_experts_every_row_count(fused_problem, activation, isa):
+    """MXFP4 experts against the reference on the same dequantised fp32 weights, at every ISA
+    level, over every row count of FUSED_COUNTS and zero tokens."""
+    x, idx, w, gu4, dn4, gub, db, wants = fused_problem
+    with torch.no_grad():
+        got = gptcore.moe_experts(x, idx, w, gu4, dn4, activation=activation, gate_up_bias=gub,
+                                  down_bias=db)
+        empty = gptcore.moe_experts(x[:0], idx[:0], w[:0], gu4, dn4, activation=activation)
+    want = wants[activation]
+    # same fp32 weights; fp32 sums of up to 2816 products in another order: a few ulps of the
+    # largest output
+    err = (got - want).abs().max() / want.abs().max()
+    assert err < 1e-5, f"relative error {err:.3g}"
+    assert empty.shape == (0, x.shape[1])
