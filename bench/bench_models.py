@@ -6,9 +6,9 @@ One model per config and dtype, built directly in that dtype and freed before th
 switched back and forth with gptcore.patch / gptcore.unpatch between interleaved repeats, so
 both sides share weights and see the same load. The peer is attention "sdpa" (or "eager" for
 gpt-oss, whose sinks SDPA cannot take) with experts "eager" or "grouped_mm", whichever is
-faster in the same run. Prefill: one forward of 2 x 512 tokens keeping the last logits (as
-generate() does); decode: generate() of 64 greedy tokens after a 16-token prompt, batch 1.
-Ratio = peer time / gptcore time. Each row is printed to stderr as soon as it is measured.
+faster in a first run of each (only that one is then repeated). Prefill: one forward of
+2 x 512 tokens keeping the last logits (as generate() does); decode: generate() of 64 greedy
+tokens after a 16-token prompt, batch 1. Ratio = peer time / gptcore time. Each row is printed to stderr as soon as it is measured.
 
     python bench/bench_models.py [--quick] [--only llama gpt_oss nanogpt] [--dtype bf16] [--json F]
 """
@@ -19,7 +19,7 @@ import time
 import torch
 
 import gptcore
-from harness import Row, measure_roofs, report, time_interleaved
+from harness import Row, measure_roofs, report, time_fn, time_interleaved
 
 # name -> (config class, options); vocab 32000, rope defaults. Expert widths keep each fp32
 # model under ~1.1 GB on a shared machine: Mixtral I=1024, gpt-oss I=512.
@@ -38,7 +38,7 @@ CONFIGS = {
 QUICK = dict(num_hidden_layers=1)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Interleaved repeats (min) after one warm-up of each side. A decode row is 1 + REPEAT
-# generate() calls per side (2 or 3 sides), the bulk of a full run's time.
+# generate() calls per side, the bulk of a full run's time.
 REPEAT = 3
 
 
@@ -96,9 +96,12 @@ def model_rows(name, dtype, quick):
     tag = str(dtype).removeprefix("torch.")
     attn = "eager" if name == "gpt_oss" else "sdpa"
     for what, fn, tokens in (("prefill", prefill, 2 * S), ("decode", decode, new)):
-        fns = {"gptcore": ours(fn), **{f"experts={e}": peer(e, fn) for e in experts}}
-        best = time_interleaved(fns, 2 if quick else REPEAT)
-        peer_name = min((k for k in best if k != "gptcore"), key=best.get)
+        peers = {f"experts={e}": peer(e, fn) for e in experts}
+        # The warm-up run of each experts implementation picks the peer; only it is repeated.
+        warm = {name: time_fn(f, warmup=0, repeat=1) for name, f in peers.items()}
+        peer_name = min(warm, key=warm.get)
+        best = time_interleaved({"gptcore": ours(fn), peer_name: peers[peer_name]},
+                                2 if quick else REPEAT)
         label = attn + ("" if experts == [None] else "+" + peer_name.removeprefix("experts="))
         case = (f"{name} {what} 2x{S}" if what == "prefill" else f"{name} decode {new} tok") + \
             f" {tag}"
