@@ -8,7 +8,8 @@ both sides share weights and see the same load. The peer is attention "sdpa" (or
 gpt-oss, whose sinks SDPA cannot take) with experts "eager" or "grouped_mm", whichever is
 faster in a first run of each (only that one is then repeated). Prefill: one forward of
 2 x 512 tokens keeping the last logits (as generate() does); decode: generate() of 64 greedy
-tokens after a 16-token prompt, batch 1. Ratio = peer time / gptcore time. Each row is printed to stderr as soon as it is measured.
+tokens after a 16-token prompt, batch 1. Ratio = peer time / gptcore time. Each row is
+printed to stderr as soon as it is measured.
 
     python bench/bench_models.py [--quick] [--only llama gpt_oss nanogpt] [--dtype bf16] [--json F]
 """
