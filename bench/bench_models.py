@@ -2,19 +2,28 @@
 weights, small configs) against transformers' fastest CPU default for each, and a
 nanoGPT-style plain PyTorch model (bench/nanogpt.py) before and after the one-line SDPA switch.
 
-One model per config, switched back and forth with gptcore.patch / gptcore.unpatch between
-interleaved repeats, so both sides share weights and see the same load. The peer is
-attention "sdpa" (or "eager" for gpt-oss, whose sinks SDPA cannot take) with experts "eager"
-or "grouped_mm", whichever is faster in the same run. Prefill: one forward of 2 x 512 tokens
-keeping the last logits (as generate() does); decode: generate() of 64 greedy tokens after a
-16-token prompt, batch 1. Ratio = peer time / gptcore time."""
+One model per config and dtype, built directly in that dtype and freed before the next, and
+switched back and forth with gptcore.patch / gptcore.unpatch between interleaved repeats, so
+both sides share weights and see the same load. The peer is attention "sdpa" (or "eager" for
+gpt-oss, whose sinks SDPA cannot take) with experts "eager" or "grouped_mm", whichever is
+faster in a first run of each (only that one is then repeated). Prefill: one forward of
+2 x 512 tokens keeping the last logits (as generate() does); decode: generate() of 64 greedy
+tokens after a 16-token prompt, batch 1. Ratio = peer time / gptcore time. Each row is
+printed to stderr as soon as it is measured.
+
+    python bench/bench_models.py [--quick] [--only llama gpt_oss nanogpt] [--dtype bf16] [--json F]
+"""
+import gc
+import sys
+import time
+
 import torch
 
 import gptcore
-from harness import Row, main, time_fn
+from harness import Row, measure_roofs, report, time_fn, time_interleaved
 
 # name -> (config class, options); vocab 32000, rope defaults. Expert widths keep each fp32
-# model under ~1 GB on a shared machine: Mixtral I=1024, gpt-oss I=512.
+# model under ~1.1 GB on a shared machine: Mixtral I=1024, gpt-oss I=512.
 CONFIGS = {
     "llama": ("LlamaConfig", dict(hidden_size=1024, num_hidden_layers=8, num_attention_heads=16,
                                   num_key_value_heads=4, intermediate_size=2816)),
@@ -28,6 +37,17 @@ CONFIGS = {
                                      num_experts_per_tok=4, sliding_window=128)),
 }
 QUICK = dict(num_hidden_layers=1)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# Interleaved repeats (min) after one warm-up of each side. A decode row is 1 + REPEAT
+# generate() calls per side, the bulk of a full run's time.
+REPEAT = 3
+
+
+def _say(row):
+    """One measured row on stderr at once, so a long run shows its progress."""
+    print(f"  {row.case}: gptcore {row.ours_s * 1e3:.1f} ms, {row.peer} "
+          f"{row.peer_s * 1e3:.1f} ms, {row.ratio:.2f}x ({row.note})", file=sys.stderr, flush=True)
+    return row
 
 
 def build(name, dtype, quick):
@@ -36,17 +56,9 @@ def build(name, dtype, quick):
     config = getattr(transformers, cls)(vocab_size=32000, **{**options, **(QUICK if quick else {})})
     torch.manual_seed(0)
     attn = "eager" if name == "gpt_oss" else "sdpa"
-    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=attn)
-    return model.to(dtype).eval()
-
-
-def interleaved(fns, repeat):
-    """Min seconds of each fn, their runs alternating (same load from other jobs)."""
-    best = {name: float("inf") for name in fns}
-    for i in range(repeat):
-        for name, fn in fns.items():
-            best[name] = min(best[name], time_fn(fn, warmup=1 if i == 0 else 0, repeat=1))
-    return best
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=attn,
+                                                          dtype=dtype)
+    return model.eval()
 
 
 def model_rows(name, dtype, quick):
@@ -81,19 +93,22 @@ def model_rows(name, dtype, quick):
                 gptcore.unpatch(model)
         return run
 
-    rows, repeat = [], 2 if quick else 3
+    rows = []
     tag = str(dtype).removeprefix("torch.")
+    attn = "eager" if name == "gpt_oss" else "sdpa"
     for what, fn, tokens in (("prefill", prefill, 2 * S), ("decode", decode, new)):
-        fns = {"gptcore": ours(fn), **{f"experts={e}": peer(e, fn) for e in experts}}
-        best = interleaved(fns, repeat)
-        peer_name = min((k for k in best if k != "gptcore"), key=best.get)
-        attn = "eager" if name == "gpt_oss" else "sdpa"
+        peers = {f"experts={e}": peer(e, fn) for e in experts}
+        # The warm-up run of each experts implementation picks the peer; only it is repeated.
+        warm = {name: time_fn(f, warmup=0, repeat=1) for name, f in peers.items()}
+        peer_name = min(warm, key=warm.get)
+        best = time_interleaved({"gptcore": ours(fn), peer_name: peers[peer_name]},
+                                2 if quick else REPEAT)
         label = attn + ("" if experts == [None] else "+" + peer_name.removeprefix("experts="))
         case = (f"{name} {what} 2x{S}" if what == "prefill" else f"{name} decode {new} tok") + \
             f" {tag}"
-        rows.append(Row("model", case, best["gptcore"], best[peer_name], f"hf {label}",
-                        note=f"{tokens / best['gptcore']:.0f} vs "
-                             f"{tokens / best[peer_name]:.0f} tok/s"))
+        rows.append(_say(Row("model", case, best["gptcore"], best[peer_name], f"hf {label}",
+                             note=f"{tokens / best['gptcore']:.0f} vs "
+                                  f"{tokens / best[peer_name]:.0f} tok/s")))
     return rows
 
 
@@ -112,19 +127,44 @@ def nanogpt_rows(quick):
         with gptcore.sdpa_override():
             step()
 
-    best = interleaved({"gptcore": switched, "torch": step}, 2 if quick else 3)
-    return [Row("model", f"nanoGPT fwd+bwd B{B} T{T} fp32", best["gptcore"], best["torch"],
-                "torch sdpa", note=f"{B * T / best['gptcore']:.0f} vs "
-                                    f"{B * T / best['torch']:.0f} tok/s")]
+    best = time_interleaved({"gptcore": switched, "torch": step}, 2 if quick else REPEAT)
+    return [_say(Row("model", f"nanoGPT fwd+bwd B{B} T{T} fp32", best["gptcore"], best["torch"],
+                     "torch sdpa", note=f"{B * T / best['gptcore']:.0f} vs "
+                                        f"{B * T / best['torch']:.0f} tok/s"))]
 
 
-def run(quick=False):
-    rows = nanogpt_rows(quick)
-    for dtype in (torch.float32, torch.bfloat16):
+def run(quick=False, only=None, dtypes=("fp32", "bf16")):
+    """Rows of the models in `only` (default: all, and nanogpt) in `dtypes`; each model is
+    freed before the next is built (peak memory is one model, about 1.1 GB at most)."""
+    only = list(CONFIGS) + ["nanogpt"] if only is None else only
+    rows = []
+    if "nanogpt" in only:
+        rows += nanogpt_rows(quick)
+    for tag in dtypes:
         for name in CONFIGS:
-            rows += model_rows(name, dtype, quick)
+            if name in only:
+                rows += model_rows(name, DTYPES[tag], quick)
+                gc.collect()
     return rows
 
 
+def main():
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one layer, short sequences")
+    parser.add_argument("--only", nargs="+", choices=[*CONFIGS, "nanogpt"],
+                        help="only these models (default: all)")
+    parser.add_argument("--dtype", nargs="+", choices=list(DTYPES), default=list(DTYPES),
+                        help="only these dtypes of the HF models (default: fp32 bf16)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    roofs = measure_roofs()
+    rows = run(args.quick, args.only, args.dtype)
+    report(rows, roofs, args.json)
+    print(f"wall time {time.perf_counter() - start:.0f} s", file=sys.stderr)
+
+
 if __name__ == "__main__":
-    main(run, __doc__)
+    main()

@@ -19,12 +19,13 @@ bool bf16_fused_experts_apply(const at::Tensor& x, const at::Tensor& gate_up,
                               const at::Tensor& down, int64_t top_k);
 
 // y (T, H) bf16 = sum over slots of weights * expert(x); gate_up (E, 2I, H), down (E, H, I)
-// bf16 contiguous, biases fp32 (E, 2I), (E, H) or undefined.
+// bf16, each contiguous or (kmajor) the transposed view of a contiguous (E, K, N); biases
+// (E, 2I), (E, H) fp32, bf16 or fp16, or undefined. Nothing is copied or converted.
 at::Tensor bf16_fused_experts(const at::Tensor& x, const at::Tensor& indices,
                               const at::Tensor& weights, const at::Tensor& gate_up,
                               const at::Tensor& down, const at::Tensor& gate_up_bias,
                               const at::Tensor& down_bias, Activation act, float alpha,
-                              float limit);
+                              float limit, bool gate_up_kmajor, bool down_kmajor);
 
 // Above kBf16FusedMaxRows (csrc/moe_bf16_blocked_cpu.cpp): whether the blocked vdpbf16ps GEMMs
 // run (AVX512_BF16, x and both weights bf16, H and I even), and the same y as bf16_fused_experts.

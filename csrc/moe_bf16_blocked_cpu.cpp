@@ -17,6 +17,7 @@
 #include "moe_bf16.h"
 #include "parallel.h"
 
+#if GPTCORE_X86  // the vdpbf16ps kernels exist only on x86 builds
 namespace gptcore {
 namespace {
 
@@ -116,3 +117,4 @@ at::Tensor bf16_blocked_experts(const at::Tensor& x, const at::Tensor& indices,
 }
 
 }  // namespace gptcore
+#endif

@@ -2,7 +2,9 @@
 // expert block: gathered bf16 rows of x -> gate/up dot products (vdpbf16ps, fp32 accumulation)
 // -> bias + GLU in fp32 -> bf16 activations -> down dot products -> bias, routing weight ->
 // fp32 slot rows -> deterministic combine in slot order. The bf16 weights are read in place
-// (rows along H are already the bf16 pairs vdpbf16ps takes): no fp32 copy, no library call.
+// (rows along H are already the bf16 pairs vdpbf16ps takes; K-major weights, gpt-oss's layout
+// in transformers, through bf16_kmajor_rows_avx512), and so are the biases (fp32 or bf16):
+// no fp32 copy, no conversion per call, no library call.
 //   stage 1, items (expert, I-column tile): A[rows of e, c0:c0+w] (bf16)
 //   stage 2, items (expert, H-column tile): O[rows of e, h0:h0+w] (fp32)
 #include <ATen/core/Tensor.h>
@@ -11,6 +13,7 @@
 #include <algorithm>
 
 #include "bf16_kernels.h"
+#include "bf16_kmajor.h"
 #include "cpu_features.h"
 #include "moe_bf16.h"
 #include "parallel.h"
@@ -28,6 +31,29 @@ const uint16_t* bits(const at::Tensor& t) {
   return reinterpret_cast<const uint16_t*>(t.data_ptr<at::BFloat16>());
 }
 
+// One expert's bf16 weight matrix (N, K), stored row-major or K-major (its transpose).
+struct Matrix {
+  const uint16_t* data;
+  int64_t N, K;
+  bool kmajor;
+
+  // out (nx, cols) = x (nx, K) . rows [r0, r0 + cols) of the matrix, transposed.
+  void dot(int64_t r0, int64_t cols, const uint16_t* x, int64_t ldx, int64_t nx, float* out,
+           int64_t ldo) const {
+    if (kmajor) bf16_kmajor_rows_avx512(data + r0, N, cols, x, ldx, nx, K, out, ldo);
+    else bf16_dot_rows_avx512(data + r0 * K, K, cols, x, ldx, nx, K, out, ldo, false);
+  }
+};
+
+// n values of a bias (fp32, bf16 or fp16, contiguous) from index first, as fp32.
+void bias_values(const at::Tensor& b, int64_t first, int64_t n, float* dst) {
+  switch (b.scalar_type()) {
+    case at::kFloat: std::copy_n(b.data_ptr<float>() + first, n, dst); break;
+    case at::kBFloat16: std::copy_n(b.data_ptr<at::BFloat16>() + first, n, dst); break;
+    default: std::copy_n(b.data_ptr<at::Half>() + first, n, dst); break;
+  }
+}
+
 }  // namespace
 
 bool bf16_fused_experts_apply(const at::Tensor& x, const at::Tensor& gate_up,
@@ -42,15 +68,15 @@ at::Tensor bf16_fused_experts(const at::Tensor& x, const at::Tensor& indices,
                               const at::Tensor& weights, const at::Tensor& gate_up,
                               const at::Tensor& down, const at::Tensor& gate_up_bias,
                               const at::Tensor& down_bias, Activation act, float alpha,
-                              float limit) {
+                              float limit, bool gate_up_kmajor, bool down_kmajor) {
   const int64_t T = x.size(0), H = x.size(1), k = indices.size(1);
   const int64_t E = gate_up.size(0), I = down.size(2);
   const Dispatch d = build_dispatch(indices, E, "moe_experts");
   const int64_t N = d.offsets[E];
   const at::Tensor xc = x.contiguous(), wf = float_contiguous(weights);
+  const at::Tensor gub = gate_up_bias.defined() ? gate_up_bias.contiguous() : gate_up_bias;
+  const at::Tensor db = down_bias.defined() ? down_bias.contiguous() : down_bias;
   const float* route_w = wf.data_ptr<float>();
-  const float* gub = gate_up_bias.defined() ? gate_up_bias.data_ptr<float>() : nullptr;
-  const float* db = down_bias.defined() ? down_bias.data_ptr<float>() : nullptr;
   const uint16_t *xp = bits(xc), *gu = bits(gate_up), *dn = bits(down);
   std::vector<uint16_t> xg(N * H), A(N * I);  // gathered x rows, activations (bf16 bits)
   at::parallel_for(0, N, 64, [&](int64_t begin, int64_t end) {
@@ -63,35 +89,34 @@ at::Tensor bf16_fused_experts(const at::Tensor& x, const at::Tensor& indices,
     for (int64_t c = 0; c < H; c += kTileCols) items2.emplace_back(e, c);
   }
   const bool gpt_oss = act == Activation::kGptOss;
-  parallel_items(items1.size(), kRowBlock * 3 * kTileCols, [&](int64_t item, float* scratch) {
+  parallel_items(items1.size(), kRowBlock * 3 * kTileCols + 2 * kTileCols,
+                 [&](int64_t item, float* scratch) {
     const auto [e, c0] = items1[item];
     const int64_t w = std::min(kTileCols, I - c0), first = d.offsets[e], n = d.count(e);
+    const Matrix m{gu + e * 2 * I * H, 2 * I, H, gate_up_kmajor};
     float* h = scratch;                     // (rows, 2w) gate | up, or interleaved (gpt_oss)
     float* a = scratch + kRowBlock * 2 * w; // (rows, w)
+    float* b = a + kRowBlock * w;           // (2w) the tile's biases, in h's column order
+    if (gub.defined()) {
+      if (gpt_oss) {
+        bias_values(gub, e * 2 * I + 2 * c0, 2 * w, b);
+      } else {
+        bias_values(gub, e * 2 * I + c0, w, b);
+        bias_values(gub, e * 2 * I + I + c0, w, b + w);
+      }
+    }
     for (int64_t r = 0; r < n; r += kRowBlock) {
       const int64_t rows = std::min(kRowBlock, n - r);
       const uint16_t* xr = &xg[(first + r) * H];
       if (gpt_oss) {
-        bf16_dot_rows_avx512(gu + (e * 2 * I + 2 * c0) * H, H, 2 * w, xr, H, rows, H, h, 2 * w, false);
+        m.dot(2 * c0, 2 * w, xr, H, rows, h, 2 * w);
       } else {
-        bf16_dot_rows_avx512(gu + (e * 2 * I + c0) * H, H, w, xr, H, rows, H, h, 2 * w, false);
-        bf16_dot_rows_avx512(gu + (e * 2 * I + I + c0) * H, H, w, xr, H, rows, H, h + w, 2 * w,
-                             false);
+        m.dot(c0, w, xr, H, rows, h, 2 * w);
+        m.dot(I + c0, w, xr, H, rows, h + w, 2 * w);
       }
-      if (gub) {
-        const float* b = gub + e * 2 * I;
+      if (gub.defined())
         for (int64_t i = 0; i < rows; ++i)
-          for (int64_t c = 0; c < w; ++c) {
-            float* hr = h + i * 2 * w;
-            if (gpt_oss) {
-              hr[2 * c] += b[2 * (c0 + c)];
-              hr[2 * c + 1] += b[2 * (c0 + c) + 1];
-            } else {
-              hr[c] += b[c0 + c];
-              hr[w + c] += b[I + c0 + c];
-            }
-          }
-      }
+          for (int64_t c = 0; c < 2 * w; ++c) h[i * 2 * w + c] += b[c];
       glu_forward(act, alpha, limit, h, 2 * w, rows, w, a, w);
       for (int64_t i = 0; i < rows; ++i)
         fp32_to_bf16_avx512(a + i * w, w, &A[(first + r + i) * I + c0]);
@@ -102,11 +127,13 @@ at::Tensor bf16_fused_experts(const at::Tensor& x, const at::Tensor& indices,
     const auto [e, h0] = items2[item];
     const int64_t w = std::min(kTileCols, H - h0), first = d.offsets[e], n = d.count(e);
     float* o = &O[first * H + h0];
-    bf16_dot_rows_avx512(dn + (e * H + h0) * I, I, w, &A[first * I], I, n, I, o, H, false);
-    const float* b = db ? db + e * H + h0 : nullptr;
+    const Matrix m{dn + e * H * I, H, I, down_kmajor};
+    m.dot(h0, w, &A[first * I], I, n, o, H);
+    float b[kTileCols] = {};
+    if (db.defined()) bias_values(db, e * H + h0, w, b);
     for (int64_t i = 0; i < n; ++i) {
       const float scale = route_w[d.sorted[first + i]];
-      for (int64_t c = 0; c < w; ++c) o[i * H + c] = (o[i * H + c] + (b ? b[c] : 0.0f)) * scale;
+      for (int64_t c = 0; c < w; ++c) o[i * H + c] = (o[i * H + c] + b[c]) * scale;
     }
   });
   return combine_slots(d, O.data(), T, k, H).to(at::kBFloat16);

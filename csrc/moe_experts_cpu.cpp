@@ -387,12 +387,18 @@ at::Tensor moe_experts_fwd_cpu(const at::Tensor& x, const at::Tensor& indices,
   const bool gu_kmajor = kmajor_weights(gate_up_proj), dn_kmajor = kmajor_weights(down_proj);
   const at::Tensor gu = gu_kmajor ? gate_up_proj : gate_up_proj.contiguous();
   const at::Tensor dn = dn_kmajor ? down_proj : down_proj.contiguous();
+#if GPTCORE_X86
+  // The fused bf16 kernels read either layout and the biases in their own dtype.
+  if (bf16_fused_experts_apply(x, gu, dn, indices.size(1)))
+    return bf16_fused_experts(x, indices, weights, gu, dn, gate_up_bias.value_or(at::Tensor()),
+                              down_bias.value_or(at::Tensor()),
+                              parse_activation(std::string(activation)), static_cast<float>(alpha),
+                              static_cast<float>(limit), gu_kmajor, dn_kmajor);
+#endif
   const at::Tensor gub = optional_float(gate_up_bias), db = optional_float(down_bias);
   Problem p = make_problem(x, indices, gu.size(0), dn.size(2), activation, alpha, limit, gub, db);
-  // The fused bf16 kernels read row-major weight rows only.
 #if GPTCORE_X86
-  if (!gu_kmajor && !dn_kmajor && bf16_fused_experts_apply(x, gu, dn, p.k))
-    return bf16_fused_experts(x, indices, weights, gu, dn, gub, db, p.act, p.alpha, p.limit);
+  // The blocked bf16 GEMMs read row-major weight rows only.
   if (!gu_kmajor && !dn_kmajor && bf16_blocked_experts_apply(x, gu, dn))
     return bf16_blocked_experts(x, indices, weights, gu, dn, gub, db, p.act, p.alpha, p.limit);
 #endif
