@@ -2,7 +2,12 @@
 // column, so the AVX-512 kernels (csrc/attention_cols_avx512.cpp) run the online softmax of 16
 // rows at once and read K and V in place. Scores are in base 2: Q is scaled by scale * log2(e),
 // so exp is exp2 and softcap takes cap * log2(e) (c tanh(s / c) scales with s).
-// Why: B1 H8 S1024 D64 on one core against SDPA in the same run, see kColsKeys.
+// Why: the row layout with MKL sgemm tiles spent 82% of B1 H8 S1024 D64 (full, one core) in
+// MKL, 13% of it packing operands, and 14% in our softmax passes. Here the two GEMMs run at
+// 110-116 GFLOP/s per core (128 keys x 128 rows x D64 or D128, the FMA peak) with no packing,
+// and the softmax takes 8%. B4 H8 S1024 D64 against SDPA, interleaved in one run (shared,
+// loaded machine, one thread): full 0.83x -> 1.09x, causal 1.12x -> 1.62x; D128 causal 1.02x
+// -> 1.17x.
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -17,7 +22,7 @@ namespace {
 
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kLn2 = 0.693147180559945309f;
-constexpr int64_t kColsKeys = 128;
+constexpr int64_t kColsKeys = 128;  // as the row layout's kTileKeys (not tuned here)
 
 float* aligned_64(float* p) {
   return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
