@@ -102,27 +102,29 @@ void tile(int R, int V, int64_t K, const float* a, int64_t lda, int64_t a_step, 
 
 }  // namespace
 
-void cols_scores_avx512(int64_t nk, int64_t Mp, int64_t D, const float* k, int64_t ldk,
+void cols_scores_avx512(const int64_t* rows, int64_t Mp, int64_t D, const float* k, int64_t ldk,
                         const float* qt, float* st, float* colmax) {
   std::fill(colmax, colmax + Mp, -INFINITY);
   for (int64_t c = 0; c < Mp; c += 64) {
     const int V = static_cast<int>(std::min<int64_t>(64, Mp - c) / 16);
-    for (int64_t j = 0; j < nk; j += kTileRows) {
-      const int R = static_cast<int>(std::min<int64_t>(kTileRows, nk - j));
+    const int64_t hi = rows[c / 32 + 1];
+    for (int64_t j = rows[c / 32]; j < hi; j += kTileRows) {
+      const int R = static_cast<int>(std::min<int64_t>(kTileRows, hi - j));
       tile<Mode::kScores>(R, V, D, k + j * ldk, ldk, 1, qt + c, Mp, st + j * Mp + c, Mp,
                           colmax + c, nullptr);
     }
   }
 }
 
-void cols_softmax_avx512(float* st, int64_t nk, int64_t Mp, const float* colmax, float* m,
-                         float* l, float* alpha) {
+void cols_softmax_avx512(float* st, const int64_t* rows, int64_t Mp, const float* colmax,
+                         float* m, float* l, float* alpha) {
   for (int64_t c = 0; c < Mp; c += 16) {
+    const int64_t lo = rows[c / 64 * 2], hi = rows[c / 64 * 2 + 1];
     __m512 mx = _mm512_loadu_ps(m + c);
     if (colmax) {
       mx = _mm512_max_ps(mx, _mm512_loadu_ps(colmax + c));
     } else {
-      for (int64_t j = 0; j < nk; ++j) mx = _mm512_max_ps(mx, _mm512_loadu_ps(st + j * Mp + c));
+      for (int64_t j = lo; j < hi; ++j) mx = _mm512_max_ps(mx, _mm512_loadu_ps(st + j * Mp + c));
     }
     // A column that has seen only -inf keeps m = -inf; it subtracts 0 so that exp2 gives 0
     // instead of exp2(-inf - -inf) = NaN.
@@ -130,7 +132,7 @@ void cols_softmax_avx512(float* st, int64_t nk, int64_t Mp, const float* colmax,
         _mm512_cmp_ps_mask(mx, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ), mx);
     const __m512 a = exp2_512(_mm512_sub_ps(_mm512_loadu_ps(m + c), shift));
     __m512 sum = _mm512_setzero_ps();
-    for (int64_t j = 0; j < nk; ++j) {
+    for (int64_t j = lo; j < hi; ++j) {
       const __m512 p = exp2_512(_mm512_sub_ps(_mm512_loadu_ps(st + j * Mp + c), shift));
       _mm512_storeu_ps(st + j * Mp + c, p);
       sum = _mm512_add_ps(sum, p);
@@ -141,14 +143,15 @@ void cols_softmax_avx512(float* st, int64_t nk, int64_t Mp, const float* colmax,
   }
 }
 
-void cols_values_avx512(int64_t D, int64_t Mp, int64_t nk, const float* v, int64_t ldv,
-                        const float* pt, const float* alpha, float* ot) {
+void cols_values_avx512(int64_t D, int64_t Mp, const int64_t* rows, const float* v,
+                        int64_t ldv, const float* pt, const float* alpha, float* ot) {
   for (int64_t c = 0; c < Mp; c += 64) {
     const int V = static_cast<int>(std::min<int64_t>(64, Mp - c) / 16);
+    const int64_t lo = rows[c / 32], n = rows[c / 32 + 1] - lo;
     for (int64_t d = 0; d < D; d += kTileRows) {  // A[d][j] = v[j * ldv + d]
       const int R = static_cast<int>(std::min<int64_t>(kTileRows, D - d));
-      tile<Mode::kValues>(R, V, nk, v + d, 1, ldv, pt + c, Mp, ot + d * Mp + c, Mp, nullptr,
-                          alpha + c);
+      tile<Mode::kValues>(R, V, n, v + lo * ldv + d, 1, ldv, pt + lo * Mp + c, Mp,
+                          ot + d * Mp + c, Mp, nullptr, alpha + c);
     }
   }
 }

@@ -28,6 +28,7 @@ CASES = [
     (1, 8, 2, 37, 53, 80, dict(causal=True, window=20, sinks=True, softcap=3.0)),
     (2, 4, 1, 20, 300, 80, dict(window=(40, 7))),
     (1, 2, 2, 150, 40, 33, dict(causal=True, sinks=True)),
+    (1, 4, 2, 100, 260, 24, dict(window=(30, 5))),                  # one head per 64 columns
     (1, 4, 4, 24, 0, 8, dict()),                                    # no keys: zeros, lse -inf
 ]
 
