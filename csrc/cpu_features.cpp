@@ -79,8 +79,8 @@ std::vector<std::pair<std::string, std::string>> op_paths() {
                              : "bf16 converted to fp32, then as fp32"},
       {"moe_experts fp32", sgemm + " tiles, at::mm (BLAS) for experts of >= 256 rows"},
       {"moe_experts bf16", use_avx512_bf16()
-                               ? "AVX512_BF16 vdpbf16ps fused experts for <= 4 rows per "
-                                 "expert, at::mm (oneDNN bf16) for more"
+                               ? "AVX512_BF16 vdpbf16ps fused experts for <= 2 rows per "
+                                 "expert (or odd H, I), blocked vdpbf16ps GEMMs for more"
                                : (cpu_has_bf16_dot() ? "at::mm (oneDNN bf16)" : "fp32 tiles")},
       {"moe_experts mxfp4", use_avx512()
                                 ? "AVX-512 fused decode + fp32 FMA for <= 64 rows per expert, "

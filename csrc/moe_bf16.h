@@ -6,15 +6,15 @@
 
 namespace gptcore {
 
-// Average rows per expert (T * top_k / E) up to which the fused bf16 kernel runs; above it
-// oneDNN's bf16 GEMMs (at::mm per expert) take over. H1024 I2816 E8 top-2 against oneDNN on
-// one thread (CPU time, shared machine): 4 rows (T=16) 15.3 vs 15.8 ms, 8 rows 22.7 vs 19.0,
-// 16 rows 39 vs 25: our 4x4 dot blocks reach ~60 GFLOP/s where oneDNN's packed GEMM reaches
-// ~120. With both threads (wall clock, interleaved) the fused kernel also saves the per-expert
-// calls' synchronisation: T=16 89 ms vs 424 ms (oneDNN) vs 288 ms (Hugging Face grouped_mm).
-constexpr int64_t kBf16FusedMaxRows = 4;
+// Average rows per expert (T * top_k / E) up to which the fused bf16 dot kernel runs; above it
+// the blocked GEMMs (bf16_blocked_experts) do. At 1-2 rows both stream the weights and the dot
+// kernel streams faster (H1024 I2816 E8 top-2, one thread: T=4 7.9 ms, 13 GB/s; the blocked
+// GEMMs pad each expert's tokens to 16 and stream at ~10 GB/s, T=8 13.3 ms); at 4 rows the dot
+// kernel's 4x4 blocks are compute-bound (~60 GFLOP/s): T=16 16.9 ms fused vs 13.8 ms blocked.
+constexpr int64_t kBf16FusedMaxRows = 2;
 
-// Whether bf16_fused_experts runs: AVX512_BF16 active, x and both weights bf16, few rows.
+// Whether bf16_fused_experts runs: AVX512_BF16 active, x and both weights bf16, few rows (or
+// any number when H or I is odd).
 bool bf16_fused_experts_apply(const at::Tensor& x, const at::Tensor& gate_up,
                               const at::Tensor& down, int64_t top_k);
 

@@ -61,7 +61,8 @@ bool bf16_fused_experts_apply(const at::Tensor& x, const at::Tensor& gate_up,
   const int64_t E = gate_up.size(0);
   return use_avx512_bf16() && x.scalar_type() == at::kBFloat16 &&
          gate_up.scalar_type() == at::kBFloat16 && down.scalar_type() == at::kBFloat16 &&
-         E > 0 && x.size(0) * top_k <= kBf16FusedMaxRows * E;
+         E > 0 && (x.size(0) * top_k <= kBf16FusedMaxRows * E || x.size(1) % 2 != 0 ||
+                   down.size(2) % 2 != 0);  // odd H or I: the blocked GEMMs read even K
 }
 
 at::Tensor bf16_fused_experts(const at::Tensor& x, const at::Tensor& indices,

@@ -1,6 +1,7 @@
-"""bf16 MoE experts (x and weights bf16) on every ISA level: at avx512_bf16 and few rows per
-expert they run the fused vdpbf16ps kernel (csrc/moe_bf16_cpu.cpp), elsewhere the fp32 tiles or
-oneDNN; every level against gptcore.ref computed in fp32 on the same bf16 values."""
+"""bf16 MoE experts (x and weights bf16) on every ISA level: at avx512_bf16 they run the fused
+vdpbf16ps kernel for few rows per expert (csrc/moe_bf16_cpu.cpp) and the blocked vdpbf16ps GEMMs
+for more (csrc/moe_bf16_blocked_cpu.cpp), elsewhere the fp32 tiles or oneDNN; every level
+against gptcore.ref computed in fp32 on the same bf16 values."""
 import pytest
 import torch
 
@@ -68,10 +69,12 @@ def check(x, idx, w, gu, dn, gub, db, activation, isa):
 
 
 # H: every tail width of a 32-value bf16 vector (1..31), 32, 33, 80 (the activation does not
-# touch the dot products: test_shapes covers the activations).
-def test_every_k_tail(isa):
+# touch the dot products: test_shapes covers the activations). T=4: 2 rows per expert, the fused
+# dot kernel; T=12: 6 rows, the blocked GEMMs for even H (16-lane pairs: tails of every width).
+@pytest.mark.parametrize("T", [4, 12])
+def test_every_k_tail(isa, T):
     for H in list(range(1, 34)) + [80]:
-        check(*make(5, H, 3, 4, 2, bias=True, seed=H), "silu", isa)
+        check(*make(T, H, 3 if T == 4 else 4, 4, 2, bias=True, seed=H), "silu", isa)
 
 
 @pytest.mark.parametrize("T,H,I,E,k,bias,skew", [
