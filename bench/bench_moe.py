@@ -15,7 +15,7 @@ import gptcore
 from transformers import GptOssConfig
 from transformers.models.gpt_oss.modeling_gpt_oss import GptOssExperts
 
-from harness import Row, main, time_fn, time_interleaved
+from harness import Row, main, time_interleaved
 
 MIXTRAL = dict(H=1024, I=2816, E=8, k=2)
 GPT_OSS = dict(H=1024, I=1024, E=32, k=4)
