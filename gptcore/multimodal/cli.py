@@ -21,7 +21,11 @@ def demo_command(args):
     for kind in ("image", "audio", "video", "video_frame_averaging"):
         shown = "; ".join(f"{truth!r} -> {said!r}" for truth, said in results[kind]["examples"])
         print(f"{kind}: {shown}", file=sys.stderr)
-    print(demo.summary_json(results))
+    line = demo.summary_json(results)
+    print(line)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(line + "\n")
     return 0
 
 
@@ -45,4 +49,5 @@ def add_command(sub):
     p.add_argument("--cpu-time", action="store_true",
                    help="count the budget in this process's CPU seconds (shared machines)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", metavar="FILE", help="also write the last line's JSON to FILE")
     p.set_defaults(func=demo_command)
