@@ -36,9 +36,9 @@ def add_command(sub):
                        "procedurally generated captioned images, tones and videos, captions "
                        "held-out ones and prints accuracy per attribute beside chance, and the "
                        "video ablation (temporal projector vs frame averaging). Last line: JSON.")
-    p.add_argument("--time-budget", type=float, default=180.0, metavar="S",
+    p.add_argument("--time-budget", type=float, default=240.0, metavar="S",
                    help="training seconds, 3/4 for the captioner and 1/4 for the frame-averaging "
-                   "ablation (default 180)")
+                   "ablation (default 240)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stages", choices=("all", "llava"), default="all",
                    help="all: train everything from the start; llava: first the projectors "
