@@ -20,8 +20,9 @@ ROOF_NAMES = {"gemm_gflops": "fp32 GEMM", "bf16_gemm_gflops": "bf16 GEMM", "copy
 
 
 def newest_results():
-    """The newest results file (names start with a UTC timestamp), or None."""
-    files = sorted(RESULTS.glob("*.json"))
+    """The newest results file (names start with a UTC timestamp), or None. Other benches'
+    files carry a prefix (multimodal-...json) and are not `gptcore bench` results."""
+    files = sorted(RESULTS.glob("[0-9]*.json"))
     return files[-1] if files else None
 
 
