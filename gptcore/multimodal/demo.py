@@ -105,7 +105,7 @@ def chance(kind):
     return table
 
 
-def run(time_budget=240.0, seed=0, n_train=2000, n_eval=200, per_kind=16, lr=2e-3,
+def run(time_budget=240.0, seed=0, n_train=2000, n_eval=200, per_kind=16, lr=3e-3,
         stages="all", progress=True, clock=time.perf_counter):
     """The whole demo; returns the results dict (printed as the JSON line by the CLI)."""
     t0, cpu0 = time.perf_counter(), time.process_time()
