@@ -81,12 +81,24 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def make_optimizer(model, lr, betas, eps, weight_decay):
+def make_optimizer(model, lr, betas, eps, weight_decay, lr_scales=None):
     """AdamW; weight decay only on matrices (not on norms' gains, biases, sinks). fused=True:
-    one kernel for all parameters (measured on microgpt: see docs/model.md)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    one kernel for all parameters (measured on microgpt: see docs/model.md). lr_scales
+    {parameter name prefix: factor}: those parameters learn at lr * factor (first match wins;
+    the factor is kept in the group as "lr_scale")."""
+    lr_scales = lr_scales or {}
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+    def scale_of(name):
+        return next((f for prefix, f in lr_scales.items() if name.startswith(prefix)), 1.0)
+
+    groups = []
+    for scale in dict.fromkeys([scale_of(n) for n, _ in named] or [1.0]):
+        mine = [p for n, p in named if scale_of(n) == scale]
+        groups += [{"params": [p for p in mine if p.dim() >= 2], "weight_decay": weight_decay,
+                    "lr_scale": scale, "lr": lr * scale},
+                   {"params": [p for p in mine if p.dim() < 2], "weight_decay": 0.0,
+                    "lr_scale": scale, "lr": lr * scale}]
     groups = [g for g in groups if g["params"]]
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
 
@@ -95,13 +107,14 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
           min_lr_ratio=0.0, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, grad_clip=1.0,
           time_budget=None, eval_fn=None, eval_every=None, out_dir=None, resume=True,
           checkpoint_every=None, seed=0, is_main=True, progress=True, meta=None, name="",
-          clock=time.perf_counter, parallel=None):
+          clock=time.perf_counter, parallel=None, lr_scales=None):
     """Trains `model` and returns a summary dict.
 
     batches: a callable step -> batch (deterministic in step: resumes see the same data) or an
     iterable of batches. loss_fn(model, batch) -> scalar, or (scalar to optimise, scalar to
     log) (default next_token_loss).
     time_budget (seconds): stop when it is spent; the schedule then decays by elapsed time.
+    lr_scales {parameter name prefix: factor}: per-group learning rates (see make_optimizer).
     eval_fn(model) -> float validation loss, run every eval_every steps and at the end.
     out_dir: checkpoint (resumed from when it holds one and resume=True), loss.png,
     summary.json. is_main=False (other ranks of a data-parallel run): no bar, no files.
@@ -116,7 +129,7 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
     inner = checkpoint.unwrap(model)
     device = next(inner.parameters()).device
     seed_everything(seed)
-    optimizer = make_optimizer(model, lr, betas, eps, weight_decay)
+    optimizer = make_optimizer(model, lr, betas, eps, weight_decay, lr_scales)
     history = {"train_steps": [], "train_losses": [], "val_steps": [], "val_losses": []}
     start_step, elapsed_before, tokens = 0, 0.0, 0
     if out_dir is not None and resume:
@@ -159,7 +172,7 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
             progress_frac = max(progress_frac, elapsed / time_budget)
         factor = lr_factor(progress_frac, step, warmup, schedule, min_lr_ratio)
         for group in optimizer.param_groups:
-            group["lr"] = lr * factor
+            group["lr"] = lr * factor * group.get("lr_scale", 1.0)
         batch = get_batch(step)
         loss = loss_fn(model, batch)
         loss, logged = loss if isinstance(loss, tuple) else (loss, loss)

@@ -177,3 +177,50 @@ def test_llava_stage_one_trains_only_the_projectors():
     assert trainable == {"projectors"}
     model.set_trainable()
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_vit_standardises_pixels_before_the_stem():
+    torch.manual_seed(0)
+    plain = ViT(8, 4, 16, 1, 2, stem=8)
+    standardising = ViT(8, 4, 16, 1, 2, stem=8, pixel_mean=0.17, pixel_std=0.22)
+    standardising.load_state_dict(plain.state_dict())
+    images = torch.rand(3, 3, 8, 8)
+    # the same float ops on the same inputs: equal but for the rounding of the subtraction
+    torch.testing.assert_close(standardising(images), plain((images - 0.17) / 0.22),
+                               rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(standardising(images), plain(images), atol=1e-3)
+
+
+def test_train_lr_scales_per_parameter_group():
+    from gptcore.multimodal.demo import batches, caption_loss
+    from gptcore.train import make_optimizer, train
+    torch.manual_seed(0)
+    model = _tiny_captioner()
+    assert len(make_optimizer(model, 1e-3, (0.9, 0.95), 1e-8, 0.0).param_groups) == 2
+    groups = make_optimizer(model, 1e-3, (0.9, 0.95), 1e-8, 0.0, {"gpt.": 0.5}).param_groups
+    assert sorted((g["lr_scale"], g["lr"]) for g in groups) == [(0.5, 5e-4)] * 2 + [(1.0, 1e-3)] * 2
+    gpt_before = [p.detach().clone() for p in model.gpt.parameters()]
+    enc_before = [p.detach().clone() for p in model.encoders.parameters()]
+    sets = {kind: data.make_dataset(kind, 4, seed=3) for kind in data.MAKERS}
+    train(model, batches(model, sets, per_kind=2, seed=0), steps=3, loss_fn=caption_loss,
+          lr=3e-3, progress=False, lr_scales={"gpt.": 0.0})
+    assert all(torch.equal(a, p) for a, p in zip(gpt_before, model.gpt.parameters()))
+    assert any(not torch.equal(a, p) for a, p in zip(enc_before, model.encoders.parameters()))
+
+
+def test_greedy_captions_never_emit_bos_or_placeholders():
+    torch.manual_seed(0)
+    model = _tiny_captioner()
+    vocab, forward = model.vocab, model.gpt.forward
+    favoured = torch.zeros(len(vocab))
+    favoured[[vocab.bos, *vocab.placeholders.values()]] = 100.0
+    favoured[vocab.stoi["red"]] = 50.0
+
+    def biased(*args, **kwargs):
+        logits, loss = forward(*args, **kwargs)
+        return logits + favoured, loss
+    model.gpt.forward = biased
+    examples = [data.make_dataset(kind, 1, seed=4)[0] for kind in data.MAKERS]
+    captions = model.caption([caption_item(vocab, e, with_caption=False) for e in examples],
+                             max_words=3)
+    assert captions == ["red red red"] * 3

@@ -57,6 +57,8 @@ class CaptionerConfig:
     enc_heads: int = 4
     patch: int = 4               # ViT patch side (pixels), images and video frames
     stem: int = 0                # width of the ViTs' conv stem (0: none)
+    pixel_mean: float = 0.17     # the ViTs standardise pixels: (x - pixel_mean) / pixel_std,
+    pixel_std: float = 0.22      # the mean and std of 500 generated images (videos: 0.16, 0.21)
     projector: str = "mlp2x_gelu"  # "linear" or "mlp2x_gelu" (LLaVA-1.5)
     n_mels: int = 32             # log-mel bands of the audio features
     n_fft: int = 256             # STFT window (32 ms at 8 kHz)
@@ -74,13 +76,12 @@ class Captioner(nn.Module):
         self.config = c = config or CaptionerConfig()
         self.gpt, self.vocab = gpt, vocab
         d_model = gpt.config.d_model
-        frame_encoder = ViT(data.FRAME_SIZE, c.patch, c.d_enc, c.enc_layers, c.enc_heads,
-                            stem=c.stem)
+        pixels = {"stem": c.stem, "pixel_mean": c.pixel_mean, "pixel_std": c.pixel_std}
+        frame_encoder = ViT(data.FRAME_SIZE, c.patch, c.d_enc, c.enc_layers, c.enc_heads, **pixels)
         temporal = TemporalProjector(c.d_enc, frame_encoder.grid, c.video_pool, c.temporal)
         max_audio_tokens = mel_frames(max(data.DURATIONS.values()), c.hop) // 2 + 1
         self.encoders = nn.ModuleDict({
-            "image": ViT(data.IMAGE_SIZE, c.patch, c.d_enc, c.enc_layers, c.enc_heads,
-                         stem=c.stem),
+            "image": ViT(data.IMAGE_SIZE, c.patch, c.d_enc, c.enc_layers, c.enc_heads, **pixels),
             "audio": AudioEncoder(c.n_mels, c.d_enc, c.enc_layers, c.enc_heads, max_audio_tokens),
             "video": VideoEncoder(frame_encoder, temporal)})
         self.projectors = nn.ModuleDict({kind: Projector(c.projector, c.d_enc, d_model)
@@ -143,12 +144,16 @@ class Captioner(nn.Module):
         tokens = self.encode(batch["features"])
         sequences = [list(ids) for ids, _ in items]
         done = [False] * len(items)
+        # a generated <bos> or placeholder would ask the layout for an input that is not there
+        banned = torch.tensor([self.vocab.bos, *self.vocab.placeholders.values()])
         for _ in range(max_words):
             plan = layout(sequences, batch["kinds"], batch["counts"], self.vocab.placeholders)
             packed = gather(plan, sequences, tokens, self.gpt.wte)
             logits, _ = self.gpt(inputs_embeds=packed.inputs_embeds, cu_seqlens=plan.cu_seqlens,
                                  max_seqlen=plan.max_seqlen)
-            last = logits[plan.cu_seqlens[1:].long() - 1].argmax(-1).tolist()   # (N,)
+            last_logits = logits[plan.cu_seqlens[1:].long() - 1]              # (N, vocab)
+            last_logits[:, banned] = float("-inf")
+            last = last_logits.argmax(-1).tolist()                              # (N,)
             for n, token in enumerate(last):
                 if not done[n]:
                     sequences[n].append(token)

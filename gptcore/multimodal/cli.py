@@ -21,7 +21,11 @@ def demo_command(args):
     for kind in ("image", "audio", "video", "video_frame_averaging"):
         shown = "; ".join(f"{truth!r} -> {said!r}" for truth, said in results[kind]["examples"])
         print(f"{kind}: {shown}", file=sys.stderr)
-    print(demo.summary_json(results))
+    line = demo.summary_json(results)
+    print(line)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(line + "\n")
     return 0
 
 
@@ -32,9 +36,9 @@ def add_command(sub):
                        "procedurally generated captioned images, tones and videos, captions "
                        "held-out ones and prints accuracy per attribute beside chance, and the "
                        "video ablation (temporal projector vs frame averaging). Last line: JSON.")
-    p.add_argument("--time-budget", type=float, default=180.0, metavar="S",
+    p.add_argument("--time-budget", type=float, default=240.0, metavar="S",
                    help="training seconds, 3/4 for the captioner and 1/4 for the frame-averaging "
-                   "ablation (default 180)")
+                   "ablation (default 240)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stages", choices=("all", "llava"), default="all",
                    help="all: train everything from the start; llava: first the projectors "
@@ -45,4 +49,5 @@ def add_command(sub):
     p.add_argument("--cpu-time", action="store_true",
                    help="count the budget in this process's CPU seconds (shared machines)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", metavar="FILE", help="also write the last line's JSON to FILE")
     p.set_defaults(func=demo_command)
