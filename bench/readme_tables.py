@@ -86,10 +86,55 @@ def rows_tables(name, data):
     return lines
 
 
+# The issues' targets, checked against the rows of a file of that kind: (case, peer or None
+# when the case has one row, minimum ratio, minimum % of the roof or None).
+TARGETS = {
+    "attention-moe-mxfp4": ("issue 12", [
+        ("B4 H8 S1024 D64 causal fp32", None, 1.3, None),
+        ("B4 H8 S1024 D64 full fp32", None, 1.1, 85),
+        ("B1 H16 S2048 D128 causal bf16", None, 1.5, None),
+        ("B1 H8 S8192 D64 causal window 128", "compiled flex", 1.5, None),
+        ("fp32 H1024 I2816 E8 k2 T=16", None, 1.5, None),
+        ("bf16 H1024 I2816 E8 k2 T=16", None, 1.3, None),
+        ("bf16 H1024 I2816 E8 k2 T=128", None, 1.3, None),
+        ("bf16 H1024 I2816 E8 k2 T=512", None, 1.3, None),
+        ("mxfp4 T=16 (vs fp32 peer)", None, 4.0, None)]),
+    "models": ("issue 10", [
+        *[(f"{m} decode 64 tok {dt}", None, 1.1 if m == "llama" else 1.5, None)
+          for dt in ("float32", "bfloat16") for m in ("llama", "mixtral", "gpt_oss")],
+        *[(f"{m} prefill 2x512 {dt}", None, 1.1 if dt == "float32" else 1.3, None)
+          for dt in ("float32", "bfloat16") for m in ("llama", "mixtral", "gpt_oss")],
+        ("nanoGPT fwd+bwd B4 T1024 fp32", None, 1.2, None)]),
+}
+
+
+def targets(kind, data):
+    """The targets of `kind` against this file's rows: which are met, by how much."""
+    if kind not in TARGETS:
+        return []
+    issue, wanted = TARGETS[kind]
+    lines = [f"Targets ({issue}), from the same run:", "",
+             "| case | target | measured | met |", "|---|---|---|---|"]
+    for case, peer, ratio, roof in wanted:
+        rows = [r for r in data["rows"] if r["case"] == case and (peer is None or r["peer"] == peer)]
+        if len(rows) != 1:
+            raise SystemExit(f"{kind}: expected one row {case!r} (peer {peer}), found {len(rows)}")
+        r = rows[0]
+        aim = f">= {ratio}x {r['peer']}" + (f", >= {roof}% roof" if roof else "")
+        got = f"{r['ratio']:.2f}x" + (f", {r['roof_pct']:.0f}% roof" if roof else "")
+        met = r["ratio"] >= ratio and (roof is None or r["roof_pct"] >= roof)
+        lines.append(f"| {case} | {aim} | {got} | {'yes' if met else '**no**'} |")
+    return lines + [""]
+
+
 def printed(name, data):
-    """A bench/record.py file: the command and what it printed (its JSON summary line last)."""
+    """A bench/record.py file: the command and what it printed, less the JSON summary line
+    that ends it (the file keeps it)."""
+    lines = data["stdout"].rstrip("\n").splitlines()
+    if data.get("result") is not None:
+        lines = lines[:-1]
     return [provenance(name, data) + f" Wall time {data['wall_s']:.0f} s.", "", "```",
-            "$ " + " ".join(data["command"]), *data["stdout"].rstrip("\n").splitlines(), "```", ""]
+            "$ " + " ".join(data["command"]), *lines, "```", ""]
 
 
 def demo(name, data):
@@ -133,7 +178,8 @@ def render_block(names):
     else:
         lines = []
         for name, data in files:
-            lines += rows_tables(name, data) if "rows" in data else printed(name, data)
+            lines += rows_tables(name, data) + targets(kind_of(name), data) if "rows" in data \
+                else printed(name, data)
     return "\n".join(lines).rstrip() + "\n"
 
 
