@@ -170,6 +170,16 @@ def test_a_few_training_steps_lower_the_loss():
     assert after < 0.7 * before, (before, after)
 
 
+def test_batches_take_the_given_count_of_each_kind():
+    from gptcore.multimodal.demo import batches
+    model = _tiny_captioner()
+    sets = {kind: data.make_dataset(kind, 8, seed=2) for kind in data.MAKERS}
+    batch = batches(model, sets, per_kind={"image": 1, "audio": 2, "video": 3}, seed=0)(0)
+    assert {k: len(f) for k, f in batch["features"].items()} == {"image": 1, "audio": 2, "video": 3}
+    batch = batches(model, {"video": sets["video"]}, per_kind={"video": 2}, seed=0)(0)
+    assert len(batch["features"]["video"]) == 2 and not batch["features"]["image"]
+
+
 def test_llava_stage_one_trains_only_the_projectors():
     model = _tiny_captioner()
     model.set_trainable(gpt=False, encoders=False)
