@@ -4,8 +4,7 @@
 // operand order oneDNN's brgemm and SGLang's CPU kernels use for bf16 (pairs along k).
 #include <immintrin.h>
 
-#include <cstring>
-
+#include "bf16_block_avx512.h"
 #include "bf16_kernels.h"
 
 namespace gptcore {
@@ -13,46 +12,20 @@ namespace {
 
 constexpr int kRows = 8;
 
-inline __m512bh as_bh(__m512i v) { return reinterpret_cast<__m512bh>(v); }
-
-// R rows x NP panels (16 columns each) over ceil(K/2) pairs.
-template <int R, int NP>
-void gemm_block(int64_t pairs, const uint16_t* a, int64_t lda, const uint32_t* bp,
-                int64_t panel_stride, float alpha, float* c, int64_t ldc, bool accumulate) {
-  __m512 acc[R][NP];
-  for (int r = 0; r < R; ++r)
-    for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < pairs; ++p) {
-    __m512bh b[NP];
-    for (int j = 0; j < NP; ++j) b[j] = as_bh(_mm512_loadu_si512(bp + j * panel_stride + 16 * p));
-    for (int r = 0; r < R; ++r) {
-      uint32_t pair;
-      std::memcpy(&pair, a + r * lda + 2 * p, 4);
-      const __m512bh av = as_bh(_mm512_set1_epi32(static_cast<int>(pair)));
-      for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], av, b[j]);
-    }
-  }
-  const __m512 scale = _mm512_set1_ps(alpha);
-  for (int r = 0; r < R; ++r)
-    for (int j = 0; j < NP; ++j) {
-      float* dst = c + r * ldc + 16 * j;
-      __m512 v = _mm512_mul_ps(acc[r][j], scale);
-      if (accumulate) v = _mm512_add_ps(v, _mm512_loadu_ps(dst));
-      _mm512_storeu_ps(dst, v);
-    }
-}
-
 template <int NP>
 void gemm_panels(int64_t M, int64_t pairs, const uint16_t* a, int64_t lda, const uint32_t* bp,
                  int64_t panel_stride, float alpha, float* c, int64_t ldc, bool accumulate) {
   int64_t m = 0;
   for (; m + kRows <= M; m += kRows)
-    gemm_block<kRows, NP>(pairs, a + m * lda, lda, bp, panel_stride, alpha, c + m * ldc, ldc, accumulate);
+    bf16_block<kRows, NP, false>(pairs, a + m * lda, lda, bp, panel_stride, alpha, c + m * ldc,
+                                 ldc, accumulate);
   const uint16_t* am = a + m * lda;
   float* cm = c + m * ldc;
   switch (M - m) {
 #define GPTCORE_TAIL(R) \
-  case R: gemm_block<R, NP>(pairs, am, lda, bp, panel_stride, alpha, cm, ldc, accumulate); break;
+  case R:                                                                                  \
+    bf16_block<R, NP, false>(pairs, am, lda, bp, panel_stride, alpha, cm, ldc, accumulate); \
+    break;
     GPTCORE_TAIL(1) GPTCORE_TAIL(2) GPTCORE_TAIL(3) GPTCORE_TAIL(4) GPTCORE_TAIL(5)
     GPTCORE_TAIL(6) GPTCORE_TAIL(7)
 #undef GPTCORE_TAIL

@@ -13,6 +13,11 @@ namespace gptcore {
 // kernel's 4x4 blocks are compute-bound (~60 GFLOP/s): T=16 16.9 ms fused vs 13.8 ms blocked.
 constexpr int64_t kBf16FusedMaxRows = 2;
 
+// The raw bits of a contiguous bf16 tensor, as the vdpbf16ps kernels (bf16_kernels.h) take them.
+inline const uint16_t* bf16_bits(const at::Tensor& t) {
+  return reinterpret_cast<const uint16_t*>(t.data_ptr<at::BFloat16>());
+}
+
 // Whether bf16_fused_experts runs: AVX512_BF16 active, x and both weights bf16, few rows (or
 // any number when H or I is odd).
 bool bf16_fused_experts_apply(const at::Tensor& x, const at::Tensor& gate_up,

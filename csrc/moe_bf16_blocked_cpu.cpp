@@ -26,10 +26,6 @@ namespace {
 constexpr int64_t kCols1 = 32;
 constexpr int64_t kRows2 = 64;
 
-const uint16_t* bits(const at::Tensor& t) {
-  return reinterpret_cast<const uint16_t*>(t.data_ptr<at::BFloat16>());
-}
-
 int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 
 }  // namespace
@@ -55,7 +51,7 @@ at::Tensor bf16_blocked_experts(const at::Tensor& x, const at::Tensor& indices,
   const float* route_w = wf.data_ptr<float>();
   const float* gub = gate_up_bias.defined() ? gate_up_bias.data_ptr<float>() : nullptr;
   const float* db = down_bias.defined() ? down_bias.data_ptr<float>() : nullptr;
-  const uint16_t *xp = bits(xc), *gu = bits(gate_up), *dn = bits(down);
+  const uint16_t *xp = bf16_bits(xc), *gu = bf16_bits(gate_up), *dn = bf16_bits(down);
   // packed operands per expert: XP[e] (H x n) and AP[e] (I x n), n = that expert's rows
   std::vector<int64_t> xoff(E + 1, 0), aoff(E + 1, 0);
   int64_t max_n = 0;

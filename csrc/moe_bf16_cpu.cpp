@@ -27,10 +27,6 @@ namespace {
 constexpr int64_t kTileCols = 32;
 constexpr int64_t kRowBlock = 64;
 
-const uint16_t* bits(const at::Tensor& t) {
-  return reinterpret_cast<const uint16_t*>(t.data_ptr<at::BFloat16>());
-}
-
 // One expert's bf16 weight matrix (N, K), stored row-major or K-major (its transpose).
 struct Matrix {
   const uint16_t* data;
@@ -78,7 +74,7 @@ at::Tensor bf16_fused_experts(const at::Tensor& x, const at::Tensor& indices,
   const at::Tensor gub = gate_up_bias.defined() ? gate_up_bias.contiguous() : gate_up_bias;
   const at::Tensor db = down_bias.defined() ? down_bias.contiguous() : down_bias;
   const float* route_w = wf.data_ptr<float>();
-  const uint16_t *xp = bits(xc), *gu = bits(gate_up), *dn = bits(down);
+  const uint16_t *xp = bf16_bits(xc), *gu = bf16_bits(gate_up), *dn = bf16_bits(down);
   std::vector<uint16_t> xg(N * H), A(N * I);  // gathered x rows, activations (bf16 bits)
   at::parallel_for(0, N, 64, [&](int64_t begin, int64_t end) {
     for (int64_t q = begin; q < end; ++q) std::copy_n(xp + d.sorted[q] / k * H, H, &xg[q * H]);

@@ -4,38 +4,11 @@
 // panel passes, each row is read from memory once, and the next block's rows are prefetched.
 #include <immintrin.h>
 
-#include <cstring>
-
+#include "bf16_block_avx512.h"
 #include "bf16_kernels.h"
 
 namespace gptcore {
 namespace {
-
-inline __m512bh as_bh(__m512i v) { return reinterpret_cast<__m512bh>(v); }
-
-// R rows x NP panels over `pairs` pairs of k; prefetches the R rows after these.
-template <int R, int NP>
-void block(int64_t pairs, const uint16_t* a, int64_t lda, const uint32_t* bp, int64_t stride,
-           float* c, int64_t ldc) {
-  __m512 acc[R][NP];
-  for (int r = 0; r < R; ++r)
-    for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < pairs; ++p) {
-    if (p % 16 == 0)  // one 64-byte line of each next row per 16 pairs
-      for (int r = 0; r < R; ++r)
-        _mm_prefetch(reinterpret_cast<const char*>(a + (R + r) * lda + 2 * p), _MM_HINT_T0);
-    __m512bh b[NP];
-    for (int j = 0; j < NP; ++j) b[j] = as_bh(_mm512_loadu_si512(bp + j * stride + 16 * p));
-    for (int r = 0; r < R; ++r) {
-      uint32_t pair;
-      std::memcpy(&pair, a + r * lda + 2 * p, 4);
-      const __m512bh av = as_bh(_mm512_set1_epi32(static_cast<int>(pair)));
-      for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], av, b[j]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int j = 0; j < NP; ++j) _mm512_storeu_ps(c + r * ldc + 16 * j, acc[r][j]);
-}
 
 // Rows [0, R) against every panel, in groups of NP (tails of 1..NP-1 panels).
 template <int R, int NP>
@@ -43,8 +16,10 @@ void row_block(int64_t panels, int64_t pairs, const uint16_t* a, int64_t lda,
                const uint32_t* bp, float* c, int64_t ldc) {
   const int64_t stride = 16 * pairs;
   int64_t j = 0;
-  for (; j + NP <= panels; j += NP) block<R, NP>(pairs, a, lda, bp + j * stride, stride, c + 16 * j, ldc);
-  for (; j < panels; ++j) block<R, 1>(pairs, a, lda, bp + j * stride, stride, c + 16 * j, ldc);
+  for (; j + NP <= panels; j += NP)
+    bf16_block<R, NP, true>(pairs, a, lda, bp + j * stride, stride, 1.0f, c + 16 * j, ldc, false);
+  for (; j < panels; ++j)
+    bf16_block<R, 1, true>(pairs, a, lda, bp + j * stride, stride, 1.0f, c + 16 * j, ldc, false);
 }
 
 template <int R, int NP>
