@@ -11,13 +11,20 @@ faster in a first run of each (only that one is then repeated). Prefill: one for
 tokens after a 16-token prompt, batch 1. Ratio = peer time / gptcore time. Each row is
 printed to stderr as soon as it is measured.
 
+What a drop-in can gain is bounded by what it replaces, so each row also times the model with
+attention and experts replaced by zeros ("free", same run) and records the work those parts
+must still do (FLOPs, or weight bytes at decode): README's targets table turns them into the
+ceiling peer time / (free time + that work at this machine's roof).
+
     python bench/bench_models.py [--quick] [--only llama gpt_oss nanogpt] [--dtype bf16] [--json F]
 """
 import gc
 import sys
 import time
+from unittest import mock
 
 import torch
+import torch.nn.functional as F
 
 import gptcore
 from harness import Row, measure_roofs, report, time_fn, time_interleaved
@@ -61,6 +68,84 @@ def build(name, dtype, quick):
     return model.eval()
 
 
+def _attention_pairs(S, window):
+    """(query, key) pairs a causal attention over S positions computes, in a window if given."""
+    return S * (S + 1) // 2 if window is None else sum(min(i + 1, window) for i in range(S))
+
+
+def work(model, B, S):
+    """What one call must do at least, for the roofs: prefill FLOPs of B x S tokens keeping the
+    last logits, and the weight bytes one decode token reads at batch 1; each as (whole model,
+    the part gptcore switches: attention and experts). Experts count k/E of their weights (the
+    routed ones); the embedding table counts only when tied to the output layer (decode reads
+    one row of it otherwise); attention counts its causal (and windowed) pairs."""
+    config = model.config
+    head = model.get_output_embeddings().weight
+    embed = model.get_input_embeddings().weight
+    params = {p.data_ptr(): p for p in model.parameters()}.values()
+    experts = {p.data_ptr() for m in model.modules() if hasattr(m, "gate_up_proj")
+               for p in m.parameters()}
+    share = getattr(config, "num_experts_per_tok", 1) / getattr(config, "num_local_experts", 1)
+    flops, weight_bytes = [0.0, 0.0], [0.0, 0.0]    # (whole model, switched part)
+    for p in params:
+        routed = p.data_ptr() in experts
+        used = share if routed else 1.0
+        if p.dim() >= 2 and p.data_ptr() not in (head.data_ptr(), embed.data_ptr()):
+            flops[0] += 2 * B * S * used * p.numel()
+            flops[1] += 2 * B * S * used * p.numel() if routed else 0.0
+        if p.data_ptr() != embed.data_ptr() or embed.data_ptr() == head.data_ptr():
+            weight_bytes[0] += used * p.numel() * p.element_size()
+            weight_bytes[1] += used * p.numel() * p.element_size() if routed else 0.0
+    flops[0] += 2 * B * head.numel()
+    D = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+    for kind in types:
+        window = config.sliding_window if kind == "sliding_attention" else None
+        attention = 4 * B * config.num_attention_heads * D * _attention_pairs(S, window)
+        flops[0] += attention
+        flops[1] += attention
+    return flops, weight_bytes
+
+
+FREE = "gptcore-bench-free"
+
+
+def _free_attention(module, query, key, value, attention_mask, **kwargs):
+    """An attention that costs nothing: zeros (B, Sq, H, D)."""
+    B, H, Sq, D = query.shape
+    return query.new_zeros(B, Sq, H, D), None
+
+
+def _free_experts(experts, hidden_states, top_k_index, top_k_weights):
+    """Experts that cost nothing: zeros (T, H)."""
+    return torch.zeros_like(hidden_states)
+
+
+def free(model, fn):
+    """`fn` with the parts gptcore switches (attention, experts) costing nothing: its time is
+    the best any drop-in could reach, so peer time / this time is the ceiling of the ratio."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.integrations.moe import ExpertsInterface
+    from transformers.masking_utils import flash_attention_mask
+    AttentionInterface.register(FREE, _free_attention)
+    AttentionMaskInterface.register(FREE, flash_attention_mask)
+    ExpertsInterface.register(FREE, _free_experts)
+    has_experts = any(hasattr(m, "gate_up_proj") for m in model.modules())
+
+    def run():
+        attn, experts = model.config._attn_implementation, model.config._experts_implementation
+        model.set_attn_implementation(FREE)
+        if has_experts:
+            model.set_experts_implementation(FREE)
+        try:
+            fn()
+        finally:
+            model.set_attn_implementation(attn)
+            if has_experts:
+                model.set_experts_implementation(experts)
+    return run
+
+
 def model_rows(name, dtype, quick):
     model = build(name, dtype, quick)
     S, new = (64, 8) if quick else (512, 64)
@@ -95,20 +180,29 @@ def model_rows(name, dtype, quick):
 
     rows = []
     tag = str(dtype).removeprefix("torch.")
+    flops, token_bytes = work(model, 2, S)
+    # decode: `new` forward passes, each reading at least the weights of one token
+    amount = {"prefill": dict(flops=flops[0]), "decode": dict(bytes=new * token_bytes[0])}
+    switched = {"prefill": dict(switched_flops=flops[1]),
+                "decode": dict(switched_bytes=new * token_bytes[1])}
     attn = "eager" if name == "gpt_oss" else "sdpa"
     for what, fn, tokens in (("prefill", prefill, 2 * S), ("decode", decode, new)):
         peers = {f"experts={e}": peer(e, fn) for e in experts}
         # The warm-up run of each experts implementation picks the peer; only it is repeated.
         warm = {name: time_fn(f, warmup=0, repeat=1) for name, f in peers.items()}
         peer_name = min(warm, key=warm.get)
-        best = time_interleaved({"gptcore": ours(fn), peer_name: peers[peer_name]},
-                                2 if quick else REPEAT)
+        best = time_interleaved({"gptcore": ours(fn), peer_name: peers[peer_name],
+                                 "free": free(model, fn)}, 2 if quick else REPEAT)
         label = attn + ("" if experts == [None] else "+" + peer_name.removeprefix("experts="))
         case = (f"{name} {what} 2x{S}" if what == "prefill" else f"{name} decode {new} tok") + \
             f" {tag}"
         rows.append(_say(Row("model", case, best["gptcore"], best[peer_name], f"hf {label}",
                              note=f"{tokens / best['gptcore']:.0f} vs "
-                                  f"{tokens / best[peer_name]:.0f} tok/s")))
+                                  f"{tokens / best[peer_name]:.0f} tok/s; attention and "
+                                  f"experts free: {best['free'] * 1e3:.0f} ms",
+                             extra=dict(free_s=best["free"], **switched[what]),
+                             dtype="bf16" if dtype == torch.bfloat16 else "fp32",
+                             **amount[what])))
     return rows
 
 
@@ -127,10 +221,22 @@ def nanogpt_rows(quick):
         with gptcore.sdpa_override():
             step()
 
-    best = time_interleaved({"gptcore": switched, "torch": step}, 2 if quick else REPEAT)
+    def free():  # attention that costs nothing but still hands q, k and v a (zero) gradient
+        with mock.patch.object(F, "scaled_dot_product_attention",
+                               lambda q, k, v, **options: (q + k + v) * 0.0):
+            step()
+
+    best = time_interleaved({"gptcore": switched, "torch": step, "free": free},
+                            2 if quick else REPEAT)
+    C, layers = model.wpe.weight.shape[1], len(model.blocks)
+    # causal attention forward: QK^T and PV, 2 FLOPs per multiply-add; the backward's five
+    # products cost 2.5 times that
+    attention = 3.5 * layers * 4 * B * C * T * (T + 1) // 2
     return [_say(Row("model", f"nanoGPT fwd+bwd B{B} T{T} fp32", best["gptcore"], best["torch"],
                      "torch sdpa", note=f"{B * T / best['gptcore']:.0f} vs "
-                                        f"{B * T / best['torch']:.0f} tok/s"))]
+                                        f"{B * T / best['torch']:.0f} tok/s; attention "
+                                        f"free: {best['free'] * 1e3:.0f} ms",
+                     extra=dict(free_s=best["free"], switched_flops=attention)))]
 
 
 def run(quick=False, only=None, dtypes=("fp32", "bf16")):

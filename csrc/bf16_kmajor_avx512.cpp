@@ -1,8 +1,10 @@
-// K-major bf16 weights times bf16 rows (see bf16_kmajor.h): register blocks of 32 output
-// columns x 4 activation rows, 8 fp32 accumulators. Per pair of k: one 64-byte load of each
-// weight row, two permutes that interleave them into (w[k][c], w[k+1][c]) pairs, and one
-// vdpbf16ps per accumulator against the broadcast (x[k], x[k+1]) pair.
+// K-major bf16 weights times bf16 rows (see bf16_kmajor.h): register blocks of up to 8 strips
+// of 32 output columns x 1-4 activation rows, 16 fp32 accumulators. Per pair of k: one 64-byte
+// load of each weight row per strip, two permutes that interleave them into (w[k][c], w[k+1][c])
+// pairs, and one vdpbf16ps per accumulator against the broadcast (x[k], x[k+1]) pair.
 #include <immintrin.h>
+
+#include <algorithm>
 
 #include "bf16_kmajor.h"
 
@@ -16,7 +18,11 @@ inline __m512bh pair_of(const uint16_t* x, int64_t k, int64_t K) {
   return reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(bits)));
 }
 
-template <int NX>
+// NX activation rows x S strips of 32 columns: per pair of k, S contiguous 64-byte loads of
+// each of the two weight rows, so a row of the (strided) K-major storage is read S lines at a
+// time. gpt-oss experts H1024 I512 top-4, one thread, CPU time of 8 layers in turn, one strip
+// per pass vs these blocks: T=1 1.18 vs 1.15 ms, T=4 4.1 vs 3.7 ms (shared machine).
+template <int NX, int S>
 void block(const uint16_t* w, int64_t ldw, int64_t cols, const uint16_t* x, int64_t ldx,
            int64_t K, float* out, int64_t ldo) {
   // Word j of the low result is a[j / 2] (j even) or b[j / 2] (j odd); the high one +16.
@@ -26,43 +32,61 @@ void block(const uint16_t* w, int64_t ldw, int64_t cols, const uint16_t* x, int6
     hi_idx[j] = static_cast<uint16_t>(lo_idx[j] + 16);
   }
   const __m512i lo = _mm512_load_si512(lo_idx), hi = _mm512_load_si512(hi_idx);
-  const __mmask32 mask = cols >= 32 ? ~__mmask32{0} : (__mmask32{1} << cols) - 1;
-  __m512 acc[NX][2];
-  for (int i = 0; i < NX; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  __mmask32 mask[S];  // columns of strip s that exist (cols may end inside any strip)
+  for (int s = 0; s < S; ++s) {
+    const int64_t n = std::clamp<int64_t>(cols - 32 * s, 0, 32);
+    mask[s] = n == 32 ? ~__mmask32{0} : (__mmask32{1} << n) - 1;
+  }
+  __m512 acc[NX][S][2];
+  for (int i = 0; i < NX; ++i)
+    for (int s = 0; s < S; ++s) acc[i][s][0] = acc[i][s][1] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; k += 2) {
-    const __m512i a = _mm512_maskz_loadu_epi16(mask, w + k * ldw);
-    const __m512i b = k + 1 < K ? _mm512_maskz_loadu_epi16(mask, w + (k + 1) * ldw)
-                                : _mm512_setzero_si512();
-    const auto w0 = reinterpret_cast<__m512bh>(_mm512_permutex2var_epi16(a, lo, b));
-    const auto w1 = reinterpret_cast<__m512bh>(_mm512_permutex2var_epi16(a, hi, b));
-    for (int i = 0; i < NX; ++i) {
-      const __m512bh xv = pair_of(x + i * ldx, k, K);
-      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], w0, xv);
-      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], w1, xv);
+    __m512bh xv[NX];
+    for (int i = 0; i < NX; ++i) xv[i] = pair_of(x + i * ldx, k, K);
+    for (int s = 0; s < S; ++s) {
+      const __m512i a = _mm512_maskz_loadu_epi16(mask[s], w + k * ldw + 32 * s);
+      const __m512i b = k + 1 < K ? _mm512_maskz_loadu_epi16(mask[s], w + (k + 1) * ldw + 32 * s)
+                                  : _mm512_setzero_si512();
+      const auto w0 = reinterpret_cast<__m512bh>(_mm512_permutex2var_epi16(a, lo, b));
+      const auto w1 = reinterpret_cast<__m512bh>(_mm512_permutex2var_epi16(a, hi, b));
+      for (int i = 0; i < NX; ++i) {
+        acc[i][s][0] = _mm512_dpbf16_ps(acc[i][s][0], w0, xv[i]);
+        acc[i][s][1] = _mm512_dpbf16_ps(acc[i][s][1], w1, xv[i]);
+      }
     }
   }
-  const __mmask16 m0 = static_cast<__mmask16>(mask), m1 = static_cast<__mmask16>(mask >> 16);
-  for (int i = 0; i < NX; ++i) {
-    _mm512_mask_storeu_ps(out + i * ldo, m0, acc[i][0]);
-    _mm512_mask_storeu_ps(out + i * ldo + 16, m1, acc[i][1]);
+  for (int s = 0; s < S; ++s) {
+    const __mmask16 m0 = static_cast<__mmask16>(mask[s]);
+    const __mmask16 m1 = static_cast<__mmask16>(mask[s] >> 16);
+    for (int i = 0; i < NX; ++i) {
+      _mm512_mask_storeu_ps(out + i * ldo + 32 * s, m0, acc[i][s][0]);
+      _mm512_mask_storeu_ps(out + i * ldo + 32 * s + 16, m1, acc[i][s][1]);
+    }
   }
+}
+
+// Rows x[0, nx) against columns [0, cols) in blocks of NX rows x S strips.
+template <int NX, int S>
+void strips(const uint16_t* w, int64_t ldw, int64_t cols, const uint16_t* x, int64_t ldx,
+            int64_t K, float* out, int64_t ldo) {
+  for (int64_t c = 0; c < cols; c += 32 * S)
+    block<NX, S>(w + c, ldw, std::min<int64_t>(cols - c, 32 * S), x, ldx, K, out + c, ldo);
 }
 
 }  // namespace
 
+// Blocks of 4 rows x 2 strips, then the rows left over with as many strips as 16 accumulators
+// hold.
 void bf16_kmajor_rows_avx512(const uint16_t* w, int64_t ldw, int64_t cols, const uint16_t* x,
                              int64_t ldx, int64_t nx, int64_t K, float* out, int64_t ldo) {
-  for (int64_t c = 0; c < cols; c += 32) {
-    const int64_t n = cols - c < 32 ? cols - c : 32;
-    int64_t i = 0;
-    for (; i + 4 <= nx; i += 4) block<4>(w + c, ldw, n, x + i * ldx, ldx, K, out + i * ldo + c, ldo);
-    const int64_t rest = nx - i;
-    const uint16_t* xr = x + i * ldx;
-    float* o = out + i * ldo + c;
-    if (rest == 3) block<3>(w + c, ldw, n, xr, ldx, K, o, ldo);
-    else if (rest == 2) block<2>(w + c, ldw, n, xr, ldx, K, o, ldo);
-    else if (rest == 1) block<1>(w + c, ldw, n, xr, ldx, K, o, ldo);
-  }
+  int64_t i = 0;
+  for (; i + 4 <= nx; i += 4) strips<4, 2>(w, ldw, cols, x + i * ldx, ldx, K, out + i * ldo, ldo);
+  const int64_t rest = nx - i;
+  const uint16_t* xr = x + i * ldx;
+  float* o = out + i * ldo;
+  if (rest == 3) strips<3, 2>(w, ldw, cols, xr, ldx, K, o, ldo);
+  else if (rest == 2) strips<2, 4>(w, ldw, cols, xr, ldx, K, o, ldo);
+  else if (rest == 1) strips<1, 8>(w, ldw, cols, xr, ldx, K, o, ldo);
 }
 
 }  // namespace gptcore

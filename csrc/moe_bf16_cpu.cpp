@@ -25,6 +25,9 @@ namespace {
 // Weight rows per tile: 32 columns of I are 64 gate/up rows (128 KB at H=1024), which stay in
 // L2 while every block of x rows passes; narrow tiles give both threads work even at T=1.
 constexpr int64_t kTileCols = 32;
+// K-major weights are strided by their row of 2I or H values: tiles of 128 columns read 256-512
+// contiguous bytes of each row (bf16_kmajor_avx512.cpp's strips) instead of 64.
+constexpr int64_t kKmajorTileCols = 128;
 constexpr int64_t kRowBlock = 64;
 
 // One expert's bf16 weight matrix (N, K), stored row-major or K-major (its transpose).
@@ -79,17 +82,19 @@ at::Tensor bf16_fused_experts(const at::Tensor& x, const at::Tensor& indices,
   at::parallel_for(0, N, 64, [&](int64_t begin, int64_t end) {
     for (int64_t q = begin; q < end; ++q) std::copy_n(xp + d.sorted[q] / k * H, H, &xg[q * H]);
   });
+  const int64_t tile1 = gate_up_kmajor ? kKmajorTileCols : kTileCols;
+  const int64_t tile2 = down_kmajor ? kKmajorTileCols : kTileCols;
   std::vector<std::pair<int64_t, int64_t>> items1, items2;  // (expert, first column)
   for (int64_t e = 0; e < E; ++e) {
     if (d.count(e) == 0) continue;
-    for (int64_t c = 0; c < I; c += kTileCols) items1.emplace_back(e, c);
-    for (int64_t c = 0; c < H; c += kTileCols) items2.emplace_back(e, c);
+    for (int64_t c = 0; c < I; c += tile1) items1.emplace_back(e, c);
+    for (int64_t c = 0; c < H; c += tile2) items2.emplace_back(e, c);
   }
   const bool gpt_oss = act == Activation::kGptOss;
-  parallel_items(items1.size(), kRowBlock * 3 * kTileCols + 2 * kTileCols,
+  parallel_items(items1.size(), kRowBlock * 3 * tile1 + 2 * tile1,
                  [&](int64_t item, float* scratch) {
     const auto [e, c0] = items1[item];
-    const int64_t w = std::min(kTileCols, I - c0), first = d.offsets[e], n = d.count(e);
+    const int64_t w = std::min(tile1, I - c0), first = d.offsets[e], n = d.count(e);
     const Matrix m{gu + e * 2 * I * H, 2 * I, H, gate_up_kmajor};
     float* h = scratch;                     // (rows, 2w) gate | up, or interleaved (gpt_oss)
     float* a = scratch + kRowBlock * 2 * w; // (rows, w)
@@ -122,11 +127,11 @@ at::Tensor bf16_fused_experts(const at::Tensor& x, const at::Tensor& indices,
   std::vector<float> O(N * H);  // slot rows: (down + bias) * routing weight
   parallel_items(items2.size(), [&](int64_t item) {
     const auto [e, h0] = items2[item];
-    const int64_t w = std::min(kTileCols, H - h0), first = d.offsets[e], n = d.count(e);
+    const int64_t w = std::min(tile2, H - h0), first = d.offsets[e], n = d.count(e);
     float* o = &O[first * H + h0];
     const Matrix m{dn + e * H * I, H, I, down_kmajor};
     m.dot(h0, w, &A[first * I], I, n, o, H);
-    float b[kTileCols] = {};
+    float b[kKmajorTileCols] = {};
     if (db.defined()) bias_values(db, e * H + h0, w, b);
     for (int64_t i = 0; i < n; ++i) {
       const float scale = route_w[d.sorted[first + i]];

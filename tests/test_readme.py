@@ -79,3 +79,49 @@ def test_a_newer_file_of_the_same_kind_makes_the_block_stale(recorded):
     assert stale == [path.name]
     refreshed, _ = tables.render(text, refresh=True)
     assert newer.name in refreshed and path.name not in refreshed
+
+
+def test_ceiling_is_peer_time_over_free_time_plus_work_at_the_roof():
+    tables = _load("readme_tables")
+    roofs = {"copy_gbs": 10.0, "gemm_gflops": 100.0, "bf16_gemm_gflops": 400.0}
+    # decode: 1 GB at 10 GB/s is 0.1 s; 2.0 / (0.5 + 0.1)
+    row = {"peer_s": 2.0, "dtype": "fp32", "extra": {"free_s": 0.5, "switched_bytes": 1e9}}
+    assert tables._ceiling(row, roofs) == "3.33x"
+    # bf16 prefill: 40 GFLOP at 400 GFLOP/s is 0.1 s; 1.0 / (0.15 + 0.1)
+    row = {"peer_s": 1.0, "dtype": "bf16", "extra": {"free_s": 0.15, "switched_flops": 40e9}}
+    assert tables._ceiling(row, roofs) == "4.00x"
+    assert tables._ceiling({"peer_s": 1.0, "dtype": "fp32", "extra": {}}, roofs) == "-"
+
+
+def test_model_work_counts_a_tiny_llama_by_hand():
+    transformers = pytest.importorskip("transformers")
+    models = _load("bench_models")
+    config = transformers.LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=16,
+                                      num_hidden_layers=1, num_attention_heads=2,
+                                      num_key_value_heads=1)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    flops, weight_bytes = models.work(model, B=1, S=2)
+    # matrices a token passes: q 64, k 32, v 32, o 64, gate 128, up 128, down 128 = 576 values;
+    # prefill of 2 tokens: 2 * 2 * 576, the output layer (256) on the last token only, and
+    # attention: 3 causal pairs x 2 heads x D=4 x 4 FLOPs (QK^T and PV)
+    assert flops == [2 * 2 * 576 + 2 * 256 + 3 * 2 * 4 * 4, 3 * 2 * 4 * 4]
+    # decode reads every weight but the embedding table (one row of it): 576 + 256 + three
+    # norms of 8, fp32; nothing of it is experts
+    assert weight_bytes == [(576 + 256 + 24) * 4, 0.0]
+
+
+def test_model_work_counts_the_routed_experts_of_a_tiny_mixtral_by_hand():
+    transformers = pytest.importorskip("transformers")
+    models = _load("bench_models")
+    config = transformers.MixtralConfig(vocab_size=32, hidden_size=8, intermediate_size=16,
+                                        num_hidden_layers=1, num_attention_heads=2,
+                                        num_key_value_heads=1, num_local_experts=4,
+                                        num_experts_per_tok=2)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    flops, weight_bytes = models.work(model, B=1, S=2)
+    # experts: gate_up 4 x 32 x 8 + down 4 x 8 x 16 = 1536 values, a token passes 2 of 4 (768);
+    # attention q, k, v, o 192 and the router 32; output layer 256; attention 3 pairs as above
+    experts, attention = 768, 3 * 2 * 4 * 4
+    assert flops == [2 * 2 * (192 + 32 + experts) + 2 * 256 + attention,
+                     2 * 2 * experts + attention]
+    assert weight_bytes == [(192 + 32 + experts + 256 + 24) * 4, experts * 4]
