@@ -13,7 +13,9 @@
 #include <vector>
 
 #include "checks.h"
+#include "cpu_features.h"
 #include "cpu_util.h"
+#include "route_kernels.h"
 
 namespace gptcore {
 namespace {
@@ -46,6 +48,9 @@ void select_top_k(const float* choice, int64_t E, int64_t k, int64_t* idx) {
 
 // probs[e] = softmax(row)[e] (fp32, max-subtracted).
 void softmax_row(const float* row, int64_t E, float* probs) {
+#if GPTCORE_X86
+  if (use_avx512()) return softmax_row_avx512(row, E, probs);
+#endif
   float mx = -INFINITY;
   for (int64_t e = 0; e < E; ++e) mx = std::fmax(mx, row[e]);
   float sum = 0.0f;
@@ -63,6 +68,12 @@ const float* score_row(const float* logit, const float* bias, int64_t E, Scoring
     return score;
   }
   if (scoring == Scoring::kTopkSoftmax) return logit;
+#if GPTCORE_X86
+  if (use_avx512()) {
+    sigmoid_row_avx512(logit, bias, E, score, choice_buf);
+    return choice_buf;
+  }
+#endif
   for (int64_t e = 0; e < E; ++e) {
     score[e] = sigmoid(logit[e]);
     choice_buf[e] = bias ? score[e] + bias[e] : score[e];
@@ -139,6 +150,9 @@ void route_bwd_row(const float* dw, const float* logit, const float* bias, const
     for (int64_t j = 0; j < k; ++j) dl[idx[j]] += w[j] * (dw[j] - dot);
   } else if (scoring == Scoring::kSoftmax) {
     for (int64_t j = 0; j < k; ++j) dl[idx[j]] += dw[j];  // g
+#if GPTCORE_X86
+    if (use_avx512()) return softmax_grad_row_avx512(score, dl, E);
+#endif
     float gp = 0.0f;
     for (int64_t e = 0; e < E; ++e) gp += dl[e] * score[e];
     for (int64_t e = 0; e < E; ++e) dl[e] = score[e] * (dl[e] - gp);
