@@ -61,7 +61,8 @@ std::vector<std::pair<std::string, std::string>> op_paths() {
   const std::string level = isa_name(active_isa());
   const std::string sgemm = blas_available() ? "BLAS sgemm" : "our tiles";
   const std::pair<std::string, std::string> route = {
-      "route", use_avx512() ? "AVX-512 softmax / sigmoid and backward rows, scalar top-k"
+      "route", use_avx512() ? "AVX-512 softmax / sigmoid and backward rows, AVX-512 top-k from 16 "
+                            "experts (scalar below)"
                             : "scalar loops"};
   if (!use_avx2()) {
     return {{"attention", "portable loops"},

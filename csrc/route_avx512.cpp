@@ -61,6 +61,30 @@ void sigmoid_row_avx512(const float* logit, const float* bias, int64_t E, float*
   }
 }
 
+bool top_k_avx512(const float* choice, int64_t E, int64_t k, int64_t* idx, uint16_t* taken) {
+  const int64_t vectors = (E + 15) / 16;
+  for (int64_t v = 0; v < vectors; ++v) taken[v] = 0;
+  for (int64_t j = 0; j < k; ++j) {
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (int64_t v = 0; v < vectors; ++v) {
+      const __mmask16 m = lanes(E, 16 * v) & static_cast<__mmask16>(~taken[v]);
+      mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, choice + 16 * v));
+    }
+    const __m512 best = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    int64_t v = 0;
+    __mmask16 hit = 0;
+    for (; v < vectors && !hit; ++v) {
+      const __mmask16 m = lanes(E, 16 * v) & static_cast<__mmask16>(~taken[v]);
+      hit = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, choice + 16 * v), best, _CMP_EQ_OQ);
+    }
+    if (!hit) return false;
+    const int lane = __builtin_ctz(hit);
+    taken[v - 1] |= static_cast<uint16_t>(1u << lane);
+    idx[j] = 16 * (v - 1) + lane;
+  }
+  return true;
+}
+
 void softmax_grad_row_avx512(const float* p, float* g, int64_t E) {
   __m512 dot = _mm512_setzero_ps();
   for (int64_t e = 0; e < E; e += 16) {

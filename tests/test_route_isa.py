@@ -1,7 +1,8 @@
 """MoE routing at every ISA level (the AVX-512 row passes and the portable loops) against
 gptcore.ref: every scoring mode, expert counts around the 16-lane vector (E = 1 .. 64 with
 tails of every kind), k up to E, exact ties, -inf and huge logits, logits whose probabilities
-are subnormal or 0, and no tokens at all. Selection must equal the reference exactly."""
+are subnormal or 0, rows of NaN scores, and no tokens at all. Selection must equal the
+reference exactly (AVX-512 selection rounds from 16 experts, scalar insertion below)."""
 import pytest
 import torch
 
@@ -39,6 +40,7 @@ def _logits(E, seed):
     # subnormal at -88: the ranking of these must match torch's values too.
     tail = torch.tensor([0.0, -88.0, -89.0, -90.0, -95.0, -100.0, -110.0, -1e30])
     rows.append(tail.repeat((E + 7) // 8)[:E].flip(0)[None])
+    rows.append(torch.full((1, E), -float("inf")))               # NaN scores: the scalar fallback
     return torch.cat(rows)
 
 
@@ -67,7 +69,9 @@ def test_route_forward(isa, scoring, renormalize, with_bias, E):
 @pytest.mark.parametrize("E", EXPERTS)
 @pytest.mark.parametrize("scoring,renormalize,with_bias", MODES)
 def test_route_backward(isa, scoring, renormalize, with_bias, E):
-    logits = _logits(E, 100 + E)
+    # without the all -inf row: there the reference's softmax backward spreads NaN over every
+    # expert, ours (every ISA level) only over the chosen ones
+    logits = _logits(E, 100 + E)[:-1]
     bias = _bias(E, with_bias, E + 2)
     for k in _ks(E):
         dw = torch.randn(logits.shape[0], k, generator=torch.Generator().manual_seed(k))
