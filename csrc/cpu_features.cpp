@@ -60,11 +60,16 @@ bool cpu_has_bf16_dot() { return cpu_isa() >= Isa::kAvx512Bf16; }
 std::vector<std::pair<std::string, std::string>> op_paths() {
   const std::string level = isa_name(active_isa());
   const std::string sgemm = blas_available() ? "BLAS sgemm" : "our tiles";
+  const std::pair<std::string, std::string> route = {
+      "route", use_avx512() ? "AVX-512 softmax / sigmoid and backward rows, AVX-512 top-k from 16 "
+                            "experts (scalar below)"
+                            : "scalar loops"};
   if (!use_avx2()) {
     return {{"attention", "portable loops"},
             {"moe_experts fp32", "portable tiles + " + sgemm + ", at::mm for large experts"},
             {"moe_experts bf16", cpu_has_bf16_dot() ? "at::mm (oneDNN bf16)" : "fp32 tiles"},
-            {"moe_experts mxfp4", "dequantised tiles + " + sgemm}};
+            {"moe_experts mxfp4", "dequantised tiles + " + sgemm},
+            route};
   }
   return {
       {"attention fp32",
@@ -77,7 +82,11 @@ std::vector<std::pair<std::string, std::string>> op_paths() {
                              ? "AVX512_BF16 vdpbf16ps tiles, fp32 accumulation (forward); "
                                "backward as fp32"
                              : "bf16 converted to fp32, then as fp32"},
-      {"moe_experts fp32", sgemm + " tiles, at::mm (BLAS) for experts of >= 256 rows"},
+      {"moe_experts fp32",
+       (use_avx512() ? "AVX-512 small-row kernel for <= 64 rows per expert, " + sgemm +
+                           " tiles above"
+                     : sgemm + " tiles") +
+           ", at::mm (BLAS) for experts of >= 256 rows"},
       {"moe_experts bf16", use_avx512_bf16()
                                ? "AVX512_BF16 vdpbf16ps fused experts for <= 2 rows per "
                                  "expert (or odd H, I), blocked vdpbf16ps GEMMs for more"
@@ -87,6 +96,7 @@ std::vector<std::pair<std::string, std::string>> op_paths() {
                                   "else dequantised tiles + " + sgemm
                                 : "AVX2 fused dequantise + dot for <= 4 rows per expert, else "
                                   "dequantised tiles + " + sgemm},
+      route,
   };
 }
 
