@@ -1,6 +1,9 @@
 // AVX512_BF16 dot-product kernels (see bf16_kernels.h): register blocks of 4 weight rows x 4
-// activation rows, 16 fp32 accumulators, 32 bf16 values of k per vdpbf16ps.
+// activation rows, 16 fp32 accumulators, 32 bf16 values of k per vdpbf16ps; with one or two
+// activation rows (decode), 16 or 8 weight rows at a time.
 #include <immintrin.h>
+
+#include <algorithm>
 
 #include "bf16_kernels.h"
 
@@ -23,13 +26,14 @@ inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
   return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
 }
 
-// R weight rows x NX activation rows.
+// R weight rows x NX activation rows (R <= 16; rows past R are zero and never stored).
 template <int R, int NX>
 void dot_block(const uint16_t* w, int64_t ldw, const uint16_t* x, int64_t ldx, int64_t K,
                float* out, int64_t ldo, bool accumulate) {
-  __m512 acc[NX][4];
+  constexpr int kAcc = R > 8 ? 16 : R > 4 ? 8 : 4;
+  __m512 acc[NX][kAcc];
   for (int i = 0; i < NX; ++i)
-    for (int r = 0; r < 4; ++r) acc[i][r] = _mm512_setzero_ps();
+    for (int r = 0; r < kAcc; ++r) acc[i][r] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; k += 32) {
     const __mmask32 mask = K - k >= 32 ? ~__mmask32{0} : (__mmask32{1} << (K - k)) - 1;
     __m512bh wv[R];
@@ -39,12 +43,14 @@ void dot_block(const uint16_t* w, int64_t ldw, const uint16_t* x, int64_t ldx, i
       for (int r = 0; r < R; ++r) acc[i][r] = _mm512_dpbf16_ps(acc[i][r], wv[r], xv);
     }
   }
-  const __mmask8 rows_mask = static_cast<__mmask8>((1u << R) - 1);
   for (int i = 0; i < NX; ++i) {
-    __m128 s = reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
-    float* o = out + i * ldo;
-    if (accumulate) s = _mm_add_ps(s, _mm_maskz_loadu_ps(rows_mask, o));
-    _mm_mask_storeu_ps(o, rows_mask, s);
+    for (int r0 = 0; r0 < R; r0 += 4) {
+      const __mmask8 rows_mask = static_cast<__mmask8>((1u << std::min(4, R - r0)) - 1);
+      __m128 s = reduce4(acc[i][r0], acc[i][r0 + 1], acc[i][r0 + 2], acc[i][r0 + 3]);
+      float* o = out + i * ldo + r0;
+      if (accumulate) s = _mm_add_ps(s, _mm_maskz_loadu_ps(rows_mask, o));
+      _mm_mask_storeu_ps(o, rows_mask, s);
+    }
   }
 }
 
@@ -69,6 +75,14 @@ void bf16_dot_rows_avx512(const uint16_t* w, int64_t ldw, int64_t rows, const ui
                           int64_t ldx, int64_t nx, int64_t K, float* out, int64_t ldo,
                           bool accumulate) {
   int64_t r = 0;
+  // Weight rows at decode are short streams (2 KB at K=1024) that the hardware prefetchers pick
+  // up late: more of them in flight read faster. Mixtral experts H1024 I1024 top-2 at T=1, one
+  // thread, 8 layers in turn (cold weights), CPU time: 4 rows 0.96-1.10 ms, 8 rows 0.82-0.92,
+  // 16 rows 0.69-0.80 (12, 15 and 17 GB/s; shared machine, interleaved with the old build).
+  if (nx == 1)
+    for (; r + 16 <= rows; r += 16) dot_block<16, 1>(w + r * ldw, ldw, x, ldx, K, out + r, ldo, accumulate);
+  if (nx <= 2)
+    for (; r + 8 <= rows; r += 8) dot_rows<8>(w + r * ldw, ldw, x, ldx, nx, K, out + r, ldo, accumulate);
   for (; r + 4 <= rows; r += 4) dot_rows<4>(w + r * ldw, ldw, x, ldx, nx, K, out + r, ldo, accumulate);
   const uint16_t* wr = w + r * ldw;
   switch (rows - r) {

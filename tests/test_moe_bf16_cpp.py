@@ -79,6 +79,7 @@ def test_every_k_tail(isa, T):
 
 @pytest.mark.parametrize("T,H,I,E,k,bias,skew", [
     (1, 64, 40, 8, 2, False, False),     # decode: two experts, one row each
+    (1, 50, 45, 4, 2, True, False),      # decode: blocks of 16, 8, 4 weight rows and a tail
     (16, 80, 72, 8, 2, True, False),     # ~4 rows per expert, I = 2 tiles + 8
     (19, 48, 17, 6, 2, True, False),     # empty experts likely, row tails
     (32, 33, 40, 8, 2, False, True),     # skewed: expert 0 has > 16 rows
