@@ -18,11 +18,13 @@ inline __m512bh pair_of(const uint16_t* x, int64_t k, int64_t K) {
   return reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(bits)));
 }
 
-// NX activation rows x S strips of 32 columns: per pair of k, S contiguous 64-byte loads of
-// each of the two weight rows, so a row of the (strided) K-major storage is read S lines at a
-// time. gpt-oss experts H1024 I512 top-4, one thread, CPU time of 8 layers in turn, one strip
-// per pass vs these blocks: T=1 1.18 vs 1.15 ms, T=4 4.1 vs 3.7 ms (shared machine).
-template <int NX, int S>
+// NX activation rows x S strips of 32 columns, over P segments of K at once: per pair of k,
+// S contiguous 64-byte loads of each of the two weight rows, so a row of the (strided) K-major
+// storage is read S lines at a time, and P pairs of rows are in flight. gpt-oss experts H1024
+// I512 top-4, one thread, CPU time of 8 layers in turn (cold weights; shared machine): one strip
+// per pass vs 2-8 strips, T=1 1.18 vs 1.15 ms, T=4 4.1 vs 3.7 ms; at T=1 8 strips x 1 segment
+// 1.15-1.22 ms, 2 strips x 4 segments 1.08, 4 strips x 2 segments 0.96-1.01.
+template <int NX, int S, int P>
 void block(const uint16_t* w, int64_t ldw, int64_t cols, const uint16_t* x, int64_t ldx,
            int64_t K, float* out, int64_t ldo) {
   // Word j of the low result is a[j / 2] (j even) or b[j / 2] (j odd); the high one +16.
@@ -37,21 +39,28 @@ void block(const uint16_t* w, int64_t ldw, int64_t cols, const uint16_t* x, int6
     const int64_t n = std::clamp<int64_t>(cols - 32 * s, 0, 32);
     mask[s] = n == 32 ? ~__mmask32{0} : (__mmask32{1} << n) - 1;
   }
-  __m512 acc[NX][S][2];
-  for (int i = 0; i < NX; ++i)
-    for (int s = 0; s < S; ++s) acc[i][s][0] = acc[i][s][1] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; k += 2) {
-    __m512bh xv[NX];
-    for (int i = 0; i < NX; ++i) xv[i] = pair_of(x + i * ldx, k, K);
-    for (int s = 0; s < S; ++s) {
-      const __m512i a = _mm512_maskz_loadu_epi16(mask[s], w + k * ldw + 32 * s);
-      const __m512i b = k + 1 < K ? _mm512_maskz_loadu_epi16(mask[s], w + (k + 1) * ldw + 32 * s)
-                                  : _mm512_setzero_si512();
-      const auto w0 = reinterpret_cast<__m512bh>(_mm512_permutex2var_epi16(a, lo, b));
-      const auto w1 = reinterpret_cast<__m512bh>(_mm512_permutex2var_epi16(a, hi, b));
-      for (int i = 0; i < NX; ++i) {
-        acc[i][s][0] = _mm512_dpbf16_ps(acc[i][s][0], w0, xv[i]);
-        acc[i][s][1] = _mm512_dpbf16_ps(acc[i][s][1], w1, xv[i]);
+  // P segments of K walked side by side (even lengths, so no pair straddles two)
+  const int64_t seg = (K + 2 * P - 1) / (2 * P) * 2;
+  __m512 acc[P][NX][S][2];
+  for (int p = 0; p < P; ++p)
+    for (int i = 0; i < NX; ++i)
+      for (int s = 0; s < S; ++s) acc[p][i][s][0] = acc[p][i][s][1] = _mm512_setzero_ps();
+  for (int64_t kk = 0; kk < seg; kk += 2) {
+    for (int p = 0; p < P; ++p) {
+      const int64_t k = p * seg + kk;
+      if (k >= K) break;
+      __m512bh xv[NX];
+      for (int i = 0; i < NX; ++i) xv[i] = pair_of(x + i * ldx, k, K);
+      for (int s = 0; s < S; ++s) {
+        const __m512i a = _mm512_maskz_loadu_epi16(mask[s], w + k * ldw + 32 * s);
+        const __m512i b = k + 1 < K ? _mm512_maskz_loadu_epi16(mask[s], w + (k + 1) * ldw + 32 * s)
+                                    : _mm512_setzero_si512();
+        const auto w0 = reinterpret_cast<__m512bh>(_mm512_permutex2var_epi16(a, lo, b));
+        const auto w1 = reinterpret_cast<__m512bh>(_mm512_permutex2var_epi16(a, hi, b));
+        for (int i = 0; i < NX; ++i) {
+          acc[p][i][s][0] = _mm512_dpbf16_ps(acc[p][i][s][0], w0, xv[i]);
+          acc[p][i][s][1] = _mm512_dpbf16_ps(acc[p][i][s][1], w1, xv[i]);
+        }
       }
     }
   }
@@ -59,24 +68,29 @@ void block(const uint16_t* w, int64_t ldw, int64_t cols, const uint16_t* x, int6
     const __mmask16 m0 = static_cast<__mmask16>(mask[s]);
     const __mmask16 m1 = static_cast<__mmask16>(mask[s] >> 16);
     for (int i = 0; i < NX; ++i) {
-      _mm512_mask_storeu_ps(out + i * ldo + 32 * s, m0, acc[i][s][0]);
-      _mm512_mask_storeu_ps(out + i * ldo + 32 * s + 16, m1, acc[i][s][1]);
+      __m512 s0 = acc[0][i][s][0], s1 = acc[0][i][s][1];
+      for (int p = 1; p < P; ++p) {
+        s0 = _mm512_add_ps(s0, acc[p][i][s][0]);
+        s1 = _mm512_add_ps(s1, acc[p][i][s][1]);
+      }
+      _mm512_mask_storeu_ps(out + i * ldo + 32 * s, m0, s0);
+      _mm512_mask_storeu_ps(out + i * ldo + 32 * s + 16, m1, s1);
     }
   }
 }
 
 // Rows x[0, nx) against columns [0, cols) in blocks of NX rows x S strips.
-template <int NX, int S>
+template <int NX, int S, int P = 1>
 void strips(const uint16_t* w, int64_t ldw, int64_t cols, const uint16_t* x, int64_t ldx,
             int64_t K, float* out, int64_t ldo) {
   for (int64_t c = 0; c < cols; c += 32 * S)
-    block<NX, S>(w + c, ldw, std::min<int64_t>(cols - c, 32 * S), x, ldx, K, out + c, ldo);
+    block<NX, S, P>(w + c, ldw, std::min<int64_t>(cols - c, 32 * S), x, ldx, K, out + c, ldo);
 }
 
 }  // namespace
 
-// Blocks of 4 rows x 2 strips, then the rows left over with as many strips as 16 accumulators
-// hold.
+// Blocks of 4 rows x 2 strips, then the rows left over with as many strips (and, for one row,
+// segments of K) as 16 accumulators hold.
 void bf16_kmajor_rows_avx512(const uint16_t* w, int64_t ldw, int64_t cols, const uint16_t* x,
                              int64_t ldx, int64_t nx, int64_t K, float* out, int64_t ldo) {
   int64_t i = 0;
@@ -86,7 +100,7 @@ void bf16_kmajor_rows_avx512(const uint16_t* w, int64_t ldw, int64_t cols, const
   float* o = out + i * ldo;
   if (rest == 3) strips<3, 2>(w, ldw, cols, xr, ldx, K, o, ldo);
   else if (rest == 2) strips<2, 4>(w, ldw, cols, xr, ldx, K, o, ldo);
-  else if (rest == 1) strips<1, 8>(w, ldw, cols, xr, ldx, K, o, ldo);
+  else if (rest == 1) strips<1, 4, 2>(w, ldw, cols, xr, ldx, K, o, ldo);
 }
 
 }  // namespace gptcore
