@@ -1,5 +1,6 @@
-// fp32 products of a few activation rows with expert weights read in place (decode: 1-16 rows
-// per expert), AVX-512 (csrc/f32_rows_avx512.cpp), called only when use_avx512(). No ATen here.
+// fp32 products of a few activation rows with expert weights read in place (decode and small
+// batches: up to 64 rows per expert, see moe_experts_cpu.cpp), AVX-512
+// (csrc/f32_rows_avx512.cpp), called only when use_avx512(). No ATen here.
 #pragma once
 #include <cstdint>
 

@@ -21,28 +21,41 @@ constexpr int64_t kAhead = 8;  // K-major: weight rows prefetched this far ahead
 // while they are in L1 (8 rows of K=1024: 32 KB), so DRAM streams each weight once.
 constexpr int64_t kWeightBlock = 8;
 
-// C weight rows [0, C) of w against R activation rows, all of K.
+// One step of 16 k (lanes m) for C weight rows and R activation rows.
+template <int R, int C>
+inline void nt_step(__m512 (&acc)[R * C], __mmask16 m, int64_t k, const float* x, int64_t ldx,
+                    const float* w, int64_t ldw) {
+  __m512 wv[C];
+  #pragma GCC unroll 32
+  for (int c = 0; c < C; ++c) {
+    // the same bytes of the next block of C rows (the next call), one line per row
+    _mm_prefetch(reinterpret_cast<const char*>(w + (c + C) * ldw + k), _MM_HINT_T0);
+    wv[c] = _mm512_maskz_loadu_ps(m, w + c * ldw + k);
+  }
+  #pragma GCC unroll 32
+  for (int i = 0; i < R; ++i) {
+    const __m512 xv = _mm512_maskz_loadu_ps(m, x + i * ldx + k);
+    #pragma GCC unroll 32
+    for (int c = 0; c < C; ++c) acc[i * C + c] = _mm512_fmadd_ps(xv, wv[c], acc[i * C + c]);
+  }
+}
+
+// C weight rows [0, C) of w against R activation rows, all of K. The K tail is a separate
+// masked step: with the mask chosen inside the loop GCC kept the accumulators in memory,
+// storing all R x C of them every step.
 template <int R, int C>
 void nt_block(int64_t K, const float* x, int64_t ldx, const float* w, int64_t ldw, float* out,
               int64_t ldo) {
-  __m512 acc[R][C];
+  __m512 acc[R * C];  // one dimension: GCC kept a 2-D array in memory (a store per FMA)
+  #pragma GCC unroll 32
+  for (int j = 0; j < R * C; ++j) acc[j] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) nt_step<R, C>(acc, __mmask16(0xffff), k, x, ldx, w, ldw);
+  if (k < K) nt_step<R, C>(acc, first_lanes(K - k), k, x, ldx, w, ldw);
+  #pragma GCC unroll 32
   for (int i = 0; i < R; ++i)
-    for (int c = 0; c < C; ++c) acc[i][c] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; k += 16) {
-    const __mmask16 m = K - k >= 16 ? __mmask16(0xffff) : first_lanes(K - k);
-    __m512 wv[C];
-    for (int c = 0; c < C; ++c) {
-      // the same bytes of the next block of C rows (the next call), one line per row
-      _mm_prefetch(reinterpret_cast<const char*>(w + (c + C) * ldw + k), _MM_HINT_T0);
-      wv[c] = _mm512_maskz_loadu_ps(m, w + c * ldw + k);
-    }
-    for (int i = 0; i < R; ++i) {
-      const __m512 xv = _mm512_maskz_loadu_ps(m, x + i * ldx + k);
-      for (int c = 0; c < C; ++c) acc[i][c] = _mm512_fmadd_ps(xv, wv[c], acc[i][c]);
-    }
-  }
-  for (int i = 0; i < R; ++i)
-    for (int c = 0; c < C; ++c) out[i * ldo + c] = _mm512_reduce_add_ps(acc[i][c]);
+    #pragma GCC unroll 32
+    for (int c = 0; c < C; ++c) out[i * ldo + c] = _mm512_reduce_add_ps(acc[i * C + c]);
 }
 
 // Weight rows [0, cw) (cw <= kWeightBlock) against R activation rows: C = 8 with 1-2 rows, so
@@ -69,27 +82,35 @@ void nn_block(int64_t cols, int64_t K, const float* x, int64_t ldx, const float*
               float* out, int64_t ldo) {
   constexpr int V = nn_vectors<R>();
   __mmask16 m[V];
+  #pragma GCC unroll 32
   for (int v = 0; v < V; ++v) {
     const int64_t left = cols - 16 * v;
     m[v] = left >= 16 ? __mmask16(0xffff) : left > 0 ? first_lanes(left) : __mmask16(0);
   }
-  __m512 acc[R][V];
-  for (int i = 0; i < R; ++i)
-    for (int v = 0; v < V; ++v) acc[i][v] = _mm512_setzero_ps();
+  __m512 acc[R * V];  // one dimension, as in nt_block
+  #pragma GCC unroll 32
+  for (int j = 0; j < R * V; ++j) acc[j] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
     const float* row = w + k * ldw;
     if (k + kAhead < K) {
+      #pragma GCC unroll 32
       for (int v = 0; v < V; ++v)
-        if (m[v]) _mm_prefetch(reinterpret_cast<const char*>(row + kAhead * ldw + 16 * v), _MM_HINT_T0);
+        if (m[v]) {
+          _mm_prefetch(reinterpret_cast<const char*>(row + kAhead * ldw + 16 * v), _MM_HINT_T0);
+        }
     }
+    #pragma GCC unroll 32
     for (int v = 0; v < V; ++v) {
       const __m512 wv = _mm512_maskz_loadu_ps(m[v], row + 16 * v);
+      #pragma GCC unroll 32
       for (int i = 0; i < R; ++i)
-        acc[i][v] = _mm512_fmadd_ps(_mm512_set1_ps(x[i * ldx + k]), wv, acc[i][v]);
+        acc[i * V + v] = _mm512_fmadd_ps(_mm512_set1_ps(x[i * ldx + k]), wv, acc[i * V + v]);
     }
   }
+  #pragma GCC unroll 32
   for (int i = 0; i < R; ++i)
-    for (int v = 0; v < V; ++v) _mm512_mask_storeu_ps(out + i * ldo + 16 * v, m[v], acc[i][v]);
+    #pragma GCC unroll 32
+    for (int v = 0; v < V; ++v) _mm512_mask_storeu_ps(out + i * ldo + 16 * v, m[v], acc[i * V + v]);
 }
 
 template <int R>

@@ -90,14 +90,16 @@ void fused_mxfp4_product(const WeightRows& w, int64_t r0, int64_t n, const float
 #endif
 
 // fp32 experts with at most this many rows take the AVX-512 register blocks of f32_rows.h
-// instead of MKL sgemm on the same tiles. Forward time, ours / sgemm tiles, same run interleaved,
-// min of 5, shared 2-core Zen 5; 1 thread (2 threads) at 1, 2, 4, 8, 16, 32 rows per expert:
-//   H1024 I2816 E8 top-2 silu      0.79 (0.93) 0.72 (0.74) 0.71 (0.67) 0.80 (0.79) 1.10 (1.06) 1.47 (1.38)
-//   H1024 I512 E32 top-4 gpt_oss   0.79 (0.81) 0.72 (0.66) 0.78 (0.70) 0.98 (0.90) 1.18 (1.12) 1.56 (1.47)
-//   the same, K-major weights      1.04 (0.90) 0.80 (0.66) 0.86 (0.85) 0.96 (0.94) 1.24 (1.22) 1.58 (1.55)
-// Past 8 rows sgemm wins: our dot-product blocks re-read the activation rows for every block of
-// 8 weight rows, where sgemm packs them once.
-constexpr int64_t kSmallRowsF32 = 8;
+// instead of MKL sgemm on the same tiles. Forward speed-up over sgemm tiles (time ratio), same
+// run interleaved, min of 5, shared 2-core Zen 5, 1 thread and below it 2 threads:
+//   rows per expert                  1    2    4    8   16   32   64  128 (another run)
+//   H1024 I2816 E8 top-2 silu      1.31 1.56 1.38 1.36 1.37 1.29 1.18 1.13
+//                                  1.02 1.50 1.59 1.39 1.40 1.30 1.21 1.12
+//   H1024 I512 E32 top-4 gpt_oss   1.31 1.56 1.23 1.23 1.29 1.18 1.07 1.02
+//                                  1.27 1.75 1.41 1.32 1.33 1.24 1.11 1.06
+//   the same, K-major weights      0.97 1.27 1.30 1.16 1.08 1.06 1.04 0.94
+//                                  1.15 1.43 1.31 1.17 1.09 1.05 1.03 1.15
+constexpr int64_t kSmallRowsF32 = 64;
 
 bool small_f32(const WeightRows& w, int64_t rows) {
   return GPTCORE_X86 && use_avx512() && w.kind == WeightRows::Kind::kF32 && rows <= kSmallRowsF32;

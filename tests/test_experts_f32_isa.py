@@ -53,19 +53,20 @@ def check(x, idx, w, gu, dn, gub, db, activation, layout, tol):
 @pytest.mark.parametrize("activation", ACTS)
 @pytest.mark.parametrize("H,I", [(40, 24), (33, 27)])
 def test_every_row_count(isa, H, I, activation, bias, layout):
-    """Expert e has e rows, e = 0..40 (in shuffled token order): every register block of 1-6
-    rows and its remainders, below and above the kernel's row threshold. K tails of 8 and 1
-    (H), 8 and 11 (I); 27 output columns leave remainders of every column block."""
-    x, idx, w, gu, dn, gub, db = experts(list(range(41)), H, I, H * I, bias)
+    """Expert e has e rows, e = 0..40, and one more with 70 (tokens in shuffled order): every
+    register block of 1-6 rows and its remainders in the small-row kernel (up to 64 rows), and
+    sgemm above it. K tails of 8 and 1 (H), 8 and 11 (I); 27 output columns leave remainders
+    of every column block."""
+    x, idx, w, gu, dn, gub, db = experts(list(range(41)) + [70], H, I, H * I, bias)
     # fp32 sums of <= 54 O(1) products against fp64: a few hundred fp32 ulps at most
     check(x, idx, w, gu, dn, gub, db, activation, layout, 2e-5)
 
 
 @pytest.mark.parametrize("layout", ["rows", "kmajor"])
 def test_mixtral_sized_expert(isa, layout):
-    """H1024 I2816, the sizes of the benchmark: 3 and 7 rows (the small-row kernel on AVX-512,
-    in 16-wide tiles of the weight rows) and 17 (sgemm), no rows for the third expert."""
-    x, idx, w, gu, dn, gub, db = experts([3, 0, 7, 17], 1024, 2816, 5, True)
+    """H1024 I2816, the sizes of the benchmark: 3 and 17 rows (the small-row kernel on AVX-512)
+    and 70 (sgemm), no rows for the second expert."""
+    x, idx, w, gu, dn, gub, db = experts([3, 0, 17, 70], 1024, 2816, 5, True)
     # sums of 1024 and 2816 fp32 products of O(1) terms: ~sqrt(K) ulps of O(1) outputs
     check(x, idx, w, gu, dn, gub, db, "silu", layout, 3e-5)
 

@@ -63,7 +63,8 @@ def test_route_forward(isa, scoring, renormalize, with_bias, E):
         assert torch.equal(idx, idx_ref), f"k={k}: selection differs from the stable sort"
         # exp within 2 ulp of torch's and a different summation order: a few fp32 ulps of
         # weights in [0, 1]
-        assert torch.allclose(w, w_ref, atol=1e-6, rtol=1e-5, equal_nan=True), f"k={k}: {(w - w_ref).abs().max()}"
+        assert torch.allclose(w, w_ref, atol=1e-6, rtol=1e-5, equal_nan=True), \
+            f"k={k}: {(w - w_ref).abs().max()}"
 
 
 @pytest.mark.parametrize("E", EXPERTS)
