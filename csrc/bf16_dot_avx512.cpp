@@ -30,23 +30,30 @@ inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
 template <int R, int NX>
 void dot_block(const uint16_t* w, int64_t ldw, const uint16_t* x, int64_t ldx, int64_t K,
                float* out, int64_t ldo, bool accumulate) {
+  // One flat array, every loop over it unrolled: GCC 12 keeps a 2-D array of vectors in memory.
   constexpr int kAcc = R > 8 ? 16 : R > 4 ? 8 : 4;
-  __m512 acc[NX][kAcc];
-  for (int i = 0; i < NX; ++i)
-    for (int r = 0; r < kAcc; ++r) acc[i][r] = _mm512_setzero_ps();
+  __m512 acc[NX * kAcc];
+#pragma GCC unroll 64
+  for (int i = 0; i < NX * kAcc; ++i) acc[i] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; k += 32) {
     const __mmask32 mask = K - k >= 32 ? ~__mmask32{0} : (__mmask32{1} << (K - k)) - 1;
     __m512bh wv[R];
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) wv[r] = load_bf16(w + r * ldw + k, mask);
+#pragma GCC unroll 4
     for (int i = 0; i < NX; ++i) {
       const __m512bh xv = load_bf16(x + i * ldx + k, mask);
-      for (int r = 0; r < R; ++r) acc[i][r] = _mm512_dpbf16_ps(acc[i][r], wv[r], xv);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) acc[i * kAcc + r] = _mm512_dpbf16_ps(acc[i * kAcc + r], wv[r], xv);
     }
   }
+#pragma GCC unroll 4
   for (int i = 0; i < NX; ++i) {
+#pragma GCC unroll 4
     for (int r0 = 0; r0 < R; r0 += 4) {
       const __mmask8 rows_mask = static_cast<__mmask8>((1u << std::min(4, R - r0)) - 1);
-      __m128 s = reduce4(acc[i][r0], acc[i][r0 + 1], acc[i][r0 + 2], acc[i][r0 + 3]);
+      const __m512* a = acc + i * kAcc + r0;
+      __m128 s = reduce4(a[0], a[1], a[2], a[3]);
       float* o = out + i * ldo + r0;
       if (accumulate) s = _mm_add_ps(s, _mm_maskz_loadu_ps(rows_mask, o));
       _mm_mask_storeu_ps(o, rows_mask, s);

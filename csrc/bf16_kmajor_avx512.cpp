@@ -39,39 +39,49 @@ void block(const uint16_t* w, int64_t ldw, int64_t cols, const uint16_t* x, int6
     const int64_t n = std::clamp<int64_t>(cols - 32 * s, 0, 32);
     mask[s] = n == 32 ? ~__mmask32{0} : (__mmask32{1} << n) - 1;
   }
-  // P segments of K walked side by side (even lengths, so no pair straddles two)
+  // P segments of K walked side by side (even lengths, so no pair straddles two). The
+  // accumulators are one flat array, [p][i][s][half], every loop over it unrolled: GCC 12 keeps
+  // a multi-dimensional array of vectors in memory, a load and a store around each vdpbf16ps.
   const int64_t seg = (K + 2 * P - 1) / (2 * P) * 2;
-  __m512 acc[P][NX][S][2];
-  for (int p = 0; p < P; ++p)
-    for (int i = 0; i < NX; ++i)
-      for (int s = 0; s < S; ++s) acc[p][i][s][0] = acc[p][i][s][1] = _mm512_setzero_ps();
+  constexpr int kSeg = NX * S * 2;
+  __m512 acc[P * kSeg];
+#pragma GCC unroll 32
+  for (int i = 0; i < P * kSeg; ++i) acc[i] = _mm512_setzero_ps();
   for (int64_t kk = 0; kk < seg; kk += 2) {
+#pragma GCC unroll 4
     for (int p = 0; p < P; ++p) {
       const int64_t k = p * seg + kk;
       if (k >= K) break;
       __m512bh xv[NX];
+#pragma GCC unroll 4
       for (int i = 0; i < NX; ++i) xv[i] = pair_of(x + i * ldx, k, K);
+#pragma GCC unroll 8
       for (int s = 0; s < S; ++s) {
         const __m512i a = _mm512_maskz_loadu_epi16(mask[s], w + k * ldw + 32 * s);
         const __m512i b = k + 1 < K ? _mm512_maskz_loadu_epi16(mask[s], w + (k + 1) * ldw + 32 * s)
                                     : _mm512_setzero_si512();
         const auto w0 = reinterpret_cast<__m512bh>(_mm512_permutex2var_epi16(a, lo, b));
         const auto w1 = reinterpret_cast<__m512bh>(_mm512_permutex2var_epi16(a, hi, b));
+#pragma GCC unroll 4
         for (int i = 0; i < NX; ++i) {
-          acc[p][i][s][0] = _mm512_dpbf16_ps(acc[p][i][s][0], w0, xv[i]);
-          acc[p][i][s][1] = _mm512_dpbf16_ps(acc[p][i][s][1], w1, xv[i]);
+          __m512* c = acc + p * kSeg + (i * S + s) * 2;
+          c[0] = _mm512_dpbf16_ps(c[0], w0, xv[i]);
+          c[1] = _mm512_dpbf16_ps(c[1], w1, xv[i]);
         }
       }
     }
   }
+#pragma GCC unroll 8
   for (int s = 0; s < S; ++s) {
     const __mmask16 m0 = static_cast<__mmask16>(mask[s]);
     const __mmask16 m1 = static_cast<__mmask16>(mask[s] >> 16);
+#pragma GCC unroll 4
     for (int i = 0; i < NX; ++i) {
-      __m512 s0 = acc[0][i][s][0], s1 = acc[0][i][s][1];
+      __m512 s0 = acc[(i * S + s) * 2], s1 = acc[(i * S + s) * 2 + 1];
+#pragma GCC unroll 4
       for (int p = 1; p < P; ++p) {
-        s0 = _mm512_add_ps(s0, acc[p][i][s][0]);
-        s1 = _mm512_add_ps(s1, acc[p][i][s][1]);
+        s0 = _mm512_add_ps(s0, acc[p * kSeg + (i * S + s) * 2]);
+        s1 = _mm512_add_ps(s1, acc[p * kSeg + (i * S + s) * 2 + 1]);
       }
       _mm512_mask_storeu_ps(out + i * ldo + 32 * s, m0, s0);
       _mm512_mask_storeu_ps(out + i * ldo + 32 * s + 16, m1, s1);
