@@ -11,6 +11,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <algorithm>
+#include <memory>
 
 #include "bf16_kernels.h"
 #include "cpu_features.h"
@@ -61,8 +62,11 @@ at::Tensor bf16_blocked_experts(const at::Tensor& x, const at::Tensor& indices,
     max_n = std::max(max_n, d.count(e));
   }
   const int64_t ldn = round16(max_n);  // fp32 tiles are written for whole 16-token panels
-  std::vector<uint16_t> xg(N * H);
-  std::vector<uint32_t> XP(xoff[E]), AP(aoff[E]);  // every pair of AP is written by stage 1
+  // Left uninitialised: every value is written below (xg by the gather, XP by the packing, AP
+  // by stage 1, O by stage 2). Zero-filling them, serially, cost 1.5 ms of a 38 ms call at
+  // T=1024 (H1024 I1024 E8 top-2, 2 threads).
+  const std::unique_ptr<uint16_t[]> xg(new uint16_t[N * H]);
+  const std::unique_ptr<uint32_t[]> XP(new uint32_t[xoff[E]]), AP(new uint32_t[aoff[E]]);
   at::parallel_for(0, N, 64, [&](int64_t begin, int64_t end) {
     for (int64_t q = begin; q < end; ++q) std::copy_n(xp + d.sorted[q] / k * H, H, &xg[q * H]);
   });
@@ -98,7 +102,7 @@ at::Tensor bf16_blocked_experts(const at::Tensor& x, const at::Tensor& indices,
     bf16_glu_pack_avx512(static_cast<int>(act), alpha, limit, ht, ldn, gpt_oss ? 1 : w,
                          gpt_oss ? 2 : 1, bg, bu, w, n, &AP[aoff[e]] + 16 * (c0 / 2), pairs);
   });
-  std::vector<float> O(N * H);  // slot rows: (down + bias) * routing weight
+  const std::unique_ptr<float[]> O(new float[N * H]);  // slot rows: (down + bias) * weight
   parallel_items(items2.size(), kRows2 * ldn, [&](int64_t item, float* ot) {
     const auto [e, r0] = items2[item];
     const int64_t w = std::min(kRows2, H - r0), first = d.offsets[e], n = d.count(e);
@@ -109,7 +113,7 @@ at::Tensor bf16_blocked_experts(const at::Tensor& x, const at::Tensor& indices,
       for (int64_t j = 0; j < w; ++j) o[j] = (ot[j * ldn + t] + (db ? db[e * H + r0 + j] : 0.0f)) * scale;
     }
   });
-  return combine_slots(d, O.data(), T, k, H).to(at::kBFloat16);
+  return combine_slots(d, O.get(), T, k, H).to(at::kBFloat16);
 }
 
 }  // namespace gptcore
