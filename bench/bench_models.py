@@ -82,15 +82,16 @@ def work(model, B, S):
     config = model.config
     head = model.get_output_embeddings().weight
     embed = model.get_input_embeddings().weight
-    params = {p.data_ptr(): p for p in model.parameters()}.values()
+    params = {p.data_ptr(): (name, p) for name, p in model.named_parameters()}.values()
     experts = {p.data_ptr() for m in model.modules() if hasattr(m, "gate_up_proj")
                for p in m.parameters()}
     share = getattr(config, "num_experts_per_tok", 1) / getattr(config, "num_local_experts", 1)
     flops, weight_bytes = [0.0, 0.0], [0.0, 0.0]    # (whole model, switched part)
-    for p in params:
+    for name, p in params:
         routed = p.data_ptr() in experts
         used = share if routed else 1.0
-        if p.dim() >= 2 and p.data_ptr() not in (head.data_ptr(), embed.data_ptr()):
+        matrix = p.dim() >= 2 and not name.endswith("bias")   # gpt-oss's expert biases are 2-D
+        if matrix and p.data_ptr() not in (head.data_ptr(), embed.data_ptr()):
             flops[0] += 2 * B * S * used * p.numel()
             flops[1] += 2 * B * S * used * p.numel() if routed else 0.0
         if p.data_ptr() != embed.data_ptr() or embed.data_ptr() == head.data_ptr():
