@@ -86,10 +86,15 @@ void bf16_dot_rows_avx512(const uint16_t* w, int64_t ldw, int64_t rows, const ui
   // up late: more of them in flight read faster. Mixtral experts H1024 I1024 top-2 at T=1, one
   // thread, 8 layers in turn (cold weights), CPU time: 4 rows 0.96-1.10 ms, 8 rows 0.82-0.92,
   // 16 rows 0.69-0.80 (12, 15 and 17 GB/s; shared machine, interleaved with the old build).
-  if (nx == 1)
+  if (nx == 1) {
     for (; r + 16 <= rows; r += 16) dot_block<16, 1>(w + r * ldw, ldw, x, ldx, K, out + r, ldo, accumulate);
-  if (nx <= 2)
-    for (; r + 8 <= rows; r += 8) dot_rows<8>(w + r * ldw, ldw, x, ldx, nx, K, out + r, ldo, accumulate);
+    if (r + 8 <= rows) {
+      dot_block<8, 1>(w + r * ldw, ldw, x, ldx, K, out + r, ldo, accumulate);
+      r += 8;
+    }
+  } else if (nx == 2) {
+    for (; r + 8 <= rows; r += 8) dot_block<8, 2>(w + r * ldw, ldw, x, ldx, K, out + r, ldo, accumulate);
+  }
   for (; r + 4 <= rows; r += 4) dot_rows<4>(w + r * ldw, ldw, x, ldx, nx, K, out + r, ldo, accumulate);
   const uint16_t* wr = w + r * ldw;
   switch (rows - r) {
