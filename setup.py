@@ -1,4 +1,4 @@
-"""Builds gptcore: the Python package, the Triton kernels (as gptcore.kernels) and the C++
+"""Builds gptcore: the Python package (its Triton kernels included) and the C++
 extension gptcore._C, which CMake + Ninja compile against the installed torch."""
 import os
 import shutil
@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
@@ -53,9 +53,7 @@ class CMakeBuild(build_ext):
 
 
 setup(
-    packages=["gptcore", "gptcore.ops", "gptcore.nn", "gptcore.integrations", "gptcore.kernels",
-              "gptcore.multimodal", "gptcore.embed"],
-    package_dir={"gptcore": "gptcore", "gptcore.kernels": "kernels"},
+    packages=find_packages(include=["gptcore", "gptcore.*"]),
     package_data={"gptcore": ["datasets/names.txt"]},
     ext_modules=[CMakeExtension("gptcore._C")],
     cmdclass={"build_ext": CMakeBuild},

@@ -7,12 +7,13 @@ Timings alternate ours / peer and keep the min of repeats (the machine is shared
 
 import torch
 
-from gptcore import data, diffusion_train
-from gptcore.cli_diffusion import RECIPES
-from gptcore.config import GPTConfig
+from gptcore.diffusion import train as diffusion_train
+from gptcore.training import data
+from gptcore.diffusion.cli import RECIPES
+from gptcore.model.config import GPTConfig
 from gptcore.model import GPT
-from gptcore.recipes import RECIPES as AR_RECIPES
-from gptcore.train import next_token_loss
+from gptcore.training.recipes import RECIPES as AR_RECIPES
+from gptcore.training.train import next_token_loss
 
 from harness import Row, main, time_interleaved
 

@@ -12,8 +12,9 @@ step streams every weight once (fp32 bytes)."""
 import torch
 
 import gptcore
-from gptcore import GPT, GPTConfig, data
-from gptcore.train import count_tokens, make_optimizer, next_token_loss
+from gptcore import GPT, GPTConfig
+from gptcore.training import data
+from gptcore.training.train import count_tokens, make_optimizer, next_token_loss
 from harness import Row, main, time_interleaved
 
 

@@ -89,7 +89,7 @@ def measure_roofs(size=2048, copy_mb=256):
 
 
 def _isa():
-    """The ISA level gptcore's C++ kernels run at (csrc/cpu_features.h)."""
+    """The ISA level gptcore's C++ kernels run at (csrc/common/cpu_features.h)."""
     try:
         from gptcore import _C
     except ImportError:

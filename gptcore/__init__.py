@@ -8,8 +8,7 @@ from gptcore.ops import (MXFP4Tensor, attention, attention_varlen, available_bac
                          route, router_z_loss)
 from gptcore.ops import scaled_dot_product_attention, sdpa_override
 
-from gptcore.config import GPTConfig
-from gptcore.model import GPT
+from gptcore.model import GPT, GPTConfig
 
 from gptcore.integrations import install as _install_integrations
 from gptcore.integrations import patch

@@ -120,11 +120,11 @@ def main(argv=None):
                         "attention-moe-20261201-081201.json")
     p.add_argument("--no-save", action="store_true", help="do not write a results file")
     p.set_defaults(func=bench)
-    from gptcore import cli_model
+    from gptcore.training import cli as cli_model
     cli_model.add_commands(sub)
     from gptcore.multimodal import cli as cli_multimodal
     cli_multimodal.add_command(sub)
-    from gptcore import cli_diffusion
+    from gptcore.diffusion import cli as cli_diffusion
     cli_diffusion.add_commands(sub)
     from gptcore.embed import demo as embed_demo
     embed_demo.add_command(sub)

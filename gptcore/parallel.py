@@ -171,7 +171,7 @@ class Context:
         """Only rank 0 prints, plots and writes files meant for people."""
         return self.rank == 0
 
-    # the hooks gptcore.train calls when it is given a Context
+    # the hooks gptcore.training.train calls when it is given a Context
 
     def step_stats(self, loss, tokens):
         """(this rank's loss term, its tokens) -> (the job's loss: the mean of the ranks' terms,
@@ -199,7 +199,7 @@ class Context:
 
     def save(self, out_dir, model, optimizer, state, meta):
         """Every rank writes its shards under out_dir/dcp; rank 0 writes config.json (the
-        model's config, as gptcore.checkpoint does) and state.json (step, history)."""
+        model's config, as gptcore.training.checkpoint does) and state.json (step, history)."""
         out = Path(out_dir)
         model = getattr(model, "module", model)
         save_checkpoint(out / DCP_DIR, model, optimizer)
@@ -289,11 +289,11 @@ def balance_loss(model):
 
 
 def next_token_loss(model, batch):
-    """gptcore.train.next_token_loss for one rank of a data-parallel job: (optimised, logged)
+    """gptcore.training.train.next_token_loss for one rank of a data-parallel job: (optimised, logged)
     terms whose average over the ranks (DDP's) is what one process computes on the global
     batch. The cross-entropy is weighted by the rank's share of the loss tokens (they fall
     unevenly between ranks), the load-balancing loss is the global batch's (balance_loss)."""
-    from gptcore.train import count_tokens
+    from gptcore.training.train import count_tokens
     _, ce = model(batch["idx"], batch["targets"], cu_seqlens=batch.get("cu_seqlens"),
                   max_seqlen=batch.get("max_seqlen"))
     local = count_tokens(batch)

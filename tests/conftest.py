@@ -26,7 +26,7 @@ import gptcore  # noqa: E402
 if GPU_RUN:
     torch.set_default_device("cuda")
 
-gptcore.available_backends()   # imports gptcore.ops.triton_backend and its kernels now
+gptcore.available_backends()   # imports gptcore.backends.triton and its kernels now
 
 
 def _isa_levels():

@@ -1,4 +1,4 @@
-"""The ahead-of-time compile check (python -m gptcore.kernels.aot) passes: every Triton kernel
+"""The ahead-of-time compile check (python -m gptcore.backends.triton.kernels.aot) passes: every Triton kernel
 config compiles for sm_80 and sm_90 with no register spill and shared memory within limits.
 
 Runs in a subprocess: compiling needs compiled (not interpreter) @triton.jit functions, and
@@ -14,7 +14,7 @@ import pytest
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 def test_every_kernel_compiles_for_sm80_and_sm90_without_spills():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, "-m", "gptcore.kernels.aot"], capture_output=True,
+    run = subprocess.run([sys.executable, "-m", "gptcore.backends.triton.kernels.aot"], capture_output=True,
                          text=True, env=env, timeout=900)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
     assert " 0 unhealthy" in run.stdout, run.stdout[-6000:]

@@ -1,5 +1,5 @@
-"""bf16 attention on every ISA level: at avx512_bf16 the vdpbf16ps tiles (csrc/attention_bf16_cpu.cpp,
-csrc/bf16_gemm_avx512.cpp), below it bf16 converted to fp32; both against gptcore.ref in fp32
+"""bf16 attention on every ISA level: at avx512_bf16 the vdpbf16ps tiles (csrc/attention/attention_bf16_cpu.cpp,
+csrc/common/bf16_gemm_avx512.cpp), below it bf16 converted to fp32; both against gptcore.ref in fp32
 on the same bf16 values, with error bounds derived from the bf16 roundings."""
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""The C++ CPU attention (csrc/attention_*.cpp) against gptcore.ref: outputs, lse and every
+"""The C++ CPU attention (csrc/attention/*.cpp) against gptcore.ref: outputs, lse and every
 gradient (q, k, v, sinks, through out and lse) over odd shapes, masks and dtypes, on the AVX2
 and the portable path; plus opcheck, torch.compile and the C++ checks of varlen offsets."""
 import pytest

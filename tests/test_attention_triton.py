@@ -120,7 +120,7 @@ def test_attention(case, dtype):
 
 
 def test_decode_cases_take_the_split_kv_path():
-    from gptcore.kernels import attention_decode
+    from gptcore.backends.triton.kernels import attention_decode
     for B, Hq, Hkv, Sq, Sk, _, _ in CASES[-2:]:
         assert attention_decode.n_splits(B, Hq, Hq // Hkv, Sq, Sk) > 1
     lens_q, lens_k = zip(*VARLEN_DECODE)
@@ -220,8 +220,8 @@ def test_autotune_pruning_keeps_the_tiles_proven_for_the_head_dim(head_dim, dtyp
     """The GPU autotuner (not run by the interpreter, which gets one config) only ever tries
     the tiles the AOT check proved for the padded head dim and the launch's specialisation
     (fp32 operands, softcap), and always has at least one."""
-    from gptcore.kernels import attention_bwd, attention_fwd
-    from gptcore.kernels.attention_common import block_d, head_dim_bucket, pruner
+    from gptcore.backends.triton.kernels import attention_bwd, attention_fwd
+    from gptcore.backends.triton.kernels.attention_common import block_d, head_dim_bucket, pruner
     bd = block_d(head_dim)
     unproven_for_launch = ({"fp32"} if dtype == torch.float32 else set()) | (
         {"softcap"} if softcap else set())
@@ -240,7 +240,7 @@ def test_autotune_pruning_keeps_the_tiles_proven_for_the_head_dim(head_dim, dtyp
 
 
 def test_row_offsets_that_would_overflow_int32_are_refused():
-    from gptcore.kernels import attention as launchers
+    from gptcore.backends.triton.kernels import attention as launchers
     q = torch.empty(4, 1, 16)
     cu = torch.tensor([0, 4], dtype=torch.int32)
     with pytest.raises(ValueError, match="2\\*\\*31"):

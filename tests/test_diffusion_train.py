@@ -1,13 +1,14 @@
 """The diffusion GPT end to end on CPU: presets, padded data, a few training steps through
-gptcore.train lowering the loss, the bound, sampling, and checkpoints that say they are diffusion."""
+gptcore.training.train lowering the loss, the bound, sampling, and checkpoints that say they are diffusion."""
 import pytest
 import torch
 
 import gptcore
-from gptcore import checkpoint, data, diffusion_train
-from gptcore.config import GPTConfig
+from gptcore.diffusion import train as diffusion_train
+from gptcore.training import checkpoint, data
+from gptcore.model.config import GPTConfig
 from gptcore.model import GPT
-from gptcore.train import train
+from gptcore.training.train import train
 
 TOKENIZER = data.CharTokenizer.names()
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import gptcore
-import gptcore.ops.ref_backend  # noqa: F401  (defines the torch.ops.gptcore.ref_* ops)
+import gptcore.backends.ref.ops  # noqa: F401  (defines the torch.ops.gptcore.ref_* ops)
 
 # the module; `gptcore.ops.backend` itself names the context-manager function
 dispatch = importlib.import_module("gptcore.ops.backend")

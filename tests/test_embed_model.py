@@ -6,12 +6,12 @@ import pytest
 import torch
 
 import gptcore
-from gptcore import data
+from gptcore.training import data
 from gptcore.cli import main
-from gptcore.config import GPTConfig
+from gptcore.model.config import GPTConfig
 from gptcore.embed import EmbeddingModel, pack
 from gptcore.embed.demo import PairBatches, pair_loss
-from gptcore.train import train
+from gptcore.training.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: tests/conftest.py
 

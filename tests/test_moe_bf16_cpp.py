@@ -1,6 +1,6 @@
 """bf16 MoE experts (x and weights bf16) on every ISA level: at avx512_bf16 they run the fused
-vdpbf16ps kernel for few rows per expert (csrc/moe_bf16_cpu.cpp) and the blocked vdpbf16ps GEMMs
-for more (csrc/moe_bf16_blocked_cpu.cpp), elsewhere the fp32 tiles or oneDNN; every level
+vdpbf16ps kernel for few rows per expert (csrc/moe/moe_bf16_cpu.cpp) and the blocked vdpbf16ps GEMMs
+for more (csrc/moe/moe_bf16_blocked_cpu.cpp), elsewhere the fp32 tiles or oneDNN; every level
 against gptcore.ref computed in fp32 on the same bf16 values."""
 import pytest
 import torch

@@ -9,7 +9,7 @@ from checks import close_scaled as close
 from gptcore import ref
 
 pytest.importorskip("triton", reason="the Triton backend needs triton installed")
-from gptcore.kernels import moe_route  # noqa: E402
+from gptcore.backends.triton.kernels import moe_route  # noqa: E402
 
 SCORINGS = ("softmax", "topk_softmax", "sigmoid")
 ACTIVATIONS = ("silu", "gelu", "gpt_oss")

@@ -1,7 +1,7 @@
 """gptcore.multimodal with the model: encoders and projectors forward and backward, the
 audio encoder's packed clips equal clips run alone, packed and padded batches give the same
 logits, the temporal projector sees order where frame averaging cannot, and a few training
-steps through gptcore.train lower the captioning loss."""
+steps through gptcore.training.train lower the captioning loss."""
 import pytest
 import torch
 
@@ -158,7 +158,7 @@ def test_captioner_batch_mixes_kinds_and_captions_decode():
 
 def test_a_few_training_steps_lower_the_loss():
     from gptcore.multimodal.demo import batches, caption_loss
-    from gptcore.train import evaluate, train
+    from gptcore.training.train import evaluate, train
     torch.manual_seed(0)
     model = _tiny_captioner()
     sets = {kind: data.make_dataset(kind, 8, seed=2) for kind in data.MAKERS}
@@ -203,7 +203,7 @@ def test_vit_standardises_pixels_before_the_stem():
 
 def test_train_lr_scales_per_parameter_group():
     from gptcore.multimodal.demo import batches, caption_loss
-    from gptcore.train import make_optimizer, train
+    from gptcore.training.train import make_optimizer, train
     torch.manual_seed(0)
     model = _tiny_captioner()
     assert len(make_optimizer(model, 1e-3, (0.9, 0.95), 1e-8, 0.0).param_groups) == 2

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from process_group import spawn
-from gptcore import GPT, GPTConfig, checkpoint, cli, parallel, recipes
-from gptcore.data import Batches, CharTokenizer, encode_documents, load_names
-from gptcore.train import next_token_loss, train
+from gptcore import GPT, GPTConfig, cli, parallel
+from gptcore.training import checkpoint, recipes
+from gptcore.training.data import Batches, CharTokenizer, encode_documents, load_names
+from gptcore.training.train import next_token_loss, train
 
 STEPS, GLOBAL_BATCH, WORLD = 20, 8, 2
 # the preset's load-balancing loss stays on (coefficient 0.01): balancing each rank's tokens

@@ -1,4 +1,4 @@
-"""gptcore.data and gptcore.train: the names data, tokenizers, split, batches; the training
+"""gptcore.training.data and gptcore.training.train: the names data, tokenizers, split, batches; the training
 loop on the ref and fast backends, checkpoints and resuming."""
 import json
 
@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import gptcore
-from gptcore import GPT, GPTConfig, checkpoint, data
-from gptcore import train as train_module
-from gptcore.train import train
+from gptcore import GPT, GPTConfig
+from gptcore.training import checkpoint, data
+from gptcore.training import train as train_module
+from gptcore.training.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: tests/conftest.py
 
@@ -159,7 +160,7 @@ def test_tied_weights_checkpoint_round_trip(tmp_path):
 
 
 def test_lr_schedule():
-    from gptcore.train import lr_factor
+    from gptcore.training.train import lr_factor
     # microgpt: lr_t = lr * (1 - step / num_steps), no warm-up
     assert [lr_factor(s / 1000, s, 0, "linear", 0.0) for s in (0, 250, 999)] == \
         [1.0, 0.75, 1 - 999 / 1000]

@@ -18,7 +18,7 @@ import gptcore
 from checks import close_scaled
 
 triton = pytest.importorskip("triton", reason="triton is not installed")
-from gptcore.kernels import attention_bwd, attention_decode, attention_fwd, moe  # noqa: E402
+from gptcore.backends.triton.kernels import attention_bwd, attention_decode, attention_fwd, moe  # noqa: E402
 
 ALL = os.environ.get("GPTCORE_ALL_CONFIGS") == "1"
 DTYPES = (torch.float32, torch.float16) if ALL else (torch.float32,)

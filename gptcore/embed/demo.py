@@ -7,13 +7,13 @@ import time
 
 import torch
 
-from gptcore import data
-from gptcore.config import GPTConfig
+from gptcore.training import data
+from gptcore.model.config import GPTConfig
 from gptcore.embed.metrics import funnel_accuracy, topk_accuracy
 from gptcore.embed.model import EmbeddingModel
 from gptcore.embed.pooling import pack
 from gptcore.embed.task import corrupt, make_task
-from gptcore.train import train
+from gptcore.training.train import train
 
 
 class PairBatches:
@@ -38,7 +38,7 @@ class PairBatches:
 
 
 def pair_loss(dims):
-    """loss_fn(model, batch) for gptcore.train: Matryoshka InfoNCE over `dims` of a batch of
+    """loss_fn(model, batch) for gptcore.training.train: Matryoshka InfoNCE over `dims` of a batch of
     PairBatches."""
     def loss_fn(model, batch):
         z = model(batch["idx"], batch["cu_seqlens"], batch["max_seqlen"])     # (2N, d_embed)

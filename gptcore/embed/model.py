@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptcore.config import GPTConfig
-from gptcore.data import CharTokenizer
+from gptcore.model.config import GPTConfig
+from gptcore.training.data import CharTokenizer
 from gptcore.embed.loss import check_dims, matryoshka_loss
 from gptcore.embed.pooling import last_pool, mean_pool, pack, unpad
 from gptcore.model import GPT

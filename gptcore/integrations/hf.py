@@ -66,7 +66,7 @@ def experts_forward(experts, hidden_states, top_k_index, top_k_weights):
     gate_up, down = experts.gate_up_proj, experts.down_proj
     if getattr(experts, "is_transposed", False):
         # (E, H, 2I), (E, I, H) storage seen as (E, 2I, H), (E, H, I): the kernels read these
-        # K-major views in place (no per-call copy; see csrc/moe_experts_kmajor.cpp).
+        # K-major views in place (no per-call copy; see csrc/moe/moe_experts_kmajor.cpp).
         gate_up, down = gate_up.transpose(1, 2), down.transpose(1, 2)
     biases = {}
     if getattr(experts, "has_bias", False):

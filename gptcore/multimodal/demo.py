@@ -60,10 +60,10 @@ LR_SCALES = {"gpt.": 0.3}
 
 def fit(model, train_sets, seconds, *, per_kind, lr, seed, progress, name, stages="all",
         clock=time.perf_counter):
-    """Trains for `seconds` through gptcore.train.train. stages="llava": first the projectors
+    """Trains for `seconds` through gptcore.training.train.train. stages="llava": first the projectors
     alone against the (randomly initialised) text model and encoders for a fifth of the time,
     then everything (LLaVA's two stages); "all": everything from the start."""
-    from gptcore.train import train
+    from gptcore.training.train import train
     get = batches(model, train_sets, per_kind, seed)
     summaries = []
     plan = [(seconds, {})] if stages == "all" else [

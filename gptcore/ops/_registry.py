@@ -1,9 +1,9 @@
 """Op schemas shared by every backend, and their fake (meta) and autograd registrations.
 
 Each backend exposes the same ops under its own prefix in the `gptcore` namespace:
-  C++ extension  torch.ops.gptcore.<name>          (CPU kernels in csrc/<op>_cpu.cpp)
-  Triton         torch.ops.gptcore.triton_<name>   (gptcore/ops/triton_backend.py)
-  reference      torch.ops.gptcore.ref_<name>      (gptcore/ops/ref_backend.py)
+  C++ extension  torch.ops.gptcore.<name>          (CPU kernels in csrc/<family>/<op>_cpu.cpp)
+  Triton         torch.ops.gptcore.triton_<name>   (gptcore/backends/triton/__init__.py)
+  reference      torch.ops.gptcore.ref_<name>      (gptcore/backends/ref/ops.py)
 so the public functions pick a prefix and call one op, which torch.compile sees as one node.
 A backward op takes the forward's inputs and outputs and returns one gradient per
 differentiable input (an empty tensor where that input was None). Every op returns

@@ -28,14 +28,14 @@ def _load(name):
         _loaded[name] = None
         try:
             if name == "ref":
-                importlib.import_module("gptcore.ops.ref_backend")
+                importlib.import_module("gptcore.backends.ref")
             elif name == "cpp":
                 importlib.import_module("gptcore._C")
                 _registry.register_cpp_ops()
             elif importlib.util.find_spec("triton") is None:
                 _loaded[name] = "triton is not installed (pip install triton)"
             else:
-                importlib.import_module("gptcore.ops.triton_backend")
+                importlib.import_module("gptcore.backends.triton")
         except ImportError as err:
             _loaded[name] = f"it failed to load ({err})"
     return _loaded[name]

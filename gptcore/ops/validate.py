@@ -224,9 +224,9 @@ def mxfp4_input(w):
 
 
 # ----------------------------------------------------------------------------- direct op calls
-# The Triton ops (gptcore/ops/triton_*.py) call these on their own arguments, so that a direct
+# The Triton ops (gptcore/backends/triton/*.py) call these on their own arguments, so that a direct
 # torch.ops.gptcore.triton_* call that skipped the checks above raises instead of launching a
-# kernel on shapes it cannot handle. The C++ ops do the same in csrc/checks.h.
+# kernel on shapes it cannot handle. The C++ ops do the same in csrc/common/checks.h.
 
 def attention_op(q, k, v, sinks, rank, dtypes=FLOAT_DTYPES):
     """Arguments of the attention ops: q, k, v of `rank` dims (4 dense, 3 packed), sinks (Hq,).

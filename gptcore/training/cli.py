@@ -4,7 +4,8 @@ import sys
 
 import torch
 
-from gptcore import checkpoint, data, parallel, recipes
+from gptcore import parallel
+from gptcore.training import checkpoint, data, recipes
 
 
 def train_command(args):

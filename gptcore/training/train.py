@@ -1,4 +1,4 @@
-"""gptcore.train: one training loop for every gptcore model. It owns the optimizer (AdamW),
+"""gptcore.training.train: one training loop for every gptcore model. It owns the optimizer (AdamW),
 the learning-rate schedule (warm-up, then cosine or linear decay, by steps or by a time
 budget), gradient clipping, validation, checkpoints (safetensors + JSON, resumable), the
 progress bar, the loss-curve PNG and the summary; the caller owns the model, the data and,
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from gptcore import checkpoint
+from gptcore.training import checkpoint
 from gptcore.ops import available_backends
 from gptcore.ops.backend import current as current_backend
 

@@ -1,11 +1,11 @@
 """A masked-diffusion GPT on documents (one per line, e.g. the names): fixed-length sequences padded
-with the end token, the LLaDA loss for gptcore.train, the validation bound in nats per character,
+with the end token, the LLaDA loss for gptcore.training.train, the validation bound in nats per character,
 and sampling documents back out. The network is a gptcore.GPT with causal=False whose last token
 id is the mask token (GPTConfig.extra["objective"] == "diffusion", see the names-diffusion presets)."""
 import torch
 
 from gptcore import diffusion
-from gptcore.config import GPTConfig
+from gptcore.model.config import GPTConfig
 
 OBJECTIVE = "diffusion"
 
@@ -73,7 +73,7 @@ class Batches:
 
 
 def loss_fn(model, batch):
-    """gptcore.train's loss for a diffusion GPT: (the LLaDA loss plus the MoE auxiliary loss,
+    """gptcore.training.train's loss for a diffusion GPT: (the LLaDA loss plus the MoE auxiliary loss,
     the LLaDA loss alone), so the loop optimises the first and logs the second."""
     inner = getattr(model, "module", model)
     loss = diffusion.diffusion_loss(model, batch["idx"], mask_id(inner.config))

@@ -1,5 +1,5 @@
 """Ahead-of-time compile check of every Triton kernel for sm_80 and sm_90, no GPU needed:
-`python -m gptcore.kernels.aot`. Each kernel module lists its GPU configs in `aot_specs()`
+`python -m gptcore.backends.triton.kernels.aot`. Each kernel module lists its GPU configs in `aot_specs()`
 (bf16); each is compiled with triton.compile(ASTSource(...), target=GPUTarget("cuda", arch,
 32)) and its cubin read with the wheel's cuobjdump. Every other specialisation a launch can
 produce with that config (fp16 and fp32 operands, softcap, varlen, sinks on or off) is
@@ -22,7 +22,7 @@ from pathlib import Path
 # Compiling needs real @triton.jit functions, not the interpreter's: decided at import time.
 os.environ.pop("TRITON_INTERPRET", None)
 
-MODULES = ("gptcore.kernels.attention", "gptcore.kernels.moe")
+MODULES = ("gptcore.backends.triton.kernels.attention", "gptcore.backends.triton.kernels.moe")
 ARCHS = (80, 90)
 SMEM_LIMIT = {80: 163 * 1024, 90: 227 * 1024}    # max dynamic shared memory per block
 # Tensor-core instructions: sm_90 runs wgmma for tiles of 64+ rows and mma.sync below that.
@@ -30,7 +30,7 @@ MMA = {80: ("mma.sync",), 90: ("wgmma", "mma.sync")}
 # Kernels without a tl.dot (row reductions, routing, index building): no mma expected.
 NO_DOT = ("attention_bwd_preprocess", "attention_combine", "moe_route", "moe_index")
 # Specialisation -> what it is called in a tile table's "unproven" list
-# (kernels/attention_common.py), where the autotune pruner reads it too.
+# (gptcore/backends/triton/kernels/attention_common.py), where the autotune pruner reads it too.
 FLAGS = {"HAS_SOFTCAP": "softcap", "IS_VARLEN": "varlen", "HAS_SINKS": "sinks"}
 DTYPES = ("fp16", "fp32")
 

@@ -84,8 +84,8 @@ def load_state(out_dir, optimizer=None):
 
 
 def load_model(out_dir, device=None):
-    """(GPT, meta) from a checkpoint directory written by gptcore.train for a GPT."""
-    from gptcore.config import GPTConfig
+    """(GPT, meta) from a checkpoint directory written by gptcore.training.train for a GPT."""
+    from gptcore.model.config import GPTConfig
     from gptcore.model import GPT
     path = Path(out_dir) / "config.json"
     if not path.exists():

@@ -1,10 +1,10 @@
 """The Triton attention kernels as the `triton_` ops (schemas in _registry.SCHEMAS): make inputs
-contiguous, call the launchers in gptcore.kernels.attention with the window (causal already
+contiguous, call the launchers in gptcore.backends.triton.kernels.attention with the window (causal already
 folded in by gptcore.ops.attention).
 Fakes and autograd (triton_attention_fwd -> triton_attention_bwd) come from _registry."""
 import torch
 
-from gptcore.kernels import attention as kernels
+from gptcore.backends.triton.kernels import attention as kernels
 from gptcore.ops import _registry, validate
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptcore.config import GPTConfig
+from gptcore.model.config import GPTConfig
 from gptcore.nn import MLP, Attention, Block, MoE, RMSNorm, packed_positions
 
 
@@ -167,7 +167,7 @@ class GPT(nn.Module):
         """idx (B, T) int64 -> (B, T + n) with n <= max_new_tokens new tokens (fewer when every
         row has produced stop_token; rows that stopped are padded with it). temperature=0:
         greedy. use_cache=False recomputes the whole prefix each step."""
-        from gptcore.sampling import generate
+        from gptcore.model.sampling import generate
         return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k,
                         top_p=top_p, use_cache=use_cache, stop_token=stop_token,
                         generator=generator)

@@ -1,9 +1,9 @@
-"""The Triton MoE kernels (gptcore.kernels.moe) as the `triton_` ops route, route_bwd,
+"""The Triton MoE kernels (gptcore.backends.triton.kernels.moe) as the `triton_` ops route, route_bwd,
 moe_experts_fwd, moe_experts_bwd and moe_experts_mxfp4 (schemas in _registry.py).
 CPU tensors run only under TRITON_INTERPRET=1 (backend.py refuses them otherwise)."""
 import torch
 
-from gptcore.kernels import moe
+from gptcore.backends.triton.kernels import moe
 from gptcore.ops import _registry, validate
 
 

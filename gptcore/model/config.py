@@ -86,7 +86,7 @@ PRESETS = {
                          n_kv_head=2, head_dim=16, d_ff=64, n_experts=8, top_k=2,
                          moe_scoring="topk_softmax", moe_activation="gpt_oss", pos="rope",
                          rope_theta=150000.0, windows=(128, None, 128, None), sinks=True),
-    # masked diffusion (LLaDA, gptcore/diffusion.py): the names trunks with bidirectional
+    # masked diffusion (LLaDA, gptcore/diffusion/llada.py): the names trunks with bidirectional
     # attention, a mask token after the 27 name tokens, block 16 = the longest name (15) + end.
     # Learned positions: with RoPE alone an all-mask canvas looks the same from every position
     # (measured: left-to-right sampling then put the end token first in 99% of rows).

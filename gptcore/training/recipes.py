@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
-from gptcore import data, parallel
-from gptcore.config import GPTConfig
+from gptcore import parallel
+from gptcore.training import data
+from gptcore.model.config import GPTConfig
 from gptcore.model import GPT
-from gptcore.train import evaluate, train
+from gptcore.training.train import evaluate, train
 
 
 @dataclass
@@ -104,9 +105,9 @@ def train_gpt(args):
 
 
 TRAINERS = {name: train_gpt for name in RECIPES}
-# masked diffusion (LLaDA): its own data, loss and summary, in gptcore/cli_diffusion.py
-TRAINERS.update({"names-diffusion": "gptcore.cli_diffusion:train_command",
-                 "names-diffusion-moe": "gptcore.cli_diffusion:train_command"})
+# masked diffusion (LLaDA): its own data, loss and summary, in gptcore/diffusion/cli.py
+TRAINERS.update({"names-diffusion": "gptcore.diffusion.cli:train_command",
+                 "names-diffusion-moe": "gptcore.diffusion.cli:train_command"})
 
 
 def trainer(preset):

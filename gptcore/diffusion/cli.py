@@ -10,9 +10,10 @@ from pathlib import Path
 
 import torch
 
-from gptcore import checkpoint, cli_model, data, diffusion_train, recipes
+from gptcore.diffusion import train as diffusion_train
+from gptcore.training import checkpoint, cli as cli_model, data, recipes
 from gptcore.model import GPT
-from gptcore.train import evaluate, train
+from gptcore.training.train import evaluate, train
 
 # The names recipe with half the rows: a diffusion row is the whole 16-token canvas (name + end
 # padding, 16 tokens) where a packed AR row is [BOS] + name + [BOS] (7.8 tokens on average), so
