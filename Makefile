@@ -1,20 +1,25 @@
 # Everything from a fresh machine: `make demo` or `make test` create .venv, install torch if
-# the environment has none (torch==2.13.0: a local CPU build on our machines), build gptcore
-# and run. Set PYTHON to choose the interpreter (3.11+).
+# the environment has none (torch==2.13.0: a local CPU build on our machines) and the exact
+# package set of constraints.txt (the one the suite last passed with), build gptcore and run.
+# Set PYTHON to choose the interpreter (3.11+).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DEPS   := $(VENV)/.deps-installed
 PYTEST_ARGS ?=
+CONSTRAINTS := constraints.txt
+# What building and the test suites need beside torch: one list, pinned by constraints.txt.
+PACKAGES := setuptools wheel cmake ninja pybind11 numpy tqdm triton pytest pytest-benchmark \
+	hypothesis transformers safetensors tokenizers matplotlib
 
 .PHONY: demo test build bench clean test-gpu-configs gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(DEPS): $(BIN)/python pyproject.toml
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install setuptools wheel cmake ninja pybind11 numpy tqdm triton pytest pytest-benchmark hypothesis transformers safetensors tokenizers matplotlib
+$(DEPS): $(BIN)/python pyproject.toml $(CONSTRAINTS)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -c $(CONSTRAINTS) torch
+	$(BIN)/pip install -c $(CONSTRAINTS) $(PACKAGES)
 	touch $(DEPS)
 
 build: $(DEPS)
