@@ -12,7 +12,7 @@ CONSTRAINTS := constraints.txt
 PACKAGES := setuptools wheel cmake ninja pybind11 numpy tqdm triton pytest pytest-benchmark \
 	hypothesis transformers safetensors tokenizers matplotlib
 
-.PHONY: demo test build bench clean test-gpu-configs gpu-check
+.PHONY: demo test build bench clean test-gpu-configs gpu-check test-latest wheel-smoke
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,31 @@ build: $(DEPS)
 
 test: build
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Early warning: the suite in .venv-latest with the newest release of every package (torch
+# stays at constraints.txt's: other releases are multi-GB CUDA downloads here), then one line
+# saying which packages moved and what broke. When it passes, move constraints.txt forward.
+LATEST := .venv-latest
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/pip install -q -c $(CONSTRAINTS) torch
+	$(LATEST)/bin/pip install -q --upgrade $(PACKAGES)
+	$(LATEST)/bin/pip install -q --no-build-isolation --no-deps -e .
+	$(LATEST)/bin/python scripts/test_latest.py $(PYTEST_ARGS)
+
+# The package as users install it: a wheel, a clean venv with only it and its dependencies
+# (pinned), and scripts/wheel_smoke.py run from outside the repository.
+WHEEL_DIR  := build/wheel
+WHEEL_VENV := build/wheel-venv
+wheel-smoke: build
+	rm -rf $(WHEEL_DIR) $(WHEEL_VENV)
+	$(BIN)/pip wheel -q --no-build-isolation --no-deps -w $(WHEEL_DIR) .
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/pip install -q -c $(CONSTRAINTS) torch
+	$(WHEEL_VENV)/bin/pip install -q -c $(CONSTRAINTS) "$$(ls $(WHEEL_DIR)/gptcore-*.whl)[hf]"
+	cd $$(mktemp -d) && PATH=$(abspath $(WHEEL_VENV))/bin:$$PATH \
+		$(abspath $(WHEEL_VENV))/bin/python $(abspath scripts/wheel_smoke.py)
 
 # The main job: train names-moe for two minutes, print its validation loss (the JSON line),
 # 20 samples with the fraction not in the training set, then the quick benchmark table.

@@ -31,7 +31,10 @@ class CMakeBuild(build_ext):
             if shutil.which(tool) is None:
                 sys.exit(f"gptcore build: `{tool}` was not found on PATH (pip install {tool}).")
         out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
-        build_dir = Path(self.build_temp).resolve() / "cmake"
+        # One build folder per interpreter and torch, shared by every build of this checkout
+        # (editable, wheel): a wheel after `make build` only relinks instead of recompiling.
+        tag = f"py{sys.version_info.major}{sys.version_info.minor}-torch{torch.__version__}"
+        build_dir = ROOT / "build" / f"cmake-{tag}"
         build_dir.mkdir(parents=True, exist_ok=True)
         config = "Debug" if self.debug else "Release"
         configure = [

@@ -49,13 +49,24 @@ class Row:
         return None if self.peer_s is None else self.peer_s / self.ours_s
 
 
+# Seconds of timed calls after which a function stops repeating (None: no limit). `gptcore bench
+# --quick` sets it so that a slow peer (transformers' bf16 on a CPU without AVX512_BF16 takes
+# seconds a call) bounds a row's time: every function still gets one timed call after warm-up.
+BUDGET_S = None
+
+
+def _over_budget(spent):
+    return BUDGET_S is not None and spent >= BUDGET_S
+
+
 def time_fn(fn, *, warmup=2, repeat=5, min_time=0.0):
     """Min seconds of `fn()` over `repeat` runs after `warmup` runs; keeps repeating until
-    the runs add up to `min_time` seconds (for very short calls)."""
+    the runs add up to `min_time` seconds (for very short calls). Under BUDGET_S, stops
+    after the first run that brings the total past it."""
     for _ in range(warmup):
         fn()
     best, total, n = float("inf"), 0.0, 0
-    while n < repeat or total < min_time:
+    while (n < repeat or total < min_time) and not (n and _over_budget(total)):
         start = time.perf_counter()
         fn()
         elapsed = time.perf_counter() - start
@@ -65,13 +76,18 @@ def time_fn(fn, *, warmup=2, repeat=5, min_time=0.0):
 
 def time_interleaved(fns, repeat=5):
     """{name: min seconds} of each fn in `fns`, one run of each in turn `repeat` times, so that
-    all see the same load from other jobs on a shared machine (their ratios are what count)."""
+    all see the same load from other jobs on a shared machine (their ratios are what count).
+    Under BUDGET_S a function whose calls have used it up sits out the remaining rounds."""
     best = {name: float("inf") for name in fns}
+    spent = dict.fromkeys(fns, 0.0)
     for name, fn in fns.items():
         fn()  # warm-up
     for _ in range(repeat):
         for name, fn in fns.items():
-            best[name] = min(best[name], time_fn(fn, warmup=0, repeat=1))
+            if best[name] < float("inf") and _over_budget(spent[name]):
+                continue
+            elapsed = time_fn(fn, warmup=0, repeat=1)
+            best[name], spent[name] = min(best[name], elapsed), spent[name] + elapsed
     return best
 
 

@@ -62,6 +62,9 @@ def info(args):
     return 0
 
 
+QUICK_BUDGET_S = 2.0   # per function and row in `bench --quick` (bench/harness.py BUDGET_S)
+
+
 def _bench_dir():
     """bench/ next to the package (source checkout or editable install), else ./bench."""
     for candidate in (Path(gptcore.__file__).resolve().parent.parent / "bench", Path.cwd() / "bench"):
@@ -79,6 +82,8 @@ def bench(args):
         return 2
     sys.path.insert(0, str(directory))
     import harness
+    if args.quick:
+        harness.BUDGET_S = QUICK_BUDGET_S
     files = sorted(directory.glob("bench_*.py"))
     if args.only:
         files = [f for f in files if f.stem.removeprefix("bench_") in args.only]
@@ -111,7 +116,9 @@ def main(argv=None):
     p = sub.add_parser("bench", help="run the benchmarks in bench/ and print one table",
                        description="Times gptcore against its peers (torch SDPA, Hugging Face "
                        "MoE blocks, plain PyTorch) in one run; ratio > 1 means gptcore is faster.")
-    p.add_argument("--quick", action="store_true", help="small cases only (about a minute)")
+    p.add_argument("--quick", action="store_true",
+                   help="small cases only, each function timed for at most about "
+                        f"{QUICK_BUDGET_S:.0f} s a row (about two minutes in all)")
     p.add_argument("--only", nargs="+", metavar="OP",
                    help="only these bench files, e.g. --only attention moe")
     p.add_argument("--json", metavar="FILE",
