@@ -2,7 +2,7 @@
 in a child process per backend (`python tests/bad_op_calls.py "" | triton_ | ref_`): each call
 must raise a Python exception; a crash or an out-of-bounds access would kill the child, which the
 parent reports with the last call started. These calls skip gptcore's Python validation, so
-what stops them is the op's own checks (csrc/common/checks.h, validate.attention_op and friends)."""
+what stops them is the op's own checks (csrc/common/checks.h, and the specs' checks that wrap the Python backends)."""
 import os
 import sys
 import traceback
@@ -12,7 +12,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import torch  # noqa: E402
 
 import gptcore  # noqa: E402
-import gptcore.backends.ref.ops  # noqa: E402,F401  (defines the ref_ ops)
+import gptcore.backends.ref  # noqa: E402,F401  (defines the ref_ ops)
 
 gptcore.available_backends()   # loads the C++ and Triton ops
 ops = torch.ops.gptcore

@@ -1,11 +1,11 @@
 """The C++ CPU attention (csrc/attention/*.cpp) against gptcore.ref: outputs, lse and every
 gradient (q, k, v, sinks, through out and lse) over odd shapes, masks and dtypes, on the AVX2
-and the portable path; plus opcheck, torch.compile and the C++ checks of varlen offsets."""
+and the portable path; plus torch.compile and the C++ checks of varlen offsets (opcheck:
+test_opcheck.py)."""
 import pytest
 import torch
 
 import gptcore
-from gptcore import ref
 
 _C = pytest.importorskip("gptcore._C", reason="the C++ extension is not built")
 
@@ -142,33 +142,6 @@ def test_bad_offsets_raise_in_cpp():
         with pytest.raises(ValueError, match="cu_seqlens"):
             torch.ops.gptcore.attention_varlen_fwd(q, k, k, good, cu, 6, 6, None, 1.0, -1, -1,
                                                    0.0)
-
-
-def test_opcheck():
-    gptcore.available_backends()  # loads the C++ ops and registers their fakes and autograd
-    torch.manual_seed(0)
-    q, k, v = torch.randn(1, 4, 9, 16), torch.randn(1, 2, 12, 16), torch.randn(1, 2, 12, 16)
-    sinks = torch.randn(4)
-    flags = (0.25, 5, 0, 0.0)     # scale, window (5, 0): causal with 6 keys, no softcap
-    for t in (q, k, v, sinks):
-        t.requires_grad_()
-    torch.library.opcheck(torch.ops.gptcore.attention_fwd.default, (q, k, v, sinks, *flags))
-    out, lse = torch.ops.gptcore.attention_fwd(q, k, v, sinks, *flags)
-    bwd_args = (torch.randn_like(out), torch.randn_like(lse), q.detach(), k.detach(), v.detach(),
-                out.detach(), lse.detach(), sinks.detach(), *flags)
-    torch.library.opcheck(torch.ops.gptcore.attention_bwd.default, bwd_args)
-    qv, kv = torch.randn(9, 4, 16), torch.randn(12, 2, 16)
-    vv = torch.randn(12, 2, 16)
-    cu_q = torch.tensor([0, 4, 4, 9], dtype=torch.int32)
-    cu_k = torch.tensor([0, 5, 7, 12], dtype=torch.int32)
-    var = (qv.requires_grad_(), kv.requires_grad_(), vv.requires_grad_(), cu_q, cu_k, 5, 5, sinks,
-           *flags)
-    torch.library.opcheck(torch.ops.gptcore.attention_varlen_fwd.default, var)
-    out, lse = torch.ops.gptcore.attention_varlen_fwd(*var)
-    torch.library.opcheck(torch.ops.gptcore.attention_varlen_bwd.default,
-                          (torch.randn_like(out), torch.randn_like(lse), qv.detach(), kv.detach(),
-                           vv.detach(), cu_q, cu_k, 5, 5, out.detach(), lse.detach(),
-                           sinks.detach(), *flags))
 
 
 def test_torch_compile_fullgraph():

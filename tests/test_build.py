@@ -29,14 +29,14 @@ def test_avx2_switch_round_trips():
 
 
 def test_every_op_has_a_cpp_kernel_under_the_one_schema():
-    """Schemas are written once (gptcore/ops/_registry.py); the extension registers only CPU
-    kernels, so every op must have one, under exactly that schema."""
-    from gptcore.ops import _registry
+    """Schemas are written once (each op's spec); the extension registers only CPU kernels, so
+    every op must have one, under exactly that schema."""
+    from gptcore.ops.spec import SPECS, has_op
     gptcore.available_backends()  # loads the extension
-    for name, schema in _registry.SCHEMAS.items():
-        assert _registry.has_op(name, "CPU"), f"{name}: no C++ CPU kernel"
+    for name, spec in SPECS.items():
+        assert has_op(name, "CPU"), f"{name}: no C++ CPU kernel"
         got = str(getattr(torch.ops.gptcore, name).default._schema)
-        assert got == str(torch._C.parse_schema(f"gptcore::{name}{schema}")), got
+        assert got == str(torch._C.parse_schema(f"gptcore::{name}{spec.schema}")), got
 
 
 def test_torchs_mkl_sgemm_is_resolved():

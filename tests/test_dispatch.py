@@ -1,5 +1,5 @@
 """Backend dispatch (gptcore.available_backends, gptcore.backend, GPTCORE_BACKEND, the auto
-fallback and its warning), torch.compile(fullgraph=True) over every op, and opcheck of ref_ ops."""
+fallback and its warning), torch.compile(fullgraph=True) over every op (opcheck: test_opcheck.py)."""
 import importlib
 import importlib.util
 import warnings
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import gptcore
-import gptcore.backends.ref.ops  # noqa: F401  (defines the torch.ops.gptcore.ref_* ops)
+import gptcore.backends.ref  # noqa: F401  (defines the torch.ops.gptcore.ref_* ops)
 
 # the module; `gptcore.ops.backend` itself names the context-manager function
 dispatch = importlib.import_module("gptcore.ops.backend")
@@ -162,59 +162,3 @@ def test_compile_fullgraph_matches_eager(fn):
     for a, b in zip(inputs, eager_inputs):
         # fp32 sums may be reordered by tracing
         torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-6)
-
-
-# ----------------------------------------------------------------------------- opcheck
-
-def _opcheck_samples():
-    g = torch.Generator().manual_seed(0)
-
-    def r(*shape, grad=False):
-        return torch.randn(*shape, generator=g).requires_grad_(grad)
-
-    q, k, v, sinks = r(1, 4, 3, 8, grad=True), r(1, 2, 5, 8, grad=True), r(1, 2, 5, 8, grad=True), \
-        r(4, grad=True)
-    flags = (0.35, 2, 0, 3.0)     # scale, window (2, 0) = causal window 3, softcap
-    out, lse = torch.ops.gptcore.ref_attention_fwd(q, k, v, sinks, *flags)
-    qv, kv, vv = (t[0].transpose(0, 1).contiguous().detach().requires_grad_() for t in (q, k, v))
-    cu_q, cu_k = torch.tensor([0, 1, 3], dtype=torch.int32), torch.tensor([0, 3, 5],
-                                                                          dtype=torch.int32)
-    var = (qv, kv, vv, cu_q, cu_k, 2, 3)
-    out_v, lse_v = torch.ops.gptcore.ref_attention_varlen_fwd(*var, sinks, *flags)
-    logits = r(5, 6, grad=True)
-    weights, indices = torch.ops.gptcore.ref_route(logits, 2, "softmax", True, None)
-    x, gate_up, down = r(3, 4, grad=True), r(3, 6, 4, grad=True), r(3, 4, 3, grad=True)
-    idx, w = torch.tensor([[0, 2], [1, -1], [2, 0]]), r(3, 2, grad=True)
-    gub, db = r(3, 6, grad=True), r(3, 4, grad=True)
-    blocks, scales = torch.ops.gptcore.ref_mxfp4_quantize(r(3, 64, 64))  # I = 32
-    down_blocks, down_scales = torch.ops.gptcore.ref_mxfp4_quantize(r(3, 64, 32))
-    x64 = r(3, 64)
-    return {
-        "attention_fwd": (q, k, v, sinks, *flags),
-        "attention_bwd": (r(*out.shape), r(*lse.shape), q, k, v, out, lse, sinks, *flags),
-        "attention_varlen_fwd": (*var, sinks, *flags),
-        "attention_varlen_bwd": (r(*out_v.shape), r(*lse_v.shape), *var, out_v, lse_v, sinks,
-                                 *flags),
-        "route": (logits, 2, "sigmoid", True, r(6)),
-        "route_bwd": (r(5, 2), logits, indices, "softmax", True, None),
-        "moe_experts_fwd": (x, idx, w, gate_up, down, gub, db, "silu", 1.702, 7.0),
-        "moe_experts_bwd": (r(3, 4), x, idx, w, gate_up, down, None, db, "gpt_oss", 1.702, 7.0),
-        "moe_experts_mxfp4": (x64, idx, w.detach(), blocks, scales, down_blocks, down_scales,
-                              None, None, "gelu", 1.702, 7.0),
-        "mxfp4_quantize": (r(2, 3, 64),),
-        "mxfp4_dequantize": (blocks, scales, torch.float32),
-    }
-
-
-# the ops of issue 2; ops added later bring their own opcheck in their own test file
-OPCHECK_OPS = ["attention_fwd", "attention_bwd", "attention_varlen_fwd", "attention_varlen_bwd",
-               "route", "route_bwd", "moe_experts_fwd", "moe_experts_bwd", "moe_experts_mxfp4",
-               "mxfp4_quantize", "mxfp4_dequantize"]
-
-
-@pytest.mark.parametrize("name", OPCHECK_OPS)
-def test_opcheck_ref_ops(name):
-    args = _opcheck_samples()[name]
-    if name.endswith("_bwd"):   # backward ops run inside backward, on tensors that need no grad
-        args = tuple(a.detach() if torch.is_tensor(a) else a for a in args)
-    torch.library.opcheck(getattr(torch.ops.gptcore, "ref_" + name), args)

@@ -225,17 +225,3 @@ def test_experts_mxfp4(activation, dtype):
 
 
 # ----------------------------------------------------------------------------- op registration
-
-def test_opcheck():
-    """Schemas, fakes and autograd of the triton_ ops pass torch.library.opcheck."""
-    assert gptcore.available_backends()["triton"]
-    x = torch.randn(5, 32, requires_grad=True)
-    indices = torch.tensor([[0, 2], [1, -1], [2, 0], [0, 1], [1, 2]])
-    weights = torch.rand(5, 2, requires_grad=True)
-    gate_up = torch.randn(3, 40, 32, requires_grad=True)
-    down = torch.randn(3, 32, 20, requires_grad=True)
-    torch.library.opcheck(torch.ops.gptcore.triton_moe_experts_fwd.default,
-                          (x, indices, weights, gate_up, down, None, None, "gpt_oss", 1.702, 7.0))
-    logits = torch.randn(5, 6, requires_grad=True)
-    torch.library.opcheck(torch.ops.gptcore.triton_route.default,
-                          (logits, 2, "topk_softmax", True, None))

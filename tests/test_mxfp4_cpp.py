@@ -39,13 +39,6 @@ def test_dequantize_matches_ref_exactly(shape, dtype, isa):
     assert torch.equal(w, expected), f"max diff {(w.float() - expected.float()).abs().max()}"
 
 
-def test_opcheck():
-    w = _weights((4, 64))
-    torch.library.opcheck(torch.ops.gptcore.mxfp4_quantize, (w,))
-    blocks, scales = torch.ops.gptcore.mxfp4_quantize(w)
-    torch.library.opcheck(torch.ops.gptcore.mxfp4_dequantize, (blocks, scales, torch.bfloat16))
-
-
 @pytest.mark.parametrize("scale_byte", [0, 1, 2])
 @pytest.mark.parametrize("T", [1, 16], ids=["matvec", "tiles"])
 def test_subnormal_scales_decode_alike_in_every_path(scale_byte, T, isa):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import gptcore
-import gptcore.backends.ref.ops  # noqa: F401  (defines the torch.ops.gptcore.ref_* ops)
+import gptcore.backends.ref  # noqa: F401  (defines the torch.ops.gptcore.ref_* ops)
 from gptcore import ref
 
 import naive

@@ -13,7 +13,7 @@ import warnings
 
 import torch
 
-from gptcore.ops import _registry
+from gptcore.ops.spec import has_op
 
 BACKENDS = ("ref", "cpp", "triton")
 _CHOICES = BACKENDS + ("auto",)
@@ -27,15 +27,10 @@ def _load(name):
     if name not in _loaded:
         _loaded[name] = None
         try:
-            if name == "ref":
-                importlib.import_module("gptcore.backends.ref")
-            elif name == "cpp":
-                importlib.import_module("gptcore._C")
-                _registry.register_cpp_ops()
-            elif importlib.util.find_spec("triton") is None:
+            if name == "triton" and importlib.util.find_spec("triton") is None:
                 _loaded[name] = "triton is not installed (pip install triton)"
             else:
-                importlib.import_module("gptcore.backends.triton")
+                importlib.import_module(f"gptcore.backends.{name}")
         except ImportError as err:
             _loaded[name] = f"it failed to load ({err})"
     return _loaded[name]
@@ -86,7 +81,7 @@ def _unfit(name, op, device_type):
     if name == "triton" and device_type != "cpu" and not torch.cuda.is_available():
         return "no CUDA device"
     key = "CUDA" if device_type == "cuda" else "CPU"
-    if not _registry.has_op(_PREFIX[name] + op, key):
+    if not has_op(_PREFIX[name] + op, key):
         return f"it has no {op} kernel for {device_type} tensors yet"
     return None
 

@@ -1,10 +1,13 @@
-"""MXFP4 (OCP Microscaling FP4) weights: the MXFP4Tensor container and (de)quantisation."""
+"""MXFP4 (OCP Microscaling FP4) weights: the MXFP4Tensor container, gptcore.mxfp4_quantize and
+gptcore.mxfp4_dequantize, and the specs of their ops (schema, check, fake, reference)."""
 from dataclasses import dataclass
 
 import torch
 
+from gptcore import ref
 from gptcore.ops import validate
-from gptcore.ops.backend import select
+from gptcore.ops.spec import declare, run
+from gptcore.ops.validate import FLOAT_DTYPES
 
 
 @dataclass(frozen=True)
@@ -43,14 +46,55 @@ class MXFP4Tensor:
 def mxfp4_quantize(w):
     """w (..., K), K % 32 == 0 -> MXFP4Tensor. Round to nearest e2m1 (ties to even) under the
     smallest power-of-two scale that does not clip the block's largest magnitude."""
-    validate.mxfp4_input(w)
-    blocks, scales = select("mxfp4_quantize", w.device)(w)
-    return MXFP4Tensor(blocks, scales)
+    validate.tensor("w", w, dtypes=FLOAT_DTYPES)                     # before w.device
+    return MXFP4Tensor(*run("mxfp4_quantize", w.device, w))
 
 
 def mxfp4_dequantize(w4, dtype=torch.bfloat16):
     """MXFP4Tensor -> float tensor (..., K) in `dtype` (bf16 by default)."""
     if not isinstance(w4, MXFP4Tensor):
         raise TypeError(f"w4: expected a gptcore.MXFP4Tensor, got {type(w4).__name__}")
-    validate.choice("dtype", dtype, validate.FLOAT_DTYPES)
-    return select("mxfp4_dequantize", w4.device)(w4.blocks, w4.scales, dtype)
+    validate.choice("dtype", dtype, FLOAT_DTYPES)
+    return run("mxfp4_dequantize", w4.device, w4.blocks, w4.scales, dtype)
+
+
+# ----------------------------------------------------------------------------- specs
+
+def check_quantize(w, dtypes=FLOAT_DTYPES):
+    validate.tensor("w", w, dtypes=dtypes)
+    if w.dim() < 1 or w.shape[-1] % 32 != 0:
+        raise ValueError(f"w: expected a last dim that is a multiple of 32, got shape "
+                         f"{tuple(w.shape)}")
+    if validate.eager() and not bool(torch.isfinite(w).all()):
+        raise ValueError("w: expected finite values (MXFP4 has no inf), got inf or nan")
+
+
+def check_blocks(blocks, scales, blocks_name="blocks", scales_name="scales"):
+    """uint8 codes (..., K/2) with uint8 scales (..., K/32): whole blocks of 32 values."""
+    validate.tensor(blocks_name, blocks, dtypes=(torch.uint8,))
+    validate.tensor(scales_name, scales, dtypes=(torch.uint8,))
+    want = (*blocks.shape[:-1], blocks.shape[-1] // 16) if blocks.dim() else None
+    if want is None or blocks.shape[-1] % 16 != 0 or tuple(scales.shape) != want:
+        raise ValueError(f"{scales_name}: expected shape (..., K/32) for {blocks_name} "
+                         f"{tuple(blocks.shape)} (K a multiple of 32), got {tuple(scales.shape)}")
+
+
+def check_dequantize(blocks, scales, dtype, dtypes=FLOAT_DTYPES):
+    check_blocks(blocks, scales)
+
+
+def _quantize_fake(w):
+    *lead, K = w.shape
+    return (w.new_empty(*lead, K // 2, dtype=torch.uint8),
+            w.new_empty(*lead, K // 32, dtype=torch.uint8))
+
+
+def _dequantize_fake(blocks, scales, dtype):
+    *lead, half = blocks.shape
+    return blocks.new_empty(*lead, 2 * half, dtype=dtype)
+
+
+declare(name="mxfp4_quantize", schema="(Tensor w) -> (Tensor, Tensor)", check=check_quantize,
+        fake=_quantize_fake, reference=ref.mxfp4_quantize)
+declare(name="mxfp4_dequantize", schema="(Tensor blocks, Tensor scales, ScalarType dtype) -> Tensor",
+        check=check_dequantize, fake=_dequantize_fake, reference=ref.mxfp4_dequantize)

@@ -1,11 +1,10 @@
-"""The Triton attention kernels as the `triton_` ops (schemas in _registry.SCHEMAS): make inputs
-contiguous, call the launchers in gptcore.backends.triton.kernels.attention with the window (causal already
-folded in by gptcore.ops.attention).
-Fakes and autograd (triton_attention_fwd -> triton_attention_bwd) come from _registry."""
+"""The Triton attention kernels as the `triton_` attention ops (specs in gptcore/ops/attention.py,
+whose checks run before these): make inputs contiguous, call the launchers in kernels/attention.py
+with the window (causal already folded in by gptcore.ops.attention)."""
 import torch
 
 from gptcore.backends.triton.kernels import attention as kernels
-from gptcore.ops import _registry, validate
+from gptcore.ops.spec import define
 
 
 def _contiguous(*tensors):
@@ -17,15 +16,12 @@ def _empty_if_none(dsinks, q):
 
 
 def attention_fwd(q, k, v, sinks, scale, window_left, window_right, softcap):
-    validate.attention_op(q, k, v, sinks, 4)
     q, k, v, sinks = _contiguous(q, k, v, sinks)
     return kernels.forward(q, k, v, sinks, scale, window_left, window_right, softcap)
 
 
 def attention_bwd(dout, dlse, q, k, v, out, lse, sinks, scale, window_left, window_right,
                   softcap):
-    validate.attention_op(q, k, v, sinks, 4)
-    validate.attention_grads_op(q, out, dout, lse, dlse)
     dout, dlse, q, k, v, out, lse, sinks = _contiguous(dout, dlse, q, k, v, out, lse, sinks)
     dq, dk, dv, ds = kernels.backward(dout, dlse.float(), q, k, v, out, lse, sinks, scale,
                                       window_left, window_right, softcap)
@@ -34,8 +30,6 @@ def attention_bwd(dout, dlse, q, k, v, out, lse, sinks, scale, window_left, wind
 
 def attention_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, sinks,
                          scale, window_left, window_right, softcap):
-    validate.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-    validate.attention_op(q, k, v, sinks, 3)
     q, k, v, sinks = _contiguous(q, k, v, sinks)
     cu_q, cu_k = _contiguous(cu_seqlens_q.to(torch.int32), cu_seqlens_k.to(torch.int32))
     return kernels.forward(q, k, v, sinks, scale, window_left, window_right, softcap, cu_q,
@@ -45,9 +39,6 @@ def attention_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
 def attention_varlen_bwd(dout, dlse, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                          max_seqlen_k, out, lse, sinks, scale, window_left, window_right,
                          softcap):
-    validate.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-    validate.attention_op(q, k, v, sinks, 3)
-    validate.attention_grads_op(q, out, dout, lse, dlse)
     dout, dlse, q, k, v, out, lse, sinks = _contiguous(dout, dlse, q, k, v, out, lse, sinks)
     cu_q, cu_k = _contiguous(cu_seqlens_q.to(torch.int32), cu_seqlens_k.to(torch.int32))
     dq, dk, dv, ds = kernels.backward(dout, dlse.float(), q, k, v, out, lse, sinks, scale,
@@ -56,7 +47,7 @@ def attention_varlen_bwd(dout, dlse, q, k, v, cu_seqlens_q, cu_seqlens_k, max_se
     return dq, dk, dv, _empty_if_none(ds, q)
 
 
-_registry.define("triton_", {
+define("triton_", {
     "attention_fwd": attention_fwd,
     "attention_bwd": attention_bwd,
     "attention_varlen_fwd": attention_varlen_fwd,
