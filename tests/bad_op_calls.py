@@ -144,7 +144,7 @@ if __name__ == "__main__":
         try:
             op(*args)
         except Exception as err:   # any Python exception is the right outcome
-            print(f"ok {label}: {type(err).__name__}", flush=True)
+            print(f"ok {label}: {type(err).__name__}: {str(err).splitlines()[0][:200]}", flush=True)
         else:
             print(f"fail {label}: returned without an exception", flush=True)
     print("done", flush=True)
