@@ -10,16 +10,12 @@ from gptcore.ops import scaled_dot_product_attention, sdpa_override
 
 from gptcore.model import GPT, GPTConfig
 
-from gptcore.integrations import install as _install_integrations
-from gptcore.integrations import patch
-from gptcore.integrations import unpatch
+from gptcore.integrations import patch, register_transformers, unpatch
 
 __version__ = "0.1.0"
-
-_install_integrations()
 
 __all__ = ["MXFP4Tensor", "attention", "attention_varlen", "available_backends", "backend",
            "load_balancing_loss", "moe", "moe_experts", "mxfp4_dequantize", "mxfp4_quantize",
            "patch", "route", "router_z_loss", "__version__"]
 __all__ += ["GPT", "GPTConfig"]
-__all__ += ["scaled_dot_product_attention", "sdpa_override", "unpatch"]
+__all__ += ["register_transformers", "scaled_dot_product_attention", "sdpa_override", "unpatch"]

@@ -9,6 +9,7 @@ from torch.profiler import ProfilerActivity, profile
 import gptcore
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+gptcore.register_transformers()   # makes "gptcore" an attn_/experts_implementation name
 
 V = 61
 COMMON = dict(vocab_size=V, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,

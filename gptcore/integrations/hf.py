@@ -79,8 +79,13 @@ def experts_forward(experts, hidden_states, top_k_index, top_k_weights):
 
 
 def register():
-    """Makes "gptcore" a valid attn_implementation and experts_implementation."""
-    from transformers import AttentionInterface, AttentionMaskInterface
+    """Makes "gptcore" a valid attn_implementation and experts_implementation in transformers
+    (gptcore.register_transformers; gptcore.patch calls it too)."""
+    try:
+        from transformers import AttentionInterface, AttentionMaskInterface
+    except ImportError as err:
+        raise ImportError("gptcore.register_transformers: transformers is not installed "
+                          "(pip install 'gptcore[hf]')") from err
     from transformers.integrations.moe import ExpertsInterface
     from transformers.masking_utils import flash_attention_mask
 
