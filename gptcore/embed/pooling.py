@@ -1,6 +1,8 @@
 """Packing variable-length token sequences (no pad tokens); pooling hidden states per sequence."""
 import torch
 
+from gptcore.nn import packing
+
 
 def pack(sequences, device=None):
     """Lists of token ids -> tokens (T,) int64, cu_seqlens (N+1,) int32, max_seqlen: the layout of
@@ -10,9 +12,7 @@ def pack(sequences, device=None):
         raise ValueError(f"sequences: expected non-empty token lists, got an empty one at "
                          f"index {lengths.index(0)}")
     tokens = torch.tensor([t for s in sequences for t in s], dtype=torch.int64, device=device)
-    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32, device=device)
-    cu[1:] = torch.tensor(lengths, dtype=torch.int32, device=device).cumsum(0)
-    return tokens, cu, max(lengths, default=0)
+    return tokens, packing.cu_seqlens(lengths, device), max(lengths, default=0)
 
 
 def unpad(idx, lengths):
@@ -24,9 +24,7 @@ def unpad(idx, lengths):
     if lengths.numel() and (lengths.min() < 1 or lengths.max() > idx.shape[1]):
         raise ValueError(f"lengths: expected values in [1, {idx.shape[1]}], got {lengths.tolist()}")
     keep = torch.arange(idx.shape[1], device=idx.device)[None, :] < lengths[:, None]  # (B, T)
-    cu = torch.zeros(idx.shape[0] + 1, dtype=torch.int32, device=idx.device)
-    cu[1:] = lengths.cumsum(0)
-    return idx[keep], cu, int(lengths.max()) if lengths.numel() else 0
+    return (idx[keep], *packing.unpad(keep))
 
 
 def mean_pool(hidden, cu_seqlens):

@@ -8,6 +8,7 @@ padding mask, which we turn into packed sequences for gptcore.attention_varlen.
 import torch
 
 import gptcore
+from gptcore.nn import packing
 
 NAME = "gptcore"
 
@@ -35,16 +36,12 @@ def _padded_attention(query, key, value, mask, options):
     Sk = key.shape[2]
     keep_k = mask[:, -Sk:]                                   # (B, Sk)
     keep_q = keep_k[:, -Sq:]                                 # queries are the last Sq positions
-    lengths = torch.stack((keep_q.sum(1), keep_k.sum(1)))   # (2, B)
-    cu = torch.nn.functional.pad(lengths.cumsum(1), (1, 0)).to(torch.int32)  # (2, B + 1)
+    (cu_q, max_q), (cu_k, max_k) = packing.unpad(keep_q), packing.unpad(keep_k)
     q = query.transpose(1, 2)[keep_q]                        # (Tq, H, D)
     k = key.transpose(1, 2)[keep_k]                          # (Tk, Hkv, D)
     v = value.transpose(1, 2)[keep_k]
-    max_q, max_k = (int(m) for m in lengths.max(dim=1).values)
-    packed = gptcore.attention_varlen(q, k, v, cu[0], cu[1], max_q, max_k, **options)
-    out = query.new_zeros(B, Sq, H, D)
-    out[keep_q] = packed
-    return out
+    packed = gptcore.attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, **options)
+    return packing.repad(packed, keep_q)                     # (B, Sq, H, D)
 
 
 def _activation(experts):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gptcore.model.config import GPTConfig
-from gptcore.nn import MLP, Attention, Block, MoE, RMSNorm, packed_positions
+from gptcore.nn import MLP, Attention, Block, MoE, RMSNorm, packed_positions, packing
 
 
 def _microgpt_tensor(value):
@@ -102,7 +102,7 @@ class GPT(nn.Module):
         kwargs = {"positions": positions}
         if cu_seqlens is not None:
             if max_seqlen is None:
-                max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max()) if x.shape[0] else 0
+                max_seqlen = packing.max_seqlen(cu_seqlens)
             kwargs.update(cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
         for i, block in enumerate(self.blocks):
             x = block(x, None if caches is None else caches[i], **kwargs)

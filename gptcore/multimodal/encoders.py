@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptcore.nn import MLP, Attention, Block, RMSNorm, packed_positions
+from gptcore.nn import MLP, Attention, Block, RMSNorm, packed_positions, packing
 
 
 def encoder_block(d_model, n_heads):
@@ -120,8 +120,7 @@ class AudioEncoder(nn.Module):
         h = F.gelu(self.conv2(h * valid[:, None, :].to(h.dtype)))               # (B, d, F')
         keep = torch.arange(h.shape[2])[None, :] < counts[:, None]              # (B, F')
         x = h.transpose(1, 2)[keep]                                              # (T, d)
-        cu_seqlens = torch.zeros(len(mels) + 1, dtype=torch.int32)
-        cu_seqlens[1:] = torch.cumsum(counts, 0)
+        cu_seqlens = packing.cu_seqlens(counts)
         x = x + self.pos(packed_positions(cu_seqlens, x.shape[0]))
         for block in self.blocks:
             x = block(x, cu_seqlens=cu_seqlens, max_seqlen=int(counts.max()))

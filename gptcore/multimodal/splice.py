@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from gptcore.nn import packing
+
 IGNORE = -1
 
 
@@ -81,8 +83,7 @@ def layout(token_ids, input_kinds, input_counts, placeholders):
     empty = torch.zeros(0, dtype=torch.int64)
     source = torch.cat(source) if source else empty
     labels = torch.cat(labels) if labels else empty
-    cu_seqlens = torch.zeros(len(lengths) + 1, dtype=torch.int32)
-    cu_seqlens[1:] = torch.cumsum(torch.tensor(lengths, dtype=torch.int64), 0)
+    cu_seqlens = packing.cu_seqlens(lengths)
     targets = torch.full_like(labels, IGNORE)
     targets[:-1] = labels[1:]
     nonempty = cu_seqlens[1:] > cu_seqlens[:-1]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from gptcore.nn import packing
+
 BOS_TEXT = "<|bos|>"
 
 
@@ -139,9 +141,8 @@ def packed_batch(seqs, device=None):
     lengths = [len(s) - 1 for s in seqs]
     idx = torch.tensor([t for s in seqs for t in s[:-1]], dtype=torch.int64)
     targets = torch.tensor([t for s in seqs for t in s[1:]], dtype=torch.int64)
-    cu = torch.zeros(len(seqs) + 1, dtype=torch.int32)
-    cu[1:] = torch.tensor(lengths).cumsum(0)
-    return {"idx": idx.to(device), "targets": targets.to(device), "cu_seqlens": cu.to(device),
+    return {"idx": idx.to(device), "targets": targets.to(device),
+            "cu_seqlens": packing.cu_seqlens(lengths, device),
             "max_seqlen": max(lengths)}
 
 
