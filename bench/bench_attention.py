@@ -1,6 +1,6 @@
 """Attention: gptcore's C++ CPU kernels against PyTorch's SDPA (its CPU flash attention),
 SDPA with a boolean mask, torch.compile(flex_attention) and Hugging Face gpt-oss eager
-attention, on the cases of issue 6.
+attention, on the cases of README's performance tables.
 
 Napkin math: FLOPs = 4 * B * H * (visible query-key pairs) * D (QK^T and PV, 2 each), so
 causal halves the full Sq * Sk and a window counts only its band. Decode is bound by reading

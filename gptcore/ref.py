@@ -76,7 +76,7 @@ def _attention_chunk(q, k, v, sinks, rows, Sq, scale, left, right, softcap):
 
 def attention(q, k, v, *, causal=False, scale=None, window=None, sinks=None, softcap=None,
               return_lse=False):
-    """Softmax attention, SDPA layout. q (B, Hq, Sq, D); k, v (B, Hkv, Sk, D). See API.md."""
+    """Softmax attention, SDPA layout. q (B, Hq, Sq, D); k, v (B, Hkv, Sk, D). See docs/api.md."""
     B, Hq, Sq, D = q.shape
     Hkv, Sk = k.shape[1], k.shape[2]
     G = Hq // Hkv
@@ -158,7 +158,7 @@ def route(logits, top_k, *, scoring="softmax", renormalize=True, bias=None):
 # ----------------------------------------------------------------------------- experts
 
 def glu_activation(h, activation, alpha=1.702, limit=7.0):
-    """(n, 2I) gate/up pre-activations -> (n, I). Layouts of API.md."""
+    """(n, 2I) gate/up pre-activations -> (n, I). Layouts of docs/api.md."""
     I = h.shape[-1] // 2
     if activation == "silu":
         return F.silu(h[:, :I]) * h[:, I:]

@@ -58,7 +58,7 @@ def isa(request):
     from gptcore import _C
     assert _C.set_isa(request.param) == request.param
     yield request.param
-    _C.set_avx2_enabled(True)
+    _C.set_isa(ISA_LEVELS[-1])
 
 
 # Property-based tests (tests/test_properties*.py): a fixed, bounded profile for CI, and a longer

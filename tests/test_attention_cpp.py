@@ -104,11 +104,12 @@ VARLEN = [
                                         (torch.bfloat16, True)], ids=["fp32-avx2",
                                                                       "fp32-portable", "bf16-avx2"])
 def test_varlen(lens, dtype, avx2):
-    _C.set_avx2_enabled(avx2)
+    highest = _C.isa_levels()[-1]
+    _C.set_isa(highest if avx2 else "portable")
     try:
         _varlen(lens, dtype)
     finally:
-        _C.set_avx2_enabled(True)
+        _C.set_isa(highest)
 
 
 def _varlen(lens, dtype):

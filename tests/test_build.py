@@ -17,15 +17,16 @@ def test_build_info():
     assert info["openmp"] > 0, "built without OpenMP: at::parallel_for would run on one thread"
 
 
-def test_avx2_switch_round_trips():
+def test_isa_switch_round_trips():
     from gptcore import _C
-    on = _C.build_info()["avx2_kernels"]
-    _C.set_avx2_enabled(False)
+    highest = _C.isa_levels()[-1]
+    assert _C.build_info()["isa"] == highest
+    assert _C.set_isa("portable") == "portable"
     try:
-        assert _C.build_info()["avx2_kernels"] is False
+        assert _C.build_info()["isa"] == "portable"
     finally:
-        _C.set_avx2_enabled(True)
-    assert _C.build_info()["avx2_kernels"] == on
+        _C.set_isa(highest)
+    assert _C.build_info()["isa"] == highest
 
 
 def test_every_op_has_a_cpp_kernel_under_the_one_schema():

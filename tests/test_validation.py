@@ -1,4 +1,4 @@
-"""Bad input to the public API: one test per check of API.md and issue 2 item 5. Each asserts the
+"""Bad input to the public API: one test per check of docs/api.md. Each asserts the
 exception type and that the message names the argument (and, where it matters, the value)."""
 import pytest
 import torch

@@ -53,7 +53,6 @@ const char* isa_name(Isa level) {
   }
 }
 
-void set_avx2_enabled(bool enabled) { set_isa(enabled ? Isa::kAvx512Bf16 : Isa::kPortable); }
 
 bool cpu_has_bf16_dot() { return cpu_isa() >= Isa::kAvx512Bf16; }
 

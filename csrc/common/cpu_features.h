@@ -36,9 +36,6 @@ inline bool use_avx2() { return active_isa() >= Isa::kAvx2; }
 inline bool use_avx512() { return active_isa() >= Isa::kAvx512; }
 inline bool use_avx512_bf16() { return active_isa() >= Isa::kAvx512Bf16; }
 
-// The old switch: true -> the highest level, false -> the portable path.
-void set_avx2_enabled(bool enabled);
-
 // True when the CPU has bf16 dot-product instructions (AVX512_BF16), the ones torch's bf16
 // matmul (oneDNN) runs on. Without them that matmul is far slower than our fp32 tiles.
 // A property of the CPU, not of the level chosen with set_isa.

@@ -22,7 +22,6 @@ static py::dict build_info() {
 #else
   info["openmp"] = 0;
 #endif
-  info["avx2_kernels"] = gptcore::use_avx2();
   info["bf16_dot"] = gptcore::cpu_has_bf16_dot();
   // Whether the sgemm torch exports (MKL in torch's x86-64 wheels) resolved: a silent miss
   // would fall back to our own tiles at about a third of the speed ("paths" says where).
@@ -55,9 +54,6 @@ static std::string set_isa(const std::string& name) {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "gptcore's C++ extension: kernels registered as torch.ops.gptcore.*, and build helpers";
   m.def("build_info", &build_info, "How this extension was built and which CPU paths it uses.");
-  m.def("set_avx2_enabled", &gptcore::set_avx2_enabled, py::arg("enabled"),
-        "Switch the SIMD kernels off (False) to run the portable path, or back on (the "
-        "highest level this CPU has).");
   m.def("set_isa", &set_isa, py::arg("level"),
         "Choose the kernels' ISA level ('portable', 'avx2', 'avx512', 'avx512_bf16'), clamped "
         "to what this CPU supports; returns the level now active.");

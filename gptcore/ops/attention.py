@@ -30,7 +30,7 @@ def attention(q, k, v, *, causal=False, scale=None, window=None, sinks=None, sof
     """Softmax attention in SDPA's layout: q (B, Hq, Sq, D), k, v (B, Hkv, Sk, D) -> (B, Hq, Sq, D).
 
     GQA when Hq is a multiple of Hkv; bottom-right aligned causal and window masks; learned
-    sinks (Hq,); softcap; `return_lse=True` also returns lse (B, Hq, Sq) fp32. See API.md."""
+    sinks (Hq,); softcap; `return_lse=True` also returns lse (B, Hq, Sq) fp32. See docs/api.md."""
     check_fwd(q, k, v, sinks)
     validate.attention_options(causal, scale, window, softcap)
     op = select("attention_fwd", q.device)

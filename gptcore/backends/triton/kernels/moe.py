@@ -16,7 +16,7 @@ from .moe_route import build_index, route, route_bwd  # noqa: F401  (re-exported
 # (None). The bucket follows the rows an expert gets on average, T*k/E, since each expert's rows
 # are padded to BLOCK_M: "decode" <= 16 (one 16-row block; Mixtral and gpt-oss up to T = 64),
 # "mid" <= 128, "large" beyond. Every entry compiles for sm_80 and sm_90 with no spill
-# (tests/test_aot_moe.py). Measured there: 128x128x64 tiles spilled (STACK 120-384 bytes) at 8
+# (tests/test_aot.py). Measured there: 128x128x64 tiles spilled (STACK 120-384 bytes) at 8
 # warps in every GEMM, so the large tile is 128x64; GEMM 1 holds two accumulators (gate, up).
 _DECODE = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, num_warps=4, num_stages=3)
 _MID = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3)
