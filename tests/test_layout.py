@@ -19,7 +19,7 @@ PATH_DIRS = ("tests", "bench")   # folders whose modules are imported by bare na
 def installed_modules():
     """{top-level module name: [distributions]} of everything installed except gptcore itself."""
     return {name: dists for name, dists in importlib.metadata.packages_distributions().items()
-            if dists != ["gptcore"]}
+            if set(dists) != {"gptcore"}}
 
 
 def importable_names(folder):
