@@ -1,4 +1,9 @@
 """The build: the extension loads and reports how it was built."""
+import os
+import subprocess
+import sys
+
+import pytest
 import torch
 
 import gptcore
@@ -49,3 +54,15 @@ def test_torchs_mkl_sgemm_is_resolved():
     assert info["sgemm"] is torch.backends.mkl.is_available(), info
     if info["sgemm"]:
         assert "BLAS sgemm" in info["paths"]["moe_experts fp32"], info["paths"]
+
+
+@pytest.mark.parametrize("level,ok", [("portable", True), ("avx2", True), ("sse9", False)])
+def test_isa_from_the_environment(level, ok):
+    """GPTCORE_ISA sets the level for the process; an unknown level is refused, named."""
+    code = "import gptcore; gptcore.available_backends(); from gptcore import _C; print(_C.isa())"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "GPTCORE_ISA": level})
+    if ok:
+        assert run.returncode == 0 and run.stdout.split()[-1] == level, run.stderr[-2000:]
+    else:
+        assert run.returncode != 0 and "GPTCORE_ISA: expected one of" in run.stderr
