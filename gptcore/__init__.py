@@ -5,7 +5,7 @@ The algorithm lives in gptcore.ref (plain PyTorch); the efficiency lives in the 
 """
 from gptcore.ops import (MXFP4Tensor, attention, attention_varlen, available_backends, backend,
                          load_balancing_loss, moe, moe_experts, mxfp4_dequantize, mxfp4_quantize,
-                         route, router_z_loss)
+                         rms_norm, route, router_z_loss)
 from gptcore.ops import scaled_dot_product_attention, sdpa_override
 
 from gptcore.model import GPT, GPTConfig
@@ -16,6 +16,6 @@ __version__ = "0.1.0"
 
 __all__ = ["MXFP4Tensor", "attention", "attention_varlen", "available_backends", "backend",
            "load_balancing_loss", "moe", "moe_experts", "mxfp4_dequantize", "mxfp4_quantize",
-           "patch", "route", "router_z_loss", "__version__"]
+           "patch", "rms_norm", "route", "router_z_loss", "__version__"]
 __all__ += ["GPT", "GPTConfig"]
 __all__ += ["register_transformers", "scaled_dot_product_attention", "sdpa_override", "unpatch"]

@@ -123,6 +123,19 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     return (out, lse) if return_lse else out
 
 
+# ----------------------------------------------------------------------------- norms
+
+def rms_norm(x, weight=None, eps=1e-6, residual=None):
+    """x (..., d) [+ residual (..., d)] -> (y, h): h = x + residual (x without one),
+    y = h / sqrt(mean(h**2) + eps) [* weight], accumulated in fp32, in x's dtype."""
+    h = x if residual is None else x + residual
+    hf = _acc(h)
+    y = hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + eps)        # (..., d)
+    if weight is not None:
+        y = y * _acc(weight)
+    return y.to(x.dtype), h
+
+
 # ----------------------------------------------------------------------------- routing
 
 def _top_k(scores, top_k):

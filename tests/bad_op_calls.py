@@ -99,6 +99,15 @@ CALLS = {
         (torch.zeros(4, 16), torch.zeros(4, 1, dtype=torch.uint8), f32),
         (torch.zeros(3, 16, dtype=torch.uint8), torch.zeros(4, 1, dtype=torch.uint8), f32),
     ],
+    "rms_norm_fwd": [
+        (r(2, 8).int(), None, None, 1e-5), (r(2, 8), r(2, 4), None, 1e-5), (r(2, 8), None, r(3), 1e-5),
+        (r(2, 8), None, r(8, 1), 1e-5),
+    ],
+    "rms_norm_bwd": [
+        (r(2, 8), r(2, 8), r(2, 8), r(2, 8), r(2, 8), r(8), r(3), 1e-5),
+        (r(2, 4), r(2, 8), r(2, 8), r(2, 8), r(2, 8), r(8), r(2), 1e-5),
+        (r(2, 8), r(2, 8), r(2, 8), r(2, 8), r(1, 8), None, r(2), 1e-5),
+    ],
 }
 # Only the C++ route_bwd reads logits at the given ids; the reference recomputes the routing and
 # the Triton kernel compares ids with columns, so an id out of range cannot reach memory there.
@@ -117,6 +126,8 @@ GOOD = {
     "moe_experts_mxfp4": (x32, idx, w, gub4, gus4, dnb4, dns4, None, None, *EXP),
     "mxfp4_quantize": (r(4, 32),),
     "mxfp4_dequantize": (torch.zeros(4, 16, dtype=torch.uint8), torch.zeros(4, 1, dtype=torch.uint8), f32),
+    "rms_norm_fwd": (r(2, 8), r(2, 8), r(8), 1e-5),
+    "rms_norm_bwd": (r(2, 8), r(2, 8), r(2, 8), r(2, 8), r(2, 8), r(8), r(2), 1e-5),
 }
 ATTENTION = {"attention_fwd", "attention_bwd", "attention_varlen_fwd", "attention_varlen_bwd"}
 

@@ -39,6 +39,8 @@ def samples():
     blocks, scales = ops.ref_mxfp4_quantize(r(3, 64, 64))  # I = 32
     down_blocks, down_scales = ops.ref_mxfp4_quantize(r(3, 64, 32))
     x64 = r(3, 64)
+    xn, rn = r(4, 8), r(4, 8)
+    _, hn, rstd_n = ops.ref_rms_norm_fwd(xn, rn, None, 1e-5)
     return {
         "attention_fwd": [(q, k, v, sinks, *flags), (q, k, v, None, *plain)],
         "attention_bwd": [(r(*out.shape), r(*lse.shape), q, k, v, out, lse, sinks, *flags)],
@@ -55,6 +57,10 @@ def samples():
                                None, None, "gelu", 1.702, 7.0)],
         "mxfp4_quantize": [(r(2, 3, 64),)],
         "mxfp4_dequantize": [(blocks, scales, torch.float32), (blocks, scales, torch.bfloat16)],
+        "rms_norm_fwd": [(r(3, 5, 8, grad=True), r(3, 5, 8, grad=True), r(8, grad=True), 1e-5),
+                         (r(4, 7, grad=True), None, None, 1e-6)],
+        "rms_norm_bwd": [(r(4, 8), r(4, 8), xn, rn, hn, r(8), rstd_n, 1e-5),
+                         (r(4, 8), r(0), xn, None, r(0), None, rstd_n, 1e-5)],
     }
 
 

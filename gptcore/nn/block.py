@@ -3,7 +3,8 @@ from torch import nn
 
 
 class Block(nn.Module):
-    """Pre-norm residual block over any attention, feed-forward and norm modules.
+    """Pre-norm residual block over any attention and feed-forward modules, and norms that take
+    forward(x, residual) -> (norm(x + residual), x + residual) like gptcore.nn.RMSNorm.
 
     forward(x, cache=None, **attention_kwargs): x (B, S, d) or packed (T, d), same shape out;
     the keyword arguments (positions, cu_seqlens, max_seqlen) go to the attention."""
@@ -14,5 +15,6 @@ class Block(nn.Module):
         self.ffn_norm, self.ffn = ffn_norm, ffn
 
     def forward(self, x, cache=None, **attention_kwargs):
-        x = x + self.attn(self.attn_norm(x), cache, **attention_kwargs)
-        return x + self.ffn(self.ffn_norm(x))
+        a = self.attn(self.attn_norm(x), cache, **attention_kwargs)
+        y, x = self.ffn_norm(a, residual=x)            # x + attention, and its norm, in one pass
+        return x + self.ffn(y)

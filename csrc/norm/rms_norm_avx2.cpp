@@ -1,0 +1,9 @@
+// RMSNorm row kernels compiled for the avx2 level (see rms_norm_kernels.h).
+#include "rms_norm_kernels.h"
+#include "rms_norm_rows.h"
+
+namespace gptcore {
+
+const RmsNormKernels kRmsNormAvx2 = {rms_norm_rows::forward, rms_norm_rows::backward};
+
+}  // namespace gptcore
