@@ -44,8 +44,8 @@ ISA_LEVELS = _isa_levels()
 @pytest.fixture
 def one_thread():
     """Tiny models run on one thread: with two on a loaded 2-core machine every small GEMM waits
-    at the other thread's barrier (measured: a names-moe forward 10 ms with 1 thread, 175 ms
-    with 2, under load 12). The count is restored afterwards."""
+    at the other thread's barrier, many times slower (docs/cpu-isa.md, "Measurements behind the
+    code"). The count is restored afterwards."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -197,8 +197,8 @@ void gemm_ab_acc(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, c
 
 // gemm_ab_acc for a few rows of A (decode), where B is read from DRAM once: walking B in
 // 16-column passes over all K rows stalls on strided misses, so B is taken 16 rows (8 KB at
-// D=128) at a time, prefetched, then reused from L1 by every pass. Decode Sq=1 Sk=8192 Hkv8
-// D=128 on one core: 5.7 ms -> 4.1 ms (best runs on the shared machine).
+// D=128) at a time, prefetched, then reused from L1 by every pass
+// (docs/cpu-isa.md, "Measurements behind the code").
 void gemm_ab_acc_few_rows(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda,
                           const float* b, int64_t ldb, float* c, int64_t ldc) {
   constexpr int64_t kChunk = 16;

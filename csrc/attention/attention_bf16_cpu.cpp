@@ -5,9 +5,8 @@
 //   mask, softcap, online softmax in fp32 (the AVX2 row kernels), P rounded to bf16
 //   V tile -> pair panels (bf16_pack_b),  O = alpha * O + P V        (M x Dp, fp32)
 // P's rounding to bf16 is the one SDPA's and FlashAttention's bf16 kernels make too.
-// Why: B1 H4 S1024 D128 causal, one thread, CPU time on the shared machine: 9.4 ms (114
-// GFLOP/s) against 16.2 ms for converting to fp32 + MKL sgemm tiles and 19.0 ms for SDPA bf16;
-// S512 D80: 2.0 vs 3.1 vs 4.6 ms.
+// Why: these tiles beat both converting to fp32 for MKL sgemm tiles and SDPA's bf16 path, at
+// D128 and D80 (docs/cpu-isa.md, "Measurements behind the code").
 #include <c10/util/BFloat16.h>
 
 #include "attention_bf16.h"

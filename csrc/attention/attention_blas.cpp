@@ -30,8 +30,8 @@ void gemm_atb_acc(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, 
 }  // namespace
 #endif
 
-// Measured on one core of our AMD EPYC (a 64 x 128 score tile at D=64): our 6x16 AVX2 kernel 64 GFLOP/s,
-// MKL sgemm 98 GFLOP/s, so tiles of 16 rows or more use BLAS, with our SIMD softmax passes.
+// Tiles of 16 rows or more use BLAS, with our SIMD softmax passes: MKL's packed sgemm beats our
+// 6x16 AVX2 kernel on a 64 x 128 score tile (docs/cpu-isa.md, "Measurements behind the code").
 // Below that (decode: a handful of rows per tile) the tile is bound by reading K and V and our
 // kernel avoids the per-call overhead of sgemm.
 const AttentionKernels& kernels(int64_t rows) {

@@ -17,9 +17,9 @@
 namespace gptcore {
 namespace {
 
-// 4 rows x 4 vectors: 16 accumulators. Every shape from 4x2 to 8x3 ran at the same ~115 GFLOP/s
-// on one core (128 keys x 128 rows x D64); 4 divides the common head dims and tile sizes, so
-// no slower tail tiles run there (6x4 with its 4-row tail at D=64: 111).
+// 4 rows x 4 vectors: 16 accumulators. Every shape from 4x2 to 8x3 ran at the same speed; 4
+// divides the common head dims and tile sizes, so no slower tail tiles run there
+// (docs/cpu-isa.md, "Measurements behind the code").
 constexpr int kTileRows = 4;
 
 // 2^x for x <= 0: n = round(x), 2^(x - n) by its degree-6 Taylor polynomial in ln2 (|x - n| <=
@@ -85,8 +85,8 @@ inline void tile_cols(int V, int64_t K, const float* a, int64_t lda, int64_t a_s
   }
 }
 
-// The full 4 x 4 tile is called directly: reached through the switch below it ran 10% slower
-// (one core, 128 x 128 x D64 scores: 115 vs 105 GFLOP/s).
+// The full 4 x 4 tile is called directly: reached through the switch below it ran slower
+// (docs/cpu-isa.md, "Measurements behind the code").
 template <Mode mode>
 void tile(int R, int V, int64_t K, const float* a, int64_t lda, int64_t a_step, const float* b,
           int64_t ldb, float* c, int64_t ldc, float* colmax, const float* scale) {

@@ -2,12 +2,10 @@
 // column, so the AVX-512 kernels (csrc/attention_cols_avx512.cpp) run the online softmax of 16
 // rows at once and read K and V in place. Scores are in base 2: Q is scaled by scale * log2(e),
 // so exp is exp2 and softcap takes cap * log2(e) (c tanh(s / c) scales with s).
-// Why: the row layout with MKL sgemm tiles spent 82% of B1 H8 S1024 D64 (full, one core) in
-// MKL, 13% of it packing operands, and 14% in our softmax passes. Here the two GEMMs run at
-// 110-116 GFLOP/s per core (128 keys x 128 rows x D64 or D128, the FMA peak) with no packing,
-// and the softmax takes 8%. B4 H8 S1024 D64 against SDPA, interleaved in one run (shared,
-// loaded machine, one thread): full 0.83x -> 1.09x, causal 1.12x -> 1.62x; D128 causal 1.02x
-// -> 1.17x.
+// Why: the row layout with MKL sgemm tiles spent most of its time in MKL, part of it packing
+// operands. Here the two GEMMs run at the FMA peak with no packing, the softmax passes take a
+// smaller share, and the forward gained on SDPA, full and causal
+// (docs/cpu-isa.md, "Measurements behind the code").
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 

@@ -18,9 +18,9 @@ namespace gptcore::attn {
 
 // Tile sizes: M = G * (query positions) of about 128 rows, 128 keys per tile. The score tile
 // (128 x 128 fp32, 64 KB), the Q tile and the K and V tiles (32 KB each at D=64) sit in the
-// 512 KB L2; sgemm's own blocking keeps its panels in the 32 KB L1. Measured on one core at
-// B1 H8 S1024 D64 (ratio to SDPA in the same run, full / causal): 64x128 0.89 / 1.21,
-// 64x256 0.90 / 1.23, 128x128 0.95 / 1.24, 128x256 0.89 / 1.00 (shared machine, +-5%).
+// 512 KB L2; sgemm's own blocking keeps its panels in the 32 KB L1. Of 64 or 128 rows by 128
+// or 256 keys, 128 x 128 ran best against SDPA, full and causal
+// (docs/cpu-isa.md, "Measurements behind the code").
 constexpr int64_t kTileRows = 128;
 constexpr int64_t kTileKeys = 128;
 
@@ -81,8 +81,8 @@ Problem make_problem(const at::Tensor& q, const at::Tensor& k, const at::Tensor*
 namespace {
 
 // A window narrow enough that a query block sees about window + rows keys gets half-height
-// blocks. Window 128, S=8192, against compiled flex in the same run: 128-row blocks 1.06x,
-// 64 rows 1.24x, 32 rows 1.10x; one 256-key tile instead of 128 + 63 keys: no change (1.24x).
+// blocks: under a 128-key window 64-row blocks beat 128 and 32 rows, and one 256-key tile
+// instead of 128 + 63 keys changed nothing (docs/cpu-isa.md, "Measurements behind the code").
 bool narrow_window(const Problem& pb) { return pb.band.left >= 0 && pb.band.left < 512; }
 
 // One (sequence, kv head, query positions [i0, i1), keys [k0, k1)) piece of the output.

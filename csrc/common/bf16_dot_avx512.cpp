@@ -83,9 +83,8 @@ void bf16_dot_rows_avx512(const uint16_t* w, int64_t ldw, int64_t rows, const ui
                           bool accumulate) {
   int64_t r = 0;
   // Weight rows at decode are short streams (2 KB at K=1024) that the hardware prefetchers pick
-  // up late: more of them in flight read faster. Mixtral experts H1024 I1024 top-2 at T=1, one
-  // thread, 8 layers in turn (cold weights), CPU time: 4 rows 0.96-1.10 ms, 8 rows 0.82-0.92,
-  // 16 rows 0.69-0.80 (12, 15 and 17 GB/s; shared machine, interleaved with the old build).
+  // up late: more of them in flight read faster, so 16 rows go together for one activation row
+  // and 8 for two (docs/cpu-isa.md, "Measurements behind the code").
   if (nx == 1) {
     for (; r + 16 <= rows; r += 16) dot_block<16, 1>(w + r * ldw, ldw, x, ldx, K, out + r, ldo, accumulate);
     if (r + 8 <= rows) {

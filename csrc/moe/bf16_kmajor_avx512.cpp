@@ -20,10 +20,9 @@ inline __m512bh pair_of(const uint16_t* x, int64_t k, int64_t K) {
 
 // NX activation rows x S strips of 32 columns, over P segments of K at once: per pair of k,
 // S contiguous 64-byte loads of each of the two weight rows, so a row of the (strided) K-major
-// storage is read S lines at a time, and P pairs of rows are in flight. gpt-oss experts H1024
-// I512 top-4, one thread, CPU time of 8 layers in turn (cold weights; shared machine): one strip
-// per pass vs 2-8 strips, T=1 1.18 vs 1.15 ms, T=4 4.1 vs 3.7 ms; at T=1 8 strips x 1 segment
-// 1.15-1.22 ms, 2 strips x 4 segments 1.08, 4 strips x 2 segments 0.96-1.01.
+// storage is read S lines at a time, and P pairs of rows are in flight. Several strips per pass
+// beat one, and for one row 4 strips x 2 segments beat 8 x 1 and 2 x 4
+// (docs/cpu-isa.md, "Measurements behind the code").
 template <int NX, int S, int P>
 void block(const uint16_t* w, int64_t ldw, int64_t cols, const uint16_t* x, int64_t ldx,
            int64_t K, float* out, int64_t ldo) {

@@ -73,7 +73,7 @@ void nt_rows(int64_t cw, int64_t K, const float* x, int64_t ldx, const float* w,
 // R activation rows x up to 16 V output columns [0, cols) of K-major weights, all of K. V is
 // 16 for one row: a K-major panel (256 columns wide, see moe_experts_cpu.cpp) is then read
 // whole row by row, as the prefetcher likes it, instead of in 64-byte pieces of strided rows
-// (one row of gpt-oss-like H1024 I512 E32, one thread: 64 columns 15.7 ms, MKL 13.9).
+// (64-column panels ran slower than MKL: docs/cpu-isa.md, "Measurements behind the code").
 template <int R>
 constexpr int nn_vectors() { return R == 1 ? 16 : R == 2 ? 8 : 4; }
 

@@ -8,9 +8,9 @@ namespace gptcore {
 
 // Average rows per expert (T * top_k / E) up to which the fused bf16 dot kernel runs; above it
 // the blocked GEMMs (bf16_blocked_experts) do. At 1-2 rows both stream the weights and the dot
-// kernel streams faster (H1024 I2816 E8 top-2, one thread: T=4 7.9 ms, 13 GB/s; the blocked
-// GEMMs pad each expert's tokens to 16 and stream at ~10 GB/s, T=8 13.3 ms); at 4 rows the dot
-// kernel's 4x4 blocks are compute-bound (~60 GFLOP/s): T=16 16.9 ms fused vs 13.8 ms blocked.
+// kernel streams faster (the blocked GEMMs pad each expert's tokens to 16); at 4 rows the dot
+// kernel's 4x4 blocks are compute-bound and the blocked GEMMs win
+// (docs/cpu-isa.md, "Measurements behind the code").
 constexpr int64_t kBf16FusedMaxRows = 2;
 
 // The raw bits of a contiguous bf16 tensor, as the vdpbf16ps kernels (bf16_kernels.h) take them.

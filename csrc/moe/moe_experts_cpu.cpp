@@ -38,8 +38,8 @@ namespace {
 // Tile sizes. With few rows per expert a tile of weight rows is about kTileFloats floats
 // (128 KB, stays in L2 while converted and read) and narrow tiles give both threads work.
 // With many rows each sgemm call must be wide: MKL packs the activation block on every call,
-// which with 16-column tiles cost as much as the multiply (T=4096: 23 GFLOP/s vs 48 for
-// torch's big GEMMs in the same run); 8x wider tiles amortise it.
+// which with 16-column tiles cost as much as the multiply; 8x wider tiles amortise it
+// (docs/cpu-isa.md, "Measurements behind the code").
 constexpr int64_t kTileFloats = 32 * 1024;
 constexpr int64_t kWideTileFloats = 8 * kTileFloats;
 constexpr int64_t kWideFromRows = 16;
@@ -47,17 +47,16 @@ constexpr int64_t kRowBlock = 256;
 
 // Experts with at most this many rows use the fused MXFP4 matrix-vector kernel (AVX2): decode
 // is bound by dequantisation, and writing a dequantised fp32 tile for sgemm to read back
-// doubles that work. Measured at T=1, H1024 I2816 E8 top-2: 1.24 ms tile + sgemm, 0.50 ms fused.
+// doubles that work (docs/cpu-isa.md, "Measurements behind the code").
 constexpr int64_t kFusedRows = kMatvecMaxX;
 // With AVX-512 the fused kernel decodes each weight block once per 4-8 activation rows and stays
-// ahead of dequantised tiles + sgemm for more rows. One expert H1024 I2816, one thread, CPU time
-// (shared machine), fused vs tiles: 4 rows 0.93 vs 1.25 ms, 16 rows 3.7 vs 5.7, 64 rows 13.5 vs
-// 15.6 (82 GFLOP/s, about the sgemm tiles' rate at that size).
+// ahead of dequantised tiles + sgemm up to 64 rows, by a margin that narrows as rows grow
+// (docs/cpu-isa.md, "Measurements behind the code").
 constexpr int64_t kFusedRowsAvx512 = 64;
 
 // K-major panels are read row by row, w floats per row of the reduction: narrow ones defeat
-// the prefetcher (16 columns = 64 B per 8 KB stride). H1024 I1024 E32 top-4, gpt_oss, shared
-// machine: T=8 1.9x the contiguous layout's time at width 16, 1.0-1.15x at 256.
+// the prefetcher (16 columns = 64 B per 8 KB stride); 256 columns read about as fast as the
+// contiguous layout (docs/cpu-isa.md, "Measurements behind the code").
 constexpr int64_t kKmajorWidth = 256;
 
 int64_t tile_width(int64_t rows_per_col, int64_t cols, int64_t total, int64_t max_rows,
@@ -90,15 +89,8 @@ void fused_mxfp4_product(const WeightRows& w, int64_t r0, int64_t n, const float
 #endif
 
 // fp32 experts with at most this many rows take the AVX-512 register blocks of f32_rows.h
-// instead of MKL sgemm on the same tiles. Forward speed-up over sgemm tiles (time ratio), same
-// run interleaved, min of 5, shared 2-core Zen 5, 1 thread and below it 2 threads:
-//   rows per expert                  1    2    4    8   16   32   64  128 (another run)
-//   H1024 I2816 E8 top-2 silu      1.31 1.56 1.38 1.36 1.37 1.29 1.18 1.13
-//                                  1.02 1.50 1.59 1.39 1.40 1.30 1.21 1.12
-//   H1024 I512 E32 top-4 gpt_oss   1.31 1.56 1.23 1.23 1.29 1.18 1.07 1.02
-//                                  1.27 1.75 1.41 1.32 1.33 1.24 1.11 1.06
-//   the same, K-major weights      0.97 1.27 1.30 1.16 1.08 1.06 1.04 0.94
-//                                  1.15 1.43 1.31 1.17 1.09 1.05 1.03 1.15
+// instead of MKL sgemm on the same tiles: up to 64 rows per expert they beat sgemm in nearly
+// every case, above that not reliably (docs/cpu-isa.md, "Measurements behind the code").
 constexpr int64_t kSmallRowsF32 = 64;
 
 bool small_f32(const WeightRows& w, int64_t rows) {
@@ -235,26 +227,25 @@ void down_tile(const Problem& p, const Dispatch& d, const float* A, const float*
   }
 }
 
-// Experts with at least this many rows run whole_expert. H1024 I2816 E8 top-2, same runs as
-// Hugging Face: fp32 T=4096 (~1024 rows each) 821 -> 700-740 ms (peer 707-730, within noise).
-// bf16 at every row count: oneDNN's bf16 kernels beat converting tiles to fp32, T=1 1.60 ->
-// 1.14 ms, T=16 (~4 rows) 12.6 -> 5.5 ms (peer 5.1), T=128 32.8 -> 10.0 ms (peer 9.8),
-// T=512 105.6 -> 25.0 ms (peer 24.8).
+// Experts with at least this many rows run whole_expert. In fp32 it matched the Hugging Face
+// peer at ~1024 rows per expert, where the tiles were slower; in bf16, oneDNN's bf16 kernels
+// beat converting tiles to fp32 at every row count
+// (docs/cpu-isa.md, "Measurements behind the code").
 constexpr int64_t kWholeRows = 256;
 constexpr int64_t kWholeRowsBF16 = 1;
 
 // Whether an expert with n rows runs whole_expert: fp32 weights, or bf16 weights and bf16 x on
-// a CPU with bf16 dot products (bf16 weights with fp32 x, fp16 and MXFP4 weights, and bf16 on
-// CPUs without AVX512_BF16, where torch's bf16 matmul runs at ~10 GFLOP/s, stay on the
-// converting tiles).
+// a CPU with bf16 dot products. bf16 weights with fp32 x, fp16 and MXFP4 weights, and bf16 on
+// CPUs without AVX512_BF16, where torch's bf16 matmul is far slower than our fp32 tiles, stay
+// on the converting tiles (docs/cpu-isa.md, "Measurements behind the code").
 bool whole_expert_rows(const Problem& p, bool bf16, int64_t n) {
   if (p.gate_up.kind == WeightRows::Kind::kF32) return n >= kWholeRows;
   return bf16 && n >= kWholeRowsBF16;
 }
 
 // glu_forward over whole rows h (n, 2I) -> a (n, I) with ATen's vectorised kernels (SLEEF exp)
-// instead of glu_forward's scalar std::exp. It matters in bf16, where the GEMMs are fast: T=512
-// 0.90x -> 0.99x of the peer, T=128 0.88-0.94x -> 0.97-1.00x (fp32 T=4096: no difference).
+// instead of glu_forward's scalar std::exp. It matters in bf16, where the GEMMs are fast; in
+// fp32 it made no difference (docs/cpu-isa.md, "Measurements behind the code").
 void glu_whole(const Problem& p, const at::Tensor& h, at::Tensor& a) {
   const int64_t I = p.I;
   if (p.act == Activation::kGptOss) {  // interleaved gate, up pairs

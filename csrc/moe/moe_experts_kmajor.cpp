@@ -1,8 +1,8 @@
 // K-major expert weights, read in place: transformers stores gpt-oss's experts as
 // gate_up_proj (E, H, 2I) and down_proj (E, I, H), the transposes of gptcore's (E, 2I, H) and
-// (E, H, I). Copying them to gptcore's layout on every call cost 90% of a gpt-oss decode step
-// (hidden 1024, 32 experts: 49 copies of ~24 ms); instead the column tiles take a strided panel
-// of the K-major storage and multiply it with a non-transposed GEMM.
+// (E, H, I). Copying them to gptcore's layout on every call cost most of a gpt-oss decode step
+// (docs/cpu-isa.md, "Measurements behind the code"); instead the column tiles take a
+// strided panel of the K-major storage and multiply it with a non-transposed GEMM.
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/mm.h>
 #include <c10/util/BFloat16.h>

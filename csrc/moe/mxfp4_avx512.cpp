@@ -43,7 +43,8 @@ void block(const uint8_t* blocks, const uint8_t* scales, int64_t K, const float*
     for (int r = 0; r < R; ++r) {
       const uint8_t* bytes = blocks + r * K / 2 + 16 * b;
       // the same place in the next R rows: the weights stream from DRAM once per call (they
-      // outgrow L3). H1024 I2816 E8 top-2 T=16, one thread: 10.6 -> 8.6 ms
+      // outgrow L3), and fetching them ahead is a clear gain
+      // (docs/cpu-isa.md, "Measurements behind the code")
       if (b % 4 == 0) _mm_prefetch(reinterpret_cast<const char*>(bytes + R * K / 2), _MM_HINT_T0);
       decode_block(bytes, _mm512_mul_ps(table, block_scale(scales[r * nblocks + b])), &even[r],
                    &odd[r]);
@@ -99,9 +100,9 @@ void product(const uint8_t* blocks, const uint8_t* scales, int64_t rows, int64_t
 
 void mxfp4_matmul_avx512(const uint8_t* blocks, const uint8_t* scales, int64_t rows, int64_t K,
                          const float* x, int64_t ldx, int64_t nx, float* out, int64_t ldo) {
-  // 16 accumulators either way; 2 x 8 decodes each weight block once for up to 8 rows. One
-  // expert H1024 I2816 with 5 rows, one thread: 1.24 ms, where 4 x 4 blocks (a 4-row pass at
-  // 0.93 ms and a 1-row pass at 0.54 ms) take ~1.45 ms
+  // 16 accumulators either way; 2 x 8 decodes each weight block once for up to 8 rows, which at
+  // 5 rows beats 4 x 4 blocks' 4-row pass plus 1-row pass
+  // (docs/cpu-isa.md, "Measurements behind the code").
   if (nx <= 4) {
     product<4, 4>(blocks, scales, rows, K, x, ldx, nx, out, ldo);
   } else {

@@ -46,10 +46,8 @@ void select_top_k(const float* choice, int64_t E, int64_t k, int64_t* idx) {
   }
 }
 
-// From this many experts the AVX-512 selection rounds beat the scalar insertion. ops.route,
-// topk_softmax (selection only), T=4096, one thread, same run interleaved, shared machine, us:
-//   E8 k2 239 vs 107 scalar, E8 k4 364 vs 302, E16 k2 239 vs 304, E16 k4 365 vs 609,
-//   E32 k4 455 vs 907, E64 k8 1084 vs 2136, E128 k8 1305 vs 2816.
+// From this many experts the AVX-512 selection rounds beat the scalar insertion
+// (docs/cpu-isa.md, "Measurements behind the code").
 constexpr int64_t kVectorTopKFrom = 16;
 
 // select_top_k, with the AVX-512 rounds where they apply (same result, see route_kernels.h).

@@ -11,8 +11,8 @@ def demo_command(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     elif os.getloadavg()[0] > (os.cpu_count() or 1):
-        # an oversubscribed machine: with a load average of 12 on 2 cores one training step
-        # took 4.5-16 s on 2 threads and 0.55 s on 1 (OpenMP threads waiting for each other)
+        # an oversubscribed machine: OpenMP threads wait for each other, and one thread trains
+        # many times faster than two (docs/cpu-isa.md, "Measurements behind the code")
         torch.set_num_threads(1)
     clock = time.process_time if args.cpu_time else time.perf_counter
     results = demo.run(time_budget=args.time_budget, seed=args.seed, stages=args.stages,
