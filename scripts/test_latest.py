@@ -67,6 +67,8 @@ def main():
             f"{counts.get('skipped', 0)} skipped in {seconds:.0f} s; ")
     line += ("newer than constraints.txt: " + ", ".join(changes)) if changes else \
         "every package at its constraints.txt version"
+    if run.returncode not in (0, 1):
+        line += f"; pytest exited {run.returncode} (collection or usage error: see above)"
     if by_file:
         line += "; failing: " + ", ".join(f"{f} ({n})" for f, n in by_file.most_common())
         line += f"; first: {first}"
