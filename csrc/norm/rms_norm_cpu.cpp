@@ -16,7 +16,9 @@
 namespace gptcore {
 namespace {
 
-constexpr int64_t kChunkRows = 64;
+// Rows per task: at least torch's grain (32768 elements), so a small tensor runs on one thread;
+// a 2-thread region costs a barrier that is dear when the other core is busy.
+int64_t chunk_rows(int64_t dim) { return std::max<int64_t>(16, (32768 + dim - 1) / std::max<int64_t>(dim, 1)); }
 
 const RmsNormKernels& kernels() {
 #if GPTCORE_X86
@@ -59,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rms_norm_fwd_cpu(
   const auto& k = kernels();
   const float *xp = xf.data_ptr<float>(), *rp = data_or_null(rf), *wp = data_or_null(wf);
   float *yp = y.data_ptr<float>(), *hp = h.data_ptr<float>(), *sp = rstd.data_ptr<float>();
-  at::parallel_for(0, rows, kChunkRows, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, rows, chunk_rows(dim), [&](int64_t begin, int64_t end) {
     k.forward(xp, rp, wp, yp, hp, sp, begin, end, dim, static_cast<float>(eps));
   });
   return {y.to(x.scalar_type()), h.to(x.scalar_type()), rstd};
@@ -91,7 +93,8 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_cpu(
   const auto wf = weight.has_value() ? std::optional<at::Tensor>(f32(*weight)) : std::nullopt;
   const auto sf = f32(rstd);
   auto dx = at::empty(src.sizes(), src.options());
-  const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
+  const int64_t per_chunk = chunk_rows(dim);
+  const int64_t chunks = (rows + per_chunk - 1) / per_chunk;
   auto partial = at::zeros({weight.has_value() ? chunks : 0, dim}, src.options());
   const auto& k = kernels();
   const float *dyp = dyf.data_ptr<float>(), *dhp = data_or_null(dhf), *srcp = src.data_ptr<float>();
@@ -99,7 +102,7 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_cpu(
   float *dxp = dx.data_ptr<float>(), *pp = partial.data_ptr<float>();
   at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
     for (int64_t c = first; c < last; ++c) {
-      const int64_t begin = c * kChunkRows, end = std::min(rows, begin + kChunkRows);
+      const int64_t begin = c * per_chunk, end = std::min(rows, begin + per_chunk);
       k.backward(dyp, dhp, srcp, wp, sp, dxp, wp != nullptr ? pp + c * dim : nullptr, begin, end,
                  dim);
     }
