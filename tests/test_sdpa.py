@@ -112,13 +112,8 @@ def test_float64_falls_back_and_still_matches():
                                TORCH_SDPA(q, k, v, is_causal=True), atol=0, rtol=0)
 
 
-def test_errors_name_the_argument():
+def test_torch_errors_stay_torchs():
     q = torch.randn(1, 2, 3, 8)
-    with pytest.raises(ValueError, match="dropout_p"):
-        gptcore.scaled_dot_product_attention(q, q, q, dropout_p=0.1)
-    with pytest.raises(ValueError, match="attn_mask, is_causal"):
-        gptcore.scaled_dot_product_attention(q, q, q, attn_mask=torch.ones(3, 3, dtype=bool),
-                                             is_causal=True)
     k = torch.randn(1, 1, 3, 8)
     with pytest.raises(RuntimeError):   # torch's own error: GQA heads without enable_gqa
         gptcore.scaled_dot_product_attention(torch.randn(1, 4, 3, 8), q, q)

@@ -2,62 +2,92 @@
 signature and semantics on gptcore's kernels, so that switching is one line; and
 gptcore.sdpa_override(), which routes torch's own function through it.
 
-What gptcore expresses without a mask tensor runs on its kernels: no mask, causal (SDPA aligns
-the causal mask top-left when Sq != Sk, gptcore bottom-right: mapped through the keys and the
-window), and a key-padding mask (B, 1, 1, Sk) (packed sequences through attention_varlen).
-Every other mask, dtype or shape runs torch's SDPA, with one log line per reason.
+Every call gives what torch's function gives: its values (within rounding) or its exception.
+What gptcore's kernels express runs on them (gptcore.ops.sdpa_native: no mask, causal in either
+alignment, CausalBias, key-padding masks, any finite scale, GQA, ranks 3 and 4). Everything else
+runs torch's function as it was before any override, with one log line per reason: other masks,
+dropout_p > 0, float64, nested tensors and tensor subclasses, and arguments torch refuses (so
+the error is torch's own).
 """
 import logging
+import math
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.bias import CausalBias, CausalVariant
+from torch.overrides import handle_torch_function
 
-from gptcore.ops.attention import attention, attention_varlen
+from gptcore.ops.sdpa_native import attend
 from gptcore.ops.validate import FLOAT_DTYPES
 
 logger = logging.getLogger("gptcore")
 
 # torch's function as imported, before any override: the fallback, and what undo restores.
 _TORCH_SDPA = F.scaled_dot_product_attention
+# Tensor types gptcore's ops take as they are; any other subclass may mean something else.
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
 _logged = set()
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
                                  is_causal=False, scale=None, enable_gqa=False):
-    """torch.nn.functional.scaled_dot_product_attention, computed by gptcore.
+    """torch.nn.functional.scaled_dot_product_attention, computed by gptcore where it can be.
 
     query (B, Hq, Sq, D) or (B, Sq, D); key, value (B, Hkv, Sk, D) or (B, Sk, D). attn_mask:
-    None, bool (True = attend) or float (added to the scores), broadcastable to
-    (B, Hq, Sq, Sk). is_causal: key j visible to query i iff j <= i (top-left, as SDPA).
-    enable_gqa: Hkv may divide Hq. gptcore has no attention dropout: dropout_p > 0 raises."""
-    if dropout_p > 0.0:
-        raise ValueError(f"dropout_p: gptcore attention has no dropout, got {dropout_p}; pass "
-                         "0.0 (for example dropout_p=self.dropout if self.training else 0.0)")
-    if attn_mask is not None and is_causal:
-        raise ValueError("attn_mask, is_causal: expected at most one of them, got both "
-                         "(torch's SDPA refuses them together too)")
+    None, bool (True = attend), float (added to the scores), broadcastable to (B, Hq, Sq, Sk),
+    or a torch.nn.attention.bias.CausalBias. is_causal: key j visible to query i iff j <= i
+    (top-left, as SDPA). enable_gqa: Hkv may divide Hq. dropout_p > 0 runs torch's function
+    (gptcore's kernels have no attention dropout), so its random stream is torch's."""
     args = (query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
-    reason = _unsupported(query, key, value, attn_mask, enable_gqa)
-    if reason is not None:
-        return _fallback(reason, args)
-    rank3 = query.dim() == 3
-    if rank3:                                          # (B, S, D) -> (B, 1, S, D)
-        query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
-    if attn_mask is None:
-        out = _unmasked(query, key, value, is_causal, scale)
-    else:
-        keep = _key_padding(attn_mask, query.shape[0], key.shape[2], rank3)
-        if keep is None:
-            return _fallback("an attn_mask other than key padding (B, 1, 1, Sk)", args)
-        out = _padded(query, key, value, keep, scale)
-    return out.squeeze(1) if rank3 else out
+    if isinstance(attn_mask, CausalBias):
+        return _causal_bias(*args)
+    reason = _torch_only(*args)
+    if reason is None:
+        out = attend(query, key, value, attn_mask, is_causal, False, scale)
+        if out is not None:
+            return out
+        reason = "an attn_mask other than key padding (B, 1, 1, Sk)"
+    return _fallback(reason, args)
 
 
-def _unsupported(query, key, value, attn_mask, enable_gqa):
-    """Why gptcore's kernels cannot serve these inputs, or None."""
+def _causal_bias(query, key, value, bias, dropout_p, is_causal, scale, enable_gqa):
+    """A CausalBias mask: upper-left is SDPA's is_causal, lower-right is gptcore's own causal
+    alignment. torch's function recognises the subclass only when it is
+    F.scaled_dot_product_attention, which under the override it is not: never hand it one."""
+    if is_causal:
+        raise ValueError("CausalBias should not be used with causal=True")   # torch's words
+    if bias.variant == CausalVariant.UPPER_LEFT or bias.seq_len_q == bias.seq_len_kv:
+        return scaled_dot_product_attention(query, key, value, None, dropout_p, True, scale,
+                                            enable_gqa)
+    reason = _torch_only(query, key, value, None, dropout_p, False, scale, enable_gqa)
+    if reason is None and (query.shape[-2], key.shape[-2]) != (bias.seq_len_q, bias.seq_len_kv):
+        reason = "a CausalBias whose lengths are not the inputs'"
+    if reason is None:
+        return attend(query, key, value, None, True, True, scale)
+    _log(reason)
+    # CausalBias's own handling (its checks, then a materialised mask on CPU), which calls
+    # F.scaled_dot_product_attention again: under the override that is this function.
+    return handle_torch_function(F.scaled_dot_product_attention, (bias,), query, key, value,
+                                 attn_mask=bias, dropout_p=dropout_p, is_causal=False,
+                                 scale=scale, enable_gqa=enable_gqa)
+
+
+def _torch_only(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
+    """Why torch's function must take these arguments (gptcore's kernels cannot express them,
+    or torch refuses them and its error must be the one raised), or None."""
     tensors = (query, key, value)
-    if not all(isinstance(t, torch.Tensor) for t in tensors):
-        return "non-tensor inputs"
+    if not all(type(t) in _PLAIN and not t.is_nested for t in tensors):
+        return "inputs other than plain dense tensors (nested tensors, tensor subclasses)"
+    if attn_mask is not None and (type(attn_mask) not in _PLAIN or attn_mask.is_nested):
+        return "an attn_mask other than a plain dense tensor"
+    if type(dropout_p) not in (int, float) or dropout_p != 0:
+        return "dropout_p other than 0 (gptcore's kernels have no attention dropout)"
+    if type(is_causal) is not bool or type(enable_gqa) is not bool:
+        return "an is_causal or enable_gqa that is not a bool"
+    if scale is not None and (type(scale) not in (int, float) or not math.isfinite(scale)):
+        return "a scale that is not a finite number"
+    if attn_mask is not None and is_causal:
+        return "attn_mask with is_causal (torch's backends combine them or refuse)"
     if query.dim() not in (3, 4) or key.dim() != query.dim() or value.dim() != query.dim():
         return "inputs of rank other than 3 or 4"
     if any(t.dtype not in FLOAT_DTYPES or t.dtype != query.dtype for t in tensors):
@@ -67,76 +97,36 @@ def _unsupported(query, key, value, attn_mask, enable_gqa):
     if key.shape != value.shape or key.shape[0] != query.shape[0] \
             or key.shape[-1] != query.shape[-1]:
         return "key/value/query shapes gptcore does not take (broadcast batch, value head dim)"
+    if not 1 <= query.shape[-1] <= 256:
+        return "head dims outside [1, 256]"
     if query.dim() == 4:
         Hq, Hkv = query.shape[1], key.shape[1]
         if Hkv == 0 or Hq % Hkv != 0 or (Hq != Hkv and not enable_gqa):
             return "head counts SDPA or gptcore refuse"
     if attn_mask is not None:
-        if not isinstance(attn_mask, torch.Tensor):
-            return "a non-tensor attn_mask"
-        if attn_mask.dtype != torch.bool and attn_mask.requires_grad:
+        if attn_mask.dtype != torch.bool and attn_mask.dtype != query.dtype:
+            return "an attn_mask dtype other than bool or the query's"
+        if attn_mask.device != query.device:
+            return "an attn_mask on another device"
+        if attn_mask.requires_grad:
             return "an attn_mask that requires grad"
         if torch.compiler.is_compiling():
             return "an attn_mask under torch.compile (key padding is data-dependent)"
     return None
 
 
-def _fallback(reason, args):
+def _log(reason):
+    """One warning per reason per process (none while torch.compile traces)."""
     if reason not in _logged and not torch.compiler.is_compiling():
         _logged.add(reason)
         logger.warning("gptcore.scaled_dot_product_attention: %s; using torch's SDPA", reason)
+
+
+def _fallback(reason, args):
+    _log(reason)
     query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa = args
     return _TORCH_SDPA(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
                        is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
-
-
-def _unmasked(q, k, v, is_causal, scale):
-    """q (B, Hq, Sq, D), k, v (B, Hkv, Sk, D) with no mask or SDPA's top-left causal mask."""
-    Sq, Sk = q.shape[2], k.shape[2]
-    if not is_causal or Sq == Sk:
-        return attention(q, k, v, causal=is_causal, scale=scale)
-    if Sq < Sk:
-        # Top-left: query i sees keys j <= i < Sq, so keys from Sq on are never seen, and on
-        # the first Sq keys top-left and bottom-right alignment agree.
-        return attention(q, k[:, :, :Sq], v[:, :, :Sq], causal=True, scale=scale)
-    # Sq > Sk: query i sees keys j <= i; at gptcore's bottom-right position i' = i - (Sq - Sk)
-    # that is j <= i' + (Sq - Sk): a right window of Sq - Sk, unbounded on the left.
-    return attention(q, k, v, causal=False, scale=scale, window=(-1, Sq - Sk))
-
-
-def _key_padding(mask, B, Sk, rank3):
-    """The (B, Sk) bool keep-mask if `mask` only hides keys per batch row (bool, or float with
-    values 0 and -inf only), else None."""
-    if rank3:                                          # broadcast against (B, Sq, Sk)
-        mask = mask.unsqueeze(-3) if mask.dim() == 3 else mask
-    if mask.dim() > 4:
-        return None
-    mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))
-    if mask.shape[1] != 1 or mask.shape[2] != 1 or mask.shape[0] not in (1, B) \
-            or mask.shape[3] not in (1, Sk):
-        return None
-    rows = mask[:, 0, 0, :]                            # (1 or B, 1 or Sk)
-    if rows.dtype != torch.bool:
-        keep = rows == 0
-        if not bool(torch.all(keep | (rows == float("-inf")))):
-            return None
-        rows = keep
-    return rows.expand(B, Sk)
-
-
-def _padded(q, k, v, keep, scale):
-    """Non-causal attention over the kept keys of each batch row, as packed sequences.
-    q (B, Hq, Sq, D), k, v (B, Hkv, Sk, D), keep (B, Sk) bool."""
-    B, Hq, Sq, D = q.shape
-    lengths_k = keep.sum(1)                                             # (B,)
-    cu_k = F.pad(lengths_k.cumsum(0), (1, 0)).to(torch.int32)           # (B + 1,)
-    cu_q = torch.arange(0, (B + 1) * Sq, Sq, dtype=torch.int32, device=q.device)
-    packed_q = q.transpose(1, 2).reshape(B * Sq, Hq, D)                 # (B * Sq, Hq, D)
-    packed_k = k.transpose(1, 2)[keep]                                  # (Tk, Hkv, D)
-    packed_v = v.transpose(1, 2)[keep]
-    max_k = int(lengths_k.max()) if B > 0 else 0
-    out = attention_varlen(packed_q, packed_k, packed_v, cu_q, cu_k, Sq, max_k, scale=scale)
-    return out.view(B, Sq, Hq, D).transpose(1, 2)                       # (B, Hq, Sq, D)
 
 
 class sdpa_override:
