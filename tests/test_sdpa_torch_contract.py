@@ -144,6 +144,33 @@ def test_any_finite_scale_is_served(no_fallback, backend, scale, mask_kind):
         assert_contract(q, k, v, mask, is_causal, keep, torch.float32, scale=scale)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("mask_kind", ["none", "causal", "pad_float", "lower_right"])
+def test_autocast_casts_like_torch(no_fallback, dtype, mask_kind):
+    """Inside torch.autocast torch's SDPA first casts float32 inputs (a float mask too) to the
+    autocast dtype; gptcore does the same, then its kernels serve the call."""
+    shape = (2, 4, 2, 5, 9, 8)
+    q, k, v, g = make_inputs(shape, torch.float32, seed=8)
+    mask, is_causal, keep = mask_for(mask_kind, shape, torch.float32, g)
+    with torch.autocast(DEVICE.type, dtype=dtype):
+        got, got_grads = run(gptcore.scaled_dot_product_attention, (q, k, v), attn_mask=mask,
+                             is_causal=is_causal, enable_gqa=True)
+    want, want_grads = run(lambda *t: reference(*(x.to(dtype) for x in t), keep, None, True),
+                           (q, k, v))
+    assert got.dtype == dtype and all(t.dtype == torch.float32 for t in got_grads)
+    for name, a, b in zip(("out", "dq", "dk", "dv"), [got, *got_grads], [want, *want_grads]):
+        close_scaled(name, a, b, TOL[dtype])
+
+
+def test_autocast_accepts_mixed_dtypes_like_torch():
+    q, k, v, _ = make_inputs((2, 2, 2, 5, 7, 8), torch.float32, seed=9)
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+        want = TORCH_SDPA(q, k.bfloat16(), v, is_causal=True)
+        got = gptcore.scaled_dot_product_attention(q, k.bfloat16(), v, is_causal=True)
+    assert got.dtype == want.dtype == torch.bfloat16
+    close_scaled("out", got, want, TOL[torch.bfloat16])
+
+
 def other_mask(kind, lead, Hq, Sq, Sk, g):
     """Masks gptcore's kernels cannot express: per query, per head, or whole rows hidden."""
     if kind == "bool_per_query":

@@ -38,9 +38,10 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     or a torch.nn.attention.bias.CausalBias. is_causal: key j visible to query i iff j <= i
     (top-left, as SDPA). enable_gqa: Hkv may divide Hq. dropout_p > 0 runs torch's function
     (gptcore's kernels have no attention dropout), so its random stream is torch's."""
-    args = (query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     if isinstance(attn_mask, CausalBias):
-        return _causal_bias(*args)
+        return _causal_bias(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    query, key, value, attn_mask = _autocast(query, key, value, attn_mask)
+    args = (query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     reason = _torch_only(*args)
     if reason is None:
         out = attend(query, key, value, attn_mask, is_causal, False, scale)
@@ -59,6 +60,7 @@ def _causal_bias(query, key, value, bias, dropout_p, is_causal, scale, enable_gq
     if bias.variant == CausalVariant.UPPER_LEFT or bias.seq_len_q == bias.seq_len_kv:
         return scaled_dot_product_attention(query, key, value, None, dropout_p, True, scale,
                                             enable_gqa)
+    query, key, value = _autocast(query, key, value)
     reason = _torch_only(query, key, value, None, dropout_p, False, scale, enable_gqa)
     if reason is None and (query.shape[-2], key.shape[-2]) != (bias.seq_len_q, bias.seq_len_kv):
         reason = "a CausalBias whose lengths are not the inputs'"
@@ -70,6 +72,19 @@ def _causal_bias(query, key, value, bias, dropout_p, is_causal, scale, enable_gq
     return handle_torch_function(F.scaled_dot_product_attention, (bias,), query, key, value,
                                  attn_mask=bias, dropout_p=dropout_p, is_causal=False,
                                  scale=scale, enable_gqa=enable_gqa)
+
+
+def _autocast(*tensors):
+    """What torch.autocast does to SDPA's arguments before a kernel sees them: inside autocast
+    for the query's device, floating tensors other than float64 (the mask included) become the
+    autocast dtype. gptcore's ops have no autocast rule, so it is done here."""
+    device = tensors[0].device.type if type(tensors[0]) in _PLAIN else None
+    if device is None or not torch.amp.is_autocast_available(device) \
+            or not torch.is_autocast_enabled(device):
+        return tensors
+    dtype = torch.get_autocast_dtype(device)
+    return tuple(t.to(dtype) if type(t) in _PLAIN and t.is_floating_point()
+                 and t.dtype != torch.float64 else t for t in tensors)
 
 
 def _torch_only(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
