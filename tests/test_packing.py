@@ -1,8 +1,8 @@
-"""gptcore.nn.packing, the one lengths / padding-mask <-> packed-layout module, on hand-checked
+"""gptcore.ops.packing, the one lengths / padding-mask <-> packed-layout module, on hand-checked
 cases (empty sequences and empty batches included)."""
 import torch
 
-from gptcore.nn import packing
+from gptcore.ops import packing
 
 
 def test_cu_seqlens_from_a_list_and_a_tensor():

@@ -1,7 +1,7 @@
 """Packing variable-length token sequences (no pad tokens); pooling hidden states per sequence."""
 import torch
 
-from gptcore.nn import packing
+from gptcore.ops import packing
 
 
 def pack(sequences, device=None):

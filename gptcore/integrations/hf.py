@@ -8,7 +8,7 @@ padding mask, which we turn into packed sequences for gptcore.attention_varlen.
 import torch
 
 import gptcore
-from gptcore.nn import packing
+from gptcore.ops import packing
 
 NAME = "gptcore"
 

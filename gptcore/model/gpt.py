@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gptcore.model.config import GPTConfig
-from gptcore.nn import MLP, Attention, Block, MoE, RMSNorm, packed_positions, packing
+from gptcore.nn import MLP, Attention, Block, MoE, RMSNorm, packed_positions
+from gptcore.ops import packing
 
 
 def _microgpt_tensor(value):

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptcore.nn import MLP, Attention, Block, RMSNorm, packed_positions, packing
+from gptcore.nn import MLP, Attention, Block, RMSNorm, packed_positions
+from gptcore.ops import packing
 
 
 def encoder_block(d_model, n_heads):

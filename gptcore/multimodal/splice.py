@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gptcore.nn import packing
+from gptcore.ops import packing
 
 IGNORE = -1
 

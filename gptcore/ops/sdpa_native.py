@@ -3,8 +3,8 @@ is_causal, CausalBias upper-left) or bottom-right (CausalBias lower-right), and 
 (B, 1, 1, Sk), packed through attention_varlen. Callers have already checked dtypes, ranks,
 shapes and devices (gptcore.ops.sdpa); `attend` returns None for a mask it cannot express."""
 import torch
-import torch.nn.functional as F
 
+from gptcore.ops import packing
 from gptcore.ops.attention import attention, attention_varlen
 
 
@@ -80,12 +80,10 @@ def _padded(q, k, v, keep, scale):
     """Non-causal attention over the kept keys of each batch row, as packed sequences.
     q (B, Hq, Sq, D), k, v (B, Hkv, Sk, D), keep (B, Sk) bool."""
     B, Hq, Sq, D = q.shape
-    lengths_k = keep.sum(1)                                             # (B,)
-    cu_k = F.pad(lengths_k.cumsum(0), (1, 0)).to(torch.int32)           # (B + 1,)
+    cu_k, max_k = packing.unpad(keep)                                   # (B + 1,)
     cu_q = torch.arange(B + 1, dtype=torch.int32, device=q.device) * Sq   # (B + 1,); Sq may be 0
     packed_q = q.transpose(1, 2).reshape(B * Sq, Hq, D)                 # (B * Sq, Hq, D)
     packed_k = k.transpose(1, 2)[keep]                                  # (Tk, Hkv, D)
     packed_v = v.transpose(1, 2)[keep]
-    max_k = int(lengths_k.max()) if B > 0 else 0
     out = attention_varlen(packed_q, packed_k, packed_v, cu_q, cu_k, Sq, max_k, scale=scale)
     return out.view(B, Sq, Hq, D).transpose(1, 2)                       # (B, Hq, Sq, D)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from gptcore.nn import packing
+from gptcore.ops import packing
 
 BOS_TEXT = "<|bos|>"
 
