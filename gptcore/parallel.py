@@ -197,29 +197,41 @@ class Context:
             m._other_experts_params() for m in model.modules()
             if isinstance(m, ExpertParallelMoE))
 
-    def save(self, out_dir, model, optimizer, state, meta):
-        """Every rank writes its shards under out_dir/dcp; rank 0 writes config.json (the
-        model's config, as gptcore.training.checkpoint does) and state.json (step, history)."""
-        out = Path(out_dir)
+    def save(self, out_dir, model, optimizer, state, meta, keep=2):
+        """A checkpoint in gptcore.training.checkpoint's layout, written atomically: every rank
+        writes its shards into the staging directory rank 0 chose (under dcp/), then rank 0
+        adds config.json and state.json and commits it. Returns its directory."""
+        from gptcore.training import atomic, checkpoint
         model = getattr(model, "module", model)
-        save_checkpoint(out / DCP_DIR, model, optimizer)
+        paths = list(checkpoint.begin(out_dir, state["step"])) if self.logging else [None, None]
+        dist.broadcast_object_list(paths, 0)
+        tmp, target = paths
+        save_checkpoint(tmp / DCP_DIR, model, optimizer)
+        dist.barrier()                 # every shard is on disk before rank 0 commits
         if self.logging:
-            config = getattr(model, "config", None)
-            payload = {"model_class": type(model).__name__,
-                       "config": config.to_dict() if hasattr(config, "to_dict") else None,
-                       "meta": {**(meta or {}), "world_size": self.world_size}}
-            (out / "config.json").write_text(json.dumps(payload, indent=2))
-            (out / "state.json").write_text(json.dumps(state))
+            payload = json.dumps(checkpoint.config_payload(model, meta), indent=2)
+            atomic.write_file(tmp / "config.json", payload.encode())
+            atomic.write_file(tmp / "state.json", json.dumps(state).encode())
+            checkpoint.finish(out_dir, tmp, target, keep)
         dist.barrier()
+        return target
 
-    def load(self, out_dir, model, optimizer):
-        """state.json's dict after filling model and optimizer from out_dir/dcp (saved at any
-        world size); None when out_dir holds no such checkpoint."""
-        out = Path(out_dir)
-        if not (out / DCP_DIR / ".metadata").exists() or not (out / "state.json").exists():
-            return None
-        load_checkpoint(out / DCP_DIR, getattr(model, "module", model), optimizer)
-        return json.loads((out / "state.json").read_text())
+    def load(self, ckpt_dir, model, optimizer):
+        """state.json's dict after filling model and optimizer from a checkpoint directory's
+        dcp/ shards (saved at any world size)."""
+        ckpt_dir = Path(ckpt_dir)
+        if not (ckpt_dir / DCP_DIR / ".metadata").exists():
+            raise ValueError(f"out_dir: {ckpt_dir} was written by a single process; resume it "
+                             f"without torchrun")
+        load_checkpoint(ckpt_dir / DCP_DIR, getattr(model, "module", model), optimizer)
+        return json.loads((ckpt_dir / "state.json").read_text())
+
+    def any(self, flag):
+        """True on every rank when `flag` is true on any (a stop request must stop all ranks
+        at the same step)."""
+        value = torch.tensor([float(flag)], dtype=torch.float64, device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
 
 
 def init_from_env():

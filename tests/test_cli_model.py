@@ -28,8 +28,10 @@ def test_train_then_sample(tmp_path, capsys):
         assert key in summary, key
     assert summary["steps"] == 30 and summary["total_params"] == 4192
     assert summary["backend"] == "cpp"
-    assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.json", "loss.png",
-                                               "summary.json", "optimizer.safetensors"}
+    assert {p.name for p in out.iterdir()} == {"checkpoints", "loss.png", "summary.json"}
+    newest = out / "checkpoints" / "step-00000030"
+    assert {p.name for p in newest.iterdir()} == {"model.safetensors", "optimizer.safetensors",
+                                                  "config.json", "state.json", "manifest.json"}
     assert cli.main(["sample", "--ckpt", str(out), "-n", "6", "--prompt", "ma"]) == 0
     result = _last_json(capsys)
     assert len(result["samples"]) == 6 and 0 <= result["novel_fraction"] <= 1
@@ -44,7 +46,7 @@ def test_train_on_a_text_file_with_bpe(tmp_path, capsys):
                      "--vocab-size", "300", "--steps", "3", "--out", str(out), "--quiet"]) == 0
     summary = _last_json(capsys)
     assert summary["steps"] == 3
-    config = json.loads((out / "config.json").read_text())
+    config = json.loads((out / "checkpoints" / "step-00000003" / "config.json").read_text())
     assert config["meta"]["tokenizer"]["kind"] == "bpe"
     assert cli.main(["sample", "--ckpt", str(out), "-n", "2"]) == 0
     assert len(_last_json(capsys)["samples"]) == 2
@@ -56,4 +58,4 @@ def test_bad_arguments(tmp_path, capsys):
     assert cli.main(["train", "--preset", "names", "--data", str(tmp_path / "none.txt")]) == 2
     assert "none.txt" in capsys.readouterr().err
     assert cli.main(["sample", "--ckpt", str(tmp_path)]) == 2
-    assert "config.json" in capsys.readouterr().err
+    assert "written by gptcore train" in capsys.readouterr().err

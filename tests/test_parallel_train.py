@@ -50,14 +50,15 @@ def _distributed(rank, world, root):
     # what `torchrun -m gptcore train --preset names-moe --expert-parallel` runs on each rank
     args = argparse.Namespace(preset="names-moe", data=None, tokenizer="char", vocab_size=512,
                               steps=3, time_budget=None, cpu_time=False, seed=0, threads=1,
-                              out=f"{root}/cli", quiet=True, expert_parallel=True, parallel=ctx)
+                              out=f"{root}/cli", quiet=True, expert_parallel=True, parallel=ctx,
+                              checkpoint_every=None, checkpoint_minutes=None, keep=2)
     summary = recipes.train_gpt(args)
     assert summary["world_size"] == world and summary["steps"] == 3
     assert summary["total_params"] == GPT(GPTConfig.preset("names-moe")).num_params()
 
 
 def _history(out_dir):
-    with open(f"{out_dir}/state.json") as f:
+    with open(checkpoint.resolve(out_dir) / "state.json") as f:
         return json.load(f)["history"]["train_losses"]
 
 
@@ -81,7 +82,7 @@ def test_ddp_and_expert_parallel_match_one_process(tmp_path):
 
     # the expert-parallel run's checkpoint, saved in shards at world size 2, read by one process
     loaded = _model()
-    state = parallel.Context().load(tmp_path / "ep1", loaded, None)
+    state = parallel.Context().load(checkpoint.resolve(tmp_path / "ep1"), loaded, None)
     assert state["step"] == STEPS
     with torch.no_grad():
         got, _ = loaded(PROBE)
@@ -94,7 +95,7 @@ def test_ddp_and_expert_parallel_match_one_process(tmp_path):
     for name, weight in one.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], weight, atol=1e-5, rtol=0,
                                    msg=lambda m: f"{name}: {m}")
-    assert json.loads((tmp_path / "ep1" / "config.json").read_text())["meta"]["world_size"] == 2
+    assert state["world_size"] == 2
     model, _ = checkpoint.load_model(tmp_path / "ep1")
     with torch.no_grad():
         torch.testing.assert_close(model(PROBE)[0], got, atol=0, rtol=0)

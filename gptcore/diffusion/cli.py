@@ -65,10 +65,12 @@ def train_command(args):
 
 
 def _is_diffusion_checkpoint(directory):
-    path = Path(directory) / "config.json"
-    if not path.exists():
+    """Whether `directory` (a run or one checkpoint) holds a diffusion GPT's checkpoint; False
+    for anything else, which the autoregressive path then reports."""
+    try:
+        config = checkpoint.read_config(checkpoint.resolve(directory)).get("config") or {}
+    except ValueError:
         return False
-    config = json.loads(path.read_text()).get("config") or {}
     return (config.get("extra") or {}).get("objective") == diffusion_train.OBJECTIVE
 
 
@@ -159,9 +161,10 @@ def _report(kind, directory, n, temperature, seed, steps):
 def compare_command(args):
     """`gptcore compare`: the AR and diffusion checkpoints side by side, then 10 samples each."""
     for kind, directory in (("ar", args.ar), ("diffusion", args.diffusion)):
-        if not (Path(directory) / "config.json").exists():
-            print(f"gptcore compare: --{kind}: expected a checkpoint directory, got {directory!r}",
-                  file=sys.stderr)
+        try:
+            checkpoint.resolve(directory, f"--{kind}")
+        except ValueError as err:
+            print(f"gptcore compare: {err}", file=sys.stderr)
             return 2
         if _is_diffusion_checkpoint(directory) != (kind == "diffusion"):
             print(f"gptcore compare: --{kind}: {directory!r} is "

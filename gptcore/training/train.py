@@ -6,12 +6,13 @@ optionally, the loss."""
 import json
 import math
 import random
+import signal
 import time
 from pathlib import Path
 
 import torch
 
-from gptcore.training import checkpoint
+from gptcore.training import checkpoint, rng, stop
 from gptcore.ops import available_backends
 from gptcore.ops.backend import current as current_backend
 
@@ -106,8 +107,9 @@ def make_optimizer(model, lr, betas, eps, weight_decay, lr_scales=None):
 def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="cosine",
           min_lr_ratio=0.0, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, grad_clip=1.0,
           time_budget=None, eval_fn=None, eval_every=None, out_dir=None, resume=True,
-          checkpoint_every=None, seed=0, is_main=True, progress=True, meta=None, name="",
-          clock=time.perf_counter, parallel=None, lr_scales=None):
+          checkpoint_every=None, checkpoint_minutes=None, keep=2, seed=0, is_main=True,
+          progress=True, meta=None, name="", clock=time.perf_counter, parallel=None,
+          lr_scales=None):
     """Trains `model` and returns a summary dict.
 
     batches: a callable step -> batch (deterministic in step: resumes see the same data) or an
@@ -116,8 +118,13 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
     time_budget (seconds): stop when it is spent; the schedule then decays by elapsed time.
     lr_scales {parameter name prefix: factor}: per-group learning rates (see make_optimizer).
     eval_fn(model) -> float validation loss, run every eval_every steps and at the end.
-    out_dir: checkpoint (resumed from when it holds one and resume=True), loss.png,
-    summary.json. is_main=False (other ranks of a data-parallel run): no bar, no files.
+    out_dir: the run directory (gptcore.training.checkpoint): checkpoints every
+    checkpoint_every steps, every checkpoint_minutes minutes of wall time and at the end (the
+    newest `keep` kept), loss.png, summary.json. With resume=True a run continues from its
+    newest checkpoint exactly (weights, optimizer, step, history, seconds, RNG states; the data
+    come from `batches(step)`), and refuses one whose model config or meta differ.
+    SIGTERM/SIGINT with out_dir: a checkpoint after the current step, then stop.Interrupted.
+    is_main=False (other ranks of a data-parallel run): no bar, no files.
     clock: what seconds and the time budget count; time.process_time measures this
     process's CPU time, a fair stand-in for an idle machine on a shared one (1 thread).
     parallel: a gptcore.parallel.Context in a torchrun job: losses and tokens are the job's,
@@ -132,26 +139,28 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
     optimizer = make_optimizer(model, lr, betas, eps, weight_decay, lr_scales)
     history = {"train_steps": [], "train_losses": [], "val_steps": [], "val_losses": []}
     start_step, elapsed_before, tokens = 0, 0.0, 0
-    if out_dir is not None and resume:
+    if out_dir is not None and resume and checkpoint.checkpoints(out_dir):
+        checkpoint.check_compatible(out_dir, model, meta)
+        found = checkpoint.resolve(out_dir, "out_dir")
         if parallel is not None:
-            state = parallel.load(out_dir, model, optimizer)
+            state = parallel.load(found, model, optimizer)
         else:
-            state = checkpoint.load_state(out_dir, optimizer)
-            if state is not None:
-                checkpoint.load_weights(model, out_dir)
-        if state is not None:
-            start_step, history = state["step"], state["history"]
-            elapsed_before, tokens = state["seconds"], state["tokens"]
-            torch.manual_seed(seed + start_step)
+            state = checkpoint.load_state(found, optimizer)
+            checkpoint.load_weights(model, found)
+        start_step, history = state["step"], state["history"]
+        elapsed_before, tokens = state["seconds"], state["tokens"]
+        rng.set_state(state["rng"])
 
     def save(step, seconds):
-        if out_dir is not None and parallel is not None:
-            parallel.save(out_dir, model, optimizer, meta=meta, state={
-                "step": step, "history": history, "seconds": seconds, "tokens": tokens})
-        elif out_dir is not None and is_main:
-            checkpoint.save(out_dir, model, optimizer, meta=meta,
-                            state={"step": step, "history": history, "seconds": seconds,
-                                   "tokens": tokens})
+        """Writes a checkpoint of the state after `step` (every rank calls it); its directory."""
+        if out_dir is None or (parallel is None and not is_main):
+            return None
+        state = {"step": step, "history": history, "seconds": seconds, "tokens": tokens,
+                 "rng": rng.get_state()}
+        if parallel is not None:
+            return parallel.save(out_dir, model, optimizer, state={
+                **state, "world_size": parallel.world_size}, meta=meta, keep=keep)
+        return checkpoint.save(out_dir, model, optimizer, meta=meta, state=state, keep=keep)
 
     bar = None
     if progress and is_main:
@@ -160,52 +169,70 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
                    mininterval=0.5, dynamic_ncols=True)
     model.train()
     t0 = clock()
-    step = start_step
-    while step < steps:
-        elapsed = elapsed_before + clock() - t0
-        if time_budget is not None and parallel is not None:
-            elapsed = parallel.agree(elapsed)
-        if time_budget is not None and elapsed >= time_budget:
-            break
-        progress_frac = step / steps
-        if time_budget is not None:
-            progress_frac = max(progress_frac, elapsed / time_budget)
-        factor = lr_factor(progress_frac, step, warmup, schedule, min_lr_ratio)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * factor * group.get("lr_scale", 1.0)
-        batch = get_batch(step)
-        loss = loss_fn(model, batch)
-        loss, logged = loss if isinstance(loss, tuple) else (loss, loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip and parallel is not None:
-            parallel.clip_grad_norm_(model, grad_clip)
-        elif grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip, foreach=True)
-        optimizer.step()
-        step += 1
-        loss_value, step_tokens = logged.item(), count_tokens(batch)
-        if parallel is not None:
-            loss_value, step_tokens = parallel.step_stats(loss_value, step_tokens)
-        tokens += step_tokens
-        history["train_steps"].append(step)
-        history["train_losses"].append(loss_value)
-        if eval_fn is not None and eval_every and step % eval_every == 0 and step < steps:
-            history["val_steps"].append(step)
-            history["val_losses"].append(float(eval_fn(model)))
-        if checkpoint_every and step % checkpoint_every == 0:
-            save(step, elapsed_before + clock() - t0)
-        if bar is not None:
-            bar.update(1)
-            if step % 50 == 0 or step == steps:
-                seconds = elapsed_before + clock() - t0
-                if time_budget is not None:      # the ETA of a timed run: steps that fit
-                    bar.total = min(steps, max(step, int(step * time_budget / max(seconds, 1e-9))))
-                bar.set_postfix(loss=f"{history['train_losses'][-1]:.3f}",
-                                tok_s=f"{tokens / max(seconds, 1e-9):,.0f}", refresh=False)
+    step = saved_step = start_step
+    stopping = False
+    saved_at = time.monotonic()          # checkpoint_minutes count wall time: what a crash loses
+    with stop.requests(enabled=out_dir is not None) as request:
+        while step < steps:
+            elapsed = elapsed_before + clock() - t0
+            if time_budget is not None and parallel is not None:
+                elapsed = parallel.agree(elapsed)
+            if time_budget is not None and elapsed >= time_budget:
+                break
+            progress_frac = step / steps
+            if time_budget is not None:
+                progress_frac = max(progress_frac, elapsed / time_budget)
+            factor = lr_factor(progress_frac, step, warmup, schedule, min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * factor * group.get("lr_scale", 1.0)
+            batch = get_batch(step)
+            loss = loss_fn(model, batch)
+            loss, logged = loss if isinstance(loss, tuple) else (loss, loss)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip and parallel is not None:
+                parallel.clip_grad_norm_(model, grad_clip)
+            elif grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip, foreach=True)
+            optimizer.step()
+            step += 1
+            loss_value, step_tokens = logged.item(), count_tokens(batch)
+            if parallel is not None:
+                loss_value, step_tokens = parallel.step_stats(loss_value, step_tokens)
+            tokens += step_tokens
+            history["train_steps"].append(step)
+            history["train_losses"].append(loss_value)
+            if eval_fn is not None and eval_every and step % eval_every == 0 and step < steps:
+                history["val_steps"].append(step)
+                history["val_losses"].append(float(eval_fn(model)))
+            if bar is not None:
+                bar.update(1)
+                if step % 50 == 0 or step == steps:
+                    seconds = elapsed_before + clock() - t0
+                    if time_budget is not None:      # the ETA of a timed run: steps that fit
+                        fit = int(step * time_budget / max(seconds, 1e-9))
+                        bar.total = min(steps, max(step, fit))
+                    bar.set_postfix(loss=f"{history['train_losses'][-1]:.3f}",
+                                    tok_s=f"{tokens / max(seconds, 1e-9):,.0f}", refresh=False)
+            # the periodic checkpoint (not at the last step: the final one follows at once)
+            due = bool(checkpoint_every) and step % checkpoint_every == 0
+            if checkpoint_minutes:
+                late = time.monotonic() - saved_at >= 60 * checkpoint_minutes
+                due = due or (parallel.any(late) if parallel is not None else late)
+            if due and step < steps:
+                save(step, elapsed_before + clock() - t0)
+                saved_step, saved_at = step, time.monotonic()
+            stopping = request.signum is not None
+            if out_dir is not None and parallel is not None:
+                stopping = parallel.any(stopping)
+            if stopping:
+                break
     seconds = elapsed_before + clock() - t0
     if bar is not None:
         bar.close()
+    if stopping:
+        path = save(step, seconds) if saved_step != step else checkpoint.checkpoints(out_dir)[-1]
+        raise stop.Interrupted(request.signum or signal.SIGTERM, step, path)
     val_loss = None
     if eval_fn is not None:
         val_loss = float(eval_fn(model))
