@@ -54,7 +54,9 @@ def train_command(args):
                     clock=time.process_time if args.cpu_time else time.perf_counter,
                     eval_fn=lambda m: diffusion_train.validation_loss(m, val_seqs),
                     eval_every=min(recipe.eval_every, steps), out_dir=args.out, seed=args.seed,
-                    meta=meta, name=args.preset, progress=not args.quiet)
+                    meta=meta, name=args.preset, progress=not args.quiet,
+                    checkpoint_every=args.checkpoint_every,
+                    checkpoint_minutes=args.checkpoint_minutes, keep=args.keep)
     bound, stderr = diffusion_train.validation_bound(model, val_seqs, tok.bos,
                                                      num_samples=BOUND_SAMPLES)
     summary.update(val_nll_bound=round(bound, 4), val_nll_bound_stderr=round(stderr, 4))

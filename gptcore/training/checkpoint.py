@@ -121,7 +121,7 @@ def write_error(out_dir, tmp, err):
     previous = checkpoints(out_dir)
     kept = f"the previous checkpoint {previous[-1]} is intact" if previous else \
         "no earlier checkpoint exists"
-    return WriteError(f"out_dir: could not write a checkpoint into {out_dir}: "
+    return WriteError(f"could not write a checkpoint into {out_dir}: "
                       f"{err.strerror or err} ({kept})")
 
 

@@ -5,7 +5,8 @@ import sys
 import torch
 
 from gptcore import parallel
-from gptcore.training import checkpoint, data, recipes
+from gptcore.training import checkpoint, data, recipes, stop
+from gptcore.training.args import POSITIVE_FLOAT, POSITIVE_INT
 
 
 def train_command(args):
@@ -23,6 +24,14 @@ def train_command(args):
     except ValueError as err:
         print(f"gptcore train: {err}", file=sys.stderr)
         return 2
+    except checkpoint.WriteError as err:
+        print(f"gptcore train: --out: {err}", file=sys.stderr)
+        return 1
+    except stop.Interrupted as err:
+        if args.parallel is None or args.parallel.logging:
+            print(f"gptcore train: {err}; checkpoint {err.checkpoint} (the same command "
+                  f"resumes)", file=sys.stderr)
+        return 128 + err.signum
     finally:
         if args.parallel is not None:
             torch.distributed.destroy_process_group()
@@ -91,7 +100,15 @@ def add_commands(sub):
                    "this process's CPU time (fair on a shared machine) instead of wall time")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch threads (default: the recipe's)")
-    p.add_argument("--out", metavar="DIR", help="checkpoint directory (resumed if it holds one)")
+    p.add_argument("--out", metavar="DIR", help="run directory: checkpoints/step-N/ (the run "
+                   "resumes from the newest), loss.png, summary.json")
+    p.add_argument("--checkpoint-every", type=POSITIVE_INT, metavar="N",
+                   help="also checkpoint every N steps (default: by time only)")
+    p.add_argument("--checkpoint-minutes", type=POSITIVE_FLOAT, default=1.0, metavar="M",
+                   help="checkpoint after every M minutes of wall time (default 1); a "
+                   "checkpoint is also written at the end and on SIGTERM/SIGINT")
+    p.add_argument("--keep", type=POSITIVE_INT, default=2, metavar="N",
+                   help="keep the newest N checkpoints (default 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--expert-parallel", action="store_true", help="under torchrun: spread each "
                    "MoE layer's experts over the processes (tokens travel by all-to-all)")

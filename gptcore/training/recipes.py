@@ -98,7 +98,9 @@ def train_gpt(args):
                     time_budget=budget, clock=clock,
                     eval_fn=lambda m: evaluate(m, val_batches),
                     eval_every=min(recipe.eval_every, steps), out_dir=args.out, seed=args.seed,
-                    meta=meta, name=args.preset, progress=not args.quiet, loss_fn=loss_fn,
+                    meta=meta, name=args.preset, progress=not args.quiet,
+                    checkpoint_every=args.checkpoint_every,
+                    checkpoint_minutes=args.checkpoint_minutes, keep=args.keep, loss_fn=loss_fn,
                     is_main=rank == 0, parallel=job)
     return {"preset": args.preset, **summary, "threads": torch.get_num_threads(),
             "clock": "cpu" if args.cpu_time else "wall"}
