@@ -136,7 +136,17 @@ def main(argv=None):
     from gptcore.embed import demo as embed_demo
     embed_demo.add_command(sub)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError) as err:       # bad input found deep inside: one line
+        print(f"gptcore {args.command}: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:                       # disk full, permissions: one line
+        print(f"gptcore {args.command}: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"gptcore {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -126,9 +126,9 @@ def test_resume_refuses_a_different_config(tmp_path):
     kwargs = dict(steps=2, progress=False, out_dir=tmp_path)
     train(_model(), data.Batches(_seqs(), 4), meta={"preset": "names"}, **kwargs)
     bigger = GPT(GPTConfig.preset("names", n_layer=2, d_model=32))
-    with pytest.raises(ValueError, match=r"config\.n_layer=1, this run has config\.n_layer=2"):
+    with pytest.raises(ValueError, match=r"config\.n_layer=2, got config\.n_layer=1"):
         train(bigger, data.Batches(_seqs(), 4), meta={"preset": "names"}, **kwargs)
-    with pytest.raises(ValueError, match=r'meta\.preset="names", this run has meta\.preset="x"'):
+    with pytest.raises(ValueError, match=r'meta\.preset="x", got meta\.preset="names"'):
         train(_model(), data.Batches(_seqs(), 4), meta={"preset": "x"}, **kwargs)
 
 

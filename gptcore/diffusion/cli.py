@@ -12,6 +12,7 @@ import torch
 
 from gptcore.diffusion import train as diffusion_train
 from gptcore.training import checkpoint, cli as cli_model, data, recipes
+from gptcore.training.args import NONNEGATIVE_FLOAT, NONNEGATIVE_INT, POSITIVE_INT, option_error
 from gptcore.model import GPT
 from gptcore.training.train import evaluate, train
 
@@ -35,13 +36,15 @@ def train_command(args):
     torch.set_num_threads(args.threads or recipe.threads)
     docs, tok, meta = recipes.load_corpus(args.data, args.tokenizer, args.vocab_size)
     train_docs, val_docs = data.split(docs, 0.1, seed=0)
-    meta.update(split_seed=0, val_fraction=0.1, preset=args.preset)
+    meta.update(split_seed=0, val_fraction=0.1, preset=args.preset, seed=args.seed)
     config = diffusion_train.diffusion_config(
         args.preset, tok, extra={"objective": diffusion_train.OBJECTIVE, **meta})
     train_seqs = diffusion_train.encode_padded(train_docs, tok, config.block_size)
     val_seqs = diffusion_train.encode_padded(val_docs, tok, config.block_size)
     torch.manual_seed(args.seed)
     model = GPT(config)
+    if args.out:                    # a run directory of another model or data: refuse now
+        checkpoint.check_compatible(args.out, model, meta, "--out")
     steps = args.steps or recipe.steps
     budget = args.time_budget if args.time_budget is not None else (
         None if args.steps else recipe.time_budget)
@@ -89,20 +92,25 @@ def sample_command(autoregressive, args):
         return autoregressive(args)
     if args.temperature is None:
         args.temperature = diffusion_train.DEFAULT_TEMPERATURE
-    if args.top_k is not None:
-        print("gptcore sample: --top-k applies to autoregressive checkpoints only", file=sys.stderr)
-        return 2
+    for option, value in (("--top-k", args.top_k), ("--top-p", args.top_p)):
+        if value is not None:
+            print(f"gptcore sample: {option}: expected no value for a diffusion checkpoint (it "
+                  f"applies to autoregressive ones), got {value}", file=sys.stderr)
+            return 2
     torch.set_num_threads(1)
-    model, meta = checkpoint.load_model(args.ckpt)
-    tok = data.tokenizer_from_dict(meta["tokenizer"])
     generator = torch.Generator().manual_seed(args.seed)
     try:
+        model, meta = checkpoint.load_model(args.ckpt, argument="--ckpt")
+        tok = data.tokenizer_from_dict(meta["tokenizer"])
         samples = diffusion_train.sample(model, tok, args.n, steps=args.steps,
                                          block_length=args.block_length,
                                          temperature=args.temperature, remasking=args.remasking,
                                          prompt=args.prompt, generator=generator)
     except ValueError as err:
-        print(f"gptcore sample: {err}", file=sys.stderr)
+        message = option_error(err, prompt="--prompt", text="--prompt", steps="--steps",
+                               block_length="--block-length",
+                               **{"gen_length/block_length": "--block-length"})
+        print(f"gptcore sample: {message}", file=sys.stderr)
         return 2
     known = set(cli_model.training_documents(meta))
     for s in samples:
@@ -199,9 +207,11 @@ def compare_command(args):
 def add_commands(sub):
     """Registers `compare` and the diffusion options of `sample` (after cli_model's commands)."""
     sample = sub.choices["sample"]
-    sample.add_argument("--steps", type=int, help="diffusion: denoising steps (default: one per "
+    sample.add_argument("--steps", type=POSITIVE_INT,
+                        help="diffusion: denoising steps (default: one per "
                         "generated token)")
-    sample.add_argument("--block-length", type=int, help="diffusion: tokens per semi-autoregressive "
+    sample.add_argument("--block-length", type=POSITIVE_INT,
+                        help="diffusion: tokens per semi-autoregressive "
                         "block (default: the whole generated length)")
     sample.add_argument("--remasking", choices=("low_confidence", "random"),
                         default="low_confidence", help="diffusion: which predictions to commit")
@@ -212,10 +222,12 @@ def add_commands(sub):
     p.add_argument("--ar", required=True, metavar="CKPT", help="checkpoint of an AR preset")
     p.add_argument("--diffusion", required=True, metavar="CKPT",
                    help="checkpoint of a diffusion preset")
-    p.add_argument("-n", type=int, default=200, help="samples per model (timed)")
-    p.add_argument("--temperature", type=float, default=AR_TEMPERATURE, help="AR sampling")
-    p.add_argument("--diffusion-temperature", type=float,
+    p.add_argument("-n", type=POSITIVE_INT, default=200, help="samples per model (timed)")
+    p.add_argument("--temperature", type=NONNEGATIVE_FLOAT, default=AR_TEMPERATURE,
+                   help="AR sampling")
+    p.add_argument("--diffusion-temperature", type=NONNEGATIVE_FLOAT,
                    default=diffusion_train.DEFAULT_TEMPERATURE, help="diffusion sampling")
-    p.add_argument("--steps", type=int, help="diffusion denoising steps (default: one per token)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=POSITIVE_INT,
+                   help="diffusion denoising steps (default: one per token)")
+    p.add_argument("--seed", type=NONNEGATIVE_INT, default=0)
     p.set_defaults(func=compare_command)

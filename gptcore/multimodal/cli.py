@@ -2,12 +2,19 @@
 import os
 import sys
 import time
+from pathlib import Path
 
 import torch
+
+from gptcore.training.args import NONNEGATIVE_INT, POSITIVE_FLOAT
 
 
 def demo_command(args):
     from gptcore.multimodal import demo
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        print(f"gptcore multimodal-demo: --json: expected a file in an existing directory, got "
+              f"{args.json!r}", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     elif os.getloadavg()[0] > (os.cpu_count() or 1):
@@ -36,14 +43,14 @@ def add_command(sub):
                        "procedurally generated captioned images, tones and videos, captions "
                        "held-out ones and prints accuracy per attribute beside chance, and the "
                        "video ablation (temporal projector vs frame averaging). Last line: JSON.")
-    p.add_argument("--time-budget", type=float, default=240.0, metavar="S",
+    p.add_argument("--time-budget", type=POSITIVE_FLOAT, default=240.0, metavar="S",
                    help="training seconds, 3/4 for the captioner and 1/4 for the frame-averaging "
                    "ablation (default 240)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NONNEGATIVE_INT, default=0)
     p.add_argument("--stages", choices=("all", "llava"), default="all",
                    help="all: train everything from the start; llava: first the projectors "
                    "alone, then everything (LLaVA's two stages)")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--threads", type=NONNEGATIVE_INT, default=0,
                    help="torch threads (default: torch's, or 1 when the load average exceeds "
                    "the cores)")
     p.add_argument("--cpu-time", action="store_true",

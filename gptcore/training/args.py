@@ -3,6 +3,10 @@ out of range ends the command before any work with argparse's one-line error (ex
 `gptcore train: error: argument --steps: expected an integer >= 1, got '-5'`."""
 import argparse
 import math
+import os
+import re
+import tempfile
+from pathlib import Path
 
 
 def _number(kind, text):
@@ -52,3 +56,26 @@ NONNEGATIVE_INT = int_at_least(0)
 POSITIVE_FLOAT = float_above(0)
 NONNEGATIVE_FLOAT = float_above(0, inclusive=True)
 
+
+def writable_directory(path, argument):
+    """Creates directory `path` if needed and proves it writable with a probe file; ValueError
+    naming `argument` otherwise (a file in the way, no permission, a read-only file system)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"{argument}: expected a writable directory, got {str(path)!r} "
+                         f"({err.strerror or err})") from None
+
+
+def option_error(err, **options):
+    """The message of a library's ValueError with its leading argument name replaced by the
+    command-line option it came from: option_error(err, top_k="--top-k")."""
+    text = str(err)
+    match = re.match(r"([\w/]+): ", text)
+    if match and match[1] in options:
+        return options[match[1]] + text[match.end(1):]
+    return text

@@ -99,25 +99,25 @@ def remove(directory):
 
 def verify(directory):
     """Checks every file the manifest of `directory` lists (present, size, sha256); raises
-    DamagedError naming the first bad file."""
+    DamagedError naming the first bad file (its message reads after "got ...")."""
     directory = Path(directory)
     path = directory / MANIFEST
     try:
         records = json.loads(path.read_text())["files"]
     except FileNotFoundError:
-        raise DamagedError(f"{directory}: expected a complete checkpoint with {MANIFEST}, got "
-                           f"none (a partial or foreign directory)") from None
+        raise DamagedError(f"{directory} without {MANIFEST} (a partial or foreign "
+                           f"directory)") from None
     except (ValueError, KeyError, TypeError):
-        raise DamagedError(f"{path}: expected a JSON manifest with 'files', got unreadable "
-                           f"content") from None
+        raise DamagedError(f"{path} unreadable (expected JSON with 'files')") from None
     for name, record in records.items():
         file = directory / name
         if not file.is_file():
-            raise DamagedError(f"{file}: missing (listed in {MANIFEST})")
+            raise DamagedError(f"{file} missing (listed in {MANIFEST})")
         size = file.stat().st_size
         if size != record["size"]:
-            raise DamagedError(f"{file}: expected {record['size']} bytes, got {size} "
+            raise DamagedError(f"{file} of {size} bytes where {MANIFEST} says {record['size']} "
                                f"(truncated or overwritten)")
-        if _digest(file) != record["sha256"]:
-            raise DamagedError(f"{file}: expected sha256 {record['sha256'][:16]}..., got "
-                               f"{_digest(file)[:16]}... (corrupted)")
+        digest = _digest(file)
+        if digest != record["sha256"]:
+            raise DamagedError(f"{file} with sha256 {digest[:16]}... where {MANIFEST} says "
+                               f"{record['sha256'][:16]}... (corrupted)")

@@ -146,7 +146,8 @@ def resolve(path, argument="ckpt"):
     try:
         atomic.verify(found)
     except atomic.DamagedError as err:
-        raise atomic.DamagedError(f"{argument}: damaged checkpoint: {err}") from None
+        raise atomic.DamagedError(f"{argument}: expected a complete, intact checkpoint, got "
+                                  f"{err}") from None
     return found
 
 
@@ -163,9 +164,9 @@ def check_compatible(out_dir, model, meta, argument="out_dir"):
         return
     theirs, ours = read_config(found[-1]), json.loads(json.dumps(config_payload(model, meta)))
     for field, a, b in _differences(theirs, ours):
-        raise ValueError(f"{argument}: {out_dir} holds a run with {field}={_short(a)}, this run "
-                         f"has {field}={_short(b)}; choose another directory or the same "
-                         f"settings")
+        raise ValueError(f"{argument}: expected a run directory with this run's "
+                         f"{field}={_short(b)}, got {field}={_short(a)} in {out_dir} (choose "
+                         f"another directory or the same settings)")
 
 
 def _differences(a, b, prefix=""):

@@ -6,13 +6,31 @@ import torch
 
 from gptcore import parallel
 from gptcore.training import checkpoint, data, recipes, stop
-from gptcore.training.args import POSITIVE_FLOAT, POSITIVE_INT
+from gptcore.training.args import (NONNEGATIVE_FLOAT, NONNEGATIVE_INT, POSITIVE_FLOAT,
+                                   POSITIVE_INT, int_at_least, option_error, probability,
+                                   writable_directory)
+
+
+def check_train_args(args):
+    """The checks argparse cannot make, before any work: the preset, the data file, the run
+    directory (writable; its checkpoints, if any, complete). ValueError naming the option.
+    Whether the run directory's model config matches is checked once the model is built."""
+    if args.preset not in recipes.TRAINERS:
+        raise ValueError(f"--preset: expected one of {', '.join(sorted(recipes.TRAINERS))}, "
+                         f"got {args.preset!r}")
+    if args.data is not None:
+        data.load_documents(args.data, argument="--data")
+    if args.out is not None:
+        writable_directory(args.out, "--out")
+        if checkpoint.checkpoints(args.out):
+            checkpoint.resolve(args.out, "--out")
 
 
 def train_command(args):
-    if args.preset not in recipes.TRAINERS:
-        print(f"gptcore train: unknown preset {args.preset!r}; expected one of "
-              f"{sorted(recipes.TRAINERS)}", file=sys.stderr)
+    try:
+        check_train_args(args)
+    except ValueError as err:
+        print(f"gptcore train: {err}", file=sys.stderr)
         return 2
     args.parallel = parallel.init_from_env()       # under torchrun: one process of the job
     if args.expert_parallel and args.parallel is None:
@@ -49,22 +67,23 @@ def training_documents(meta):
 
 def sample_command(args):
     try:
-        model, meta = checkpoint.load_model(args.ckpt)
+        model, meta = checkpoint.load_model(args.ckpt, argument="--ckpt")
         tok = data.tokenizer_from_dict(meta["tokenizer"])
         prompt = [tok.bos] + tok.encode(args.prompt)
+        room = model.config.block_size - len(prompt)
+        if room < 1:
+            raise ValueError(f"--prompt: expected at most {model.config.block_size - 2} tokens "
+                             f"(block_size {model.config.block_size} less BOS and one new "
+                             f"token), got {len(prompt) - 1}")
     except ValueError as err:
-        print(f"gptcore sample: {err}", file=sys.stderr)
-        return 2
-    model.eval()
-    room = model.config.block_size - len(prompt)
-    if room < 1:
-        print(f"gptcore sample: --prompt is too long for block_size {model.config.block_size}",
+        print(f"gptcore sample: {option_error(err, prompt='--prompt', text='--prompt')}",
               file=sys.stderr)
         return 2
+    model.eval()
     generator = torch.Generator().manual_seed(args.seed)
     idx = torch.tensor([prompt] * args.n)
     out = model.generate(idx, room, temperature=args.temperature, top_k=args.top_k,
-                         stop_token=tok.bos, generator=generator)
+                         top_p=args.top_p, stop_token=tok.bos, generator=generator)
     samples = []
     for row in out.tolist():
         body = row[1:]
@@ -92,14 +111,16 @@ def add_commands(sub):
                    "(default: the names shipped with gptcore)")
     p.add_argument("--tokenizer", choices=("char", "bpe"), default="char",
                    help="characters with BOS (default) or byte-level BPE")
-    p.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary size")
-    p.add_argument("--steps", type=int, help="optimizer steps (default: the preset's recipe)")
-    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+    p.add_argument("--vocab-size", type=int_at_least(257), default=512,
+                   help="BPE vocabulary size (at least 257: the 256 bytes and BOS)")
+    p.add_argument("--steps", type=POSITIVE_INT,
+                   help="optimizer steps (default: the preset's recipe)")
+    p.add_argument("--time-budget", type=POSITIVE_FLOAT, metavar="SECONDS",
                    help="stop after this many seconds; the learning rate decays over them")
     p.add_argument("--cpu-time", action="store_true", help="count the budget and seconds in "
                    "this process's CPU time (fair on a shared machine) instead of wall time")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="torch threads (default: the recipe's)")
+    p.add_argument("--seed", type=NONNEGATIVE_INT, default=0)
+    p.add_argument("--threads", type=POSITIVE_INT, help="torch threads (default: the recipe's)")
     p.add_argument("--out", metavar="DIR", help="run directory: checkpoints/step-N/ (the run "
                    "resumes from the newest), loss.png, summary.json")
     p.add_argument("--checkpoint-every", type=POSITIVE_INT, metavar="N",
@@ -115,9 +136,11 @@ def add_commands(sub):
     p.set_defaults(func=train_command)
     p = sub.add_parser("sample", help="sample from a checkpoint written by `gptcore train`")
     p.add_argument("--ckpt", required=True, metavar="DIR")
-    p.add_argument("-n", type=int, default=20, help="number of samples")
-    p.add_argument("--temperature", type=float, default=0.5)
-    p.add_argument("--top-k", type=int)
+    p.add_argument("-n", type=POSITIVE_INT, default=20, help="number of samples")
+    p.add_argument("--temperature", type=NONNEGATIVE_FLOAT, default=0.5, help="0: greedy")
+    p.add_argument("--top-k", type=POSITIVE_INT, help="sample among the k likeliest tokens")
+    p.add_argument("--top-p", type=probability, help="sample within the smallest set of "
+                   "tokens holding this much probability (nucleus sampling)")
     p.add_argument("--prompt", default="", help="text every sample starts with")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NONNEGATIVE_INT, default=0)
     p.set_defaults(func=sample_command)

@@ -19,15 +19,25 @@ def load_names():
     return text.split()
 
 
-def load_documents(path):
-    """One document per non-empty line of the text file at `path` (stripped)."""
+def load_documents(path, argument="path"):
+    """One document per non-empty line of the UTF-8 text file at `path` (stripped). Errors
+    name `argument` (the command line passes "--data")."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"path: expected a text file with one document per line, got {str(path)!r}")
-    docs = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise ValueError(f"{argument}: expected a text file with one document per line, got "
+                         f"{str(path)!r}, which {what}")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{argument}: expected UTF-8 text, got byte 0x{raw[err.start]:02x} at "
+                         f"offset {err.start} in {str(path)!r}") from None
+    docs = [line.strip() for line in text.splitlines()]
     docs = [d for d in docs if d]
     if not docs:
-        raise ValueError(f"path: expected at least one non-empty line, got none in {str(path)!r}")
+        raise ValueError(f"{argument}: expected at least one non-empty line, got none in "
+                         f"{str(path)!r}")
     return docs
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from gptcore import parallel
-from gptcore.training import data
+from gptcore.training import checkpoint, data
 from gptcore.model.config import GPTConfig
 from gptcore.model import GPT
 from gptcore.training.train import evaluate, train
@@ -68,7 +68,7 @@ def train_gpt(args):
     torch.set_num_threads(args.threads or recipe.threads)
     docs, tok, meta = load_corpus(args.data, args.tokenizer, args.vocab_size)
     train_docs, val_docs = data.split(docs, 0.1, seed=0)
-    meta.update(split_seed=0, val_fraction=0.1, preset=args.preset)
+    meta.update(split_seed=0, val_fraction=0.1, preset=args.preset, seed=args.seed)
     config = GPTConfig.preset(args.preset, vocab_size=tok.vocab_size, extra=meta)
     train_seqs = data.encode_documents(train_docs, tok, config.block_size)
     val_seqs = data.encode_documents(val_docs, tok, config.block_size)
@@ -78,6 +78,8 @@ def train_gpt(args):
                    for i in range(0, len(val_seqs), 512)]
     torch.manual_seed(args.seed)
     model = GPT(config)
+    if args.out:                    # a run directory of another model or data: refuse now
+        checkpoint.check_compatible(args.out, model, meta, "--out")
     rank, world, batch_size, loss_fn = 0, 1, recipe.batch_size, None
     if job is not None:
         rank, world = job.rank, job.world_size
