@@ -7,6 +7,8 @@ The short version runs in `make test`; the 20-kill version is marked slow (run i
 import json
 import os
 import random
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -109,3 +111,20 @@ def test_three_kills_then_resume_is_exact(tmp_path):
 @pytest.mark.slow
 def test_twenty_kills_then_resume_is_exact(tmp_path):
     _kill_loop(tmp_path, kills=20, steps=240, seed=1)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_and_exits_128_plus_signal(tmp_path, signum):
+    """SIGTERM/SIGINT to a real `gptcore train` during training: one line on stderr, exit
+    128 + the signal, and the newest checkpoint is the step it stopped at."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_command(out, 10_000), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for_a_save(proc, out, time.monotonic() + 60, frozenset())
+    time.sleep(0.3)                                    # some steps past the first save
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err
+    stopped = int(re.search(rf"stopped by {signal.Signals(signum).name} at step (\d+); "
+                            rf"checkpoint \S+ \(the same command resumes\)$", err.strip())[1])
+    assert _newest_state(out)["step"] == stopped >= EVERY
