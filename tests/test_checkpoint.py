@@ -153,7 +153,7 @@ def test_sigterm_saves_then_resume_is_exact(tmp_path):
             os.kill(os.getpid(), signal.SIGTERM)      # noted; the step still finishes
         return _noisy_loss(model, batch)
     previous = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(stop.Interrupted) as err:
+    with pytest.raises(stop.Interrupted) as err, stop.requests():
         train(_model(), data.Batches(_seqs(), 8), loss_fn=signalled, out_dir=tmp_path,
               checkpoint_every=2, **kwargs)
     assert signal.getsignal(signal.SIGTERM) is previous        # handlers restored

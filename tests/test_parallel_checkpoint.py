@@ -38,7 +38,8 @@ def _job(rank, world, root):
             os.kill(os.getpid(), signal.SIGTERM)
         return parallel.next_token_loss(model, batch)
     try:
-        _fit(rank, world, f"{root}/stopped", loss_fn=signalled)
+        with stop.requests():
+            _fit(rank, world, f"{root}/stopped", loss_fn=signalled)
         raise AssertionError("the job did not stop")
     except stop.Interrupted as err:
         assert err.step == 2, err.step                  # both ranks, the same step

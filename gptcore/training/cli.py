@@ -38,7 +38,8 @@ def train_command(args):
               "torchrun --nproc_per_node N -m gptcore train ...", file=sys.stderr)
         return 2
     try:
-        summary = recipes.trainer(args.preset)(args)
+        with stop.requests():                      # SIGTERM/SIGINT: a final checkpoint
+            summary = recipes.trainer(args.preset)(args)
     except ValueError as err:
         print(f"gptcore train: {err}", file=sys.stderr)
         return 2

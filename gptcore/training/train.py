@@ -123,7 +123,8 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
     newest `keep` kept), loss.png, summary.json. With resume=True a run continues from its
     newest checkpoint exactly (weights, optimizer, step, history, seconds, RNG states; the data
     come from `batches(step)`), and refuses one whose model config or meta differ.
-    SIGTERM/SIGINT with out_dir: a checkpoint after the current step, then stop.Interrupted.
+    Inside gptcore.training.stop.requests() (gptcore train), SIGTERM/SIGINT with out_dir: a
+    checkpoint after the current step, then stop.Interrupted.
     is_main=False (other ranks of a data-parallel run): no bar, no files.
     clock: what seconds and the time budget count; time.process_time measures this
     process's CPU time, a fair stand-in for an idle machine on a shared one (1 thread).
@@ -172,67 +173,65 @@ def train(model, batches, *, steps, loss_fn=None, lr=3e-3, warmup=0, schedule="c
     step = saved_step = start_step
     stopping = False
     saved_at = time.monotonic()          # checkpoint_minutes count wall time: what a crash loses
-    with stop.requests(enabled=out_dir is not None) as request:
-        while step < steps:
-            elapsed = elapsed_before + clock() - t0
-            if time_budget is not None and parallel is not None:
-                elapsed = parallel.agree(elapsed)
-            if time_budget is not None and elapsed >= time_budget:
-                break
-            progress_frac = step / steps
-            if time_budget is not None:
-                progress_frac = max(progress_frac, elapsed / time_budget)
-            factor = lr_factor(progress_frac, step, warmup, schedule, min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * factor * group.get("lr_scale", 1.0)
-            batch = get_batch(step)
-            loss = loss_fn(model, batch)
-            loss, logged = loss if isinstance(loss, tuple) else (loss, loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip and parallel is not None:
-                parallel.clip_grad_norm_(model, grad_clip)
-            elif grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip, foreach=True)
-            optimizer.step()
-            step += 1
-            loss_value, step_tokens = logged.item(), count_tokens(batch)
-            if parallel is not None:
-                loss_value, step_tokens = parallel.step_stats(loss_value, step_tokens)
-            tokens += step_tokens
-            history["train_steps"].append(step)
-            history["train_losses"].append(loss_value)
-            if eval_fn is not None and eval_every and step % eval_every == 0 and step < steps:
-                history["val_steps"].append(step)
-                history["val_losses"].append(float(eval_fn(model)))
-            if bar is not None:
-                bar.update(1)
-                if step % 50 == 0 or step == steps:
-                    seconds = elapsed_before + clock() - t0
-                    if time_budget is not None:      # the ETA of a timed run: steps that fit
-                        fit = int(step * time_budget / max(seconds, 1e-9))
-                        bar.total = min(steps, max(step, fit))
-                    bar.set_postfix(loss=f"{history['train_losses'][-1]:.3f}",
-                                    tok_s=f"{tokens / max(seconds, 1e-9):,.0f}", refresh=False)
-            # the periodic checkpoint (not at the last step: the final one follows at once)
-            due = bool(checkpoint_every) and step % checkpoint_every == 0
-            if checkpoint_minutes:
-                late = time.monotonic() - saved_at >= 60 * checkpoint_minutes
-                due = due or (parallel.any(late) if parallel is not None else late)
-            if due and step < steps:
-                save(step, elapsed_before + clock() - t0)
-                saved_step, saved_at = step, time.monotonic()
-            stopping = request.signum is not None
-            if out_dir is not None and parallel is not None:
-                stopping = parallel.any(stopping)
-            if stopping:
-                break
+    while step < steps:
+        elapsed = elapsed_before + clock() - t0
+        if time_budget is not None and parallel is not None:
+            elapsed = parallel.agree(elapsed)
+        if time_budget is not None and elapsed >= time_budget:
+            break
+        progress_frac = step / steps
+        if time_budget is not None:
+            progress_frac = max(progress_frac, elapsed / time_budget)
+        factor = lr_factor(progress_frac, step, warmup, schedule, min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * factor * group.get("lr_scale", 1.0)
+        batch = get_batch(step)
+        loss = loss_fn(model, batch)
+        loss, logged = loss if isinstance(loss, tuple) else (loss, loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip and parallel is not None:
+            parallel.clip_grad_norm_(model, grad_clip)
+        elif grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip, foreach=True)
+        optimizer.step()
+        step += 1
+        loss_value, step_tokens = logged.item(), count_tokens(batch)
+        if parallel is not None:
+            loss_value, step_tokens = parallel.step_stats(loss_value, step_tokens)
+        tokens += step_tokens
+        history["train_steps"].append(step)
+        history["train_losses"].append(loss_value)
+        if eval_fn is not None and eval_every and step % eval_every == 0 and step < steps:
+            history["val_steps"].append(step)
+            history["val_losses"].append(float(eval_fn(model)))
+        if bar is not None:
+            bar.update(1)
+            if step % 50 == 0 or step == steps:
+                seconds = elapsed_before + clock() - t0
+                if time_budget is not None:      # the ETA of a timed run: steps that fit
+                    bar.total = min(steps, max(step, int(step * time_budget / max(seconds, 1e-9))))
+                bar.set_postfix(loss=f"{history['train_losses'][-1]:.3f}",
+                                tok_s=f"{tokens / max(seconds, 1e-9):,.0f}", refresh=False)
+        # the periodic checkpoint (not at the last step: the final one follows at once)
+        due = bool(checkpoint_every) and step % checkpoint_every == 0
+        if checkpoint_minutes:
+            late = time.monotonic() - saved_at >= 60 * checkpoint_minutes
+            due = due or (parallel.any(late) if parallel is not None else late)
+        if due and step < steps:
+            save(step, elapsed_before + clock() - t0)
+            saved_step, saved_at = step, time.monotonic()
+        stopping = out_dir is not None and stop.requested() is not None
+        if out_dir is not None and parallel is not None:
+            stopping = parallel.any(stopping)
+        if stopping:
+            break
     seconds = elapsed_before + clock() - t0
     if bar is not None:
         bar.close()
     if stopping:
         path = save(step, seconds) if saved_step != step else checkpoint.checkpoints(out_dir)[-1]
-        raise stop.Interrupted(request.signum or signal.SIGTERM, step, path)
+        raise stop.Interrupted(stop.requested() or signal.SIGTERM, step, path)
     val_loss = None
     if eval_fn is not None:
         val_loss = float(eval_fn(model))
