@@ -204,3 +204,27 @@ def test_checkpoint_minutes(tmp_path):
     train(_model(), data.Batches(_seqs(), 4), steps=4, progress=False, out_dir=tmp_path,
           checkpoint_minutes=1e-9, keep=None)
     assert _steps(tmp_path) == [1, 2, 3, 4]
+
+
+def test_cli_disk_full_is_one_line(tmp_path, monkeypatch, capsys):
+    """gptcore train whose second checkpoint meets a full disk: exit 1, one line saying the
+    first checkpoint is intact, and that checkpoint still loads."""
+    from gptcore import cli
+    calls, write = [], atomic.write_file
+
+    def full_after_the_first_save(path, data_):
+        calls.append(path)
+        if len(calls) > 5:     # the first save: model, config, optimizer, state, manifest
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        write(path, data_)
+    monkeypatch.setattr(atomic, "write_file", full_after_the_first_save)
+    threads = torch.get_num_threads()
+    code = cli.main(["train", "--preset", "microgpt", "--steps", "6", "--checkpoint-every", "2",
+                     "--quiet", "--out", str(tmp_path)])
+    torch.set_num_threads(threads)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith("gptcore train: --out: could not write a checkpoint"), err
+    assert "No space left on device" in err[0] and "step-00000002 is intact" in err[0], err
+    assert _steps(tmp_path) == [2]
+    checkpoint.load_model(tmp_path)
