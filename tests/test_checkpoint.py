@@ -56,6 +56,9 @@ def test_layout_round_trip_and_keep(tmp_path):
         assert torch.equal(a, b), name
     # one checkpoint directory is accepted on its own too
     assert checkpoint.resolve(tmp_path / "checkpoints" / "step-00000006").name == "step-00000006"
+    # once the first of them is pruned, a third save still sorts newest
+    checkpoint.save(tmp_path, model, state={"step": 9}, keep=1)
+    assert [c.name for c in checkpoint.checkpoints(tmp_path)] == ["step-00000009-3"]
 
 
 @pytest.mark.parametrize("damage, expected", [

@@ -69,9 +69,10 @@ def begin(out_dir, step):
     root = Path(out_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     atomic.clean(root)
-    name, again = f"step-{step:08d}", 2
-    while (root / name).exists():          # the same step saved twice: the later one wins
-        name, again = f"step-{step:08d}-{again}", again + 1
+    # the same step saved again (a finished run run again): a higher suffix, so it sorts newer
+    taken = [int(m[2] or 1) for m in map(_NAME.fullmatch, (p.name for p in root.iterdir()))
+             if m and int(m[1]) == step]
+    name = f"step-{step:08d}" + (f"-{max(taken) + 1}" if taken else "")
     return atomic.stage(root, name), root / name
 
 
