@@ -11,6 +11,12 @@ without it.
 
 `make gpu-check` sets GPTCORE_TEST_DEVICE=cuda: the Triton suites then run compiled on a GPU,
 every tensor a test makes lands on the CUDA device, and the interpreter stays off.
+
+GPTCORE_TEST_FP32_PRECISION=high runs the session under torch.set_float32_matmul_precision("high"),
+so fp32 tl.dot runs TF32 (the kernels follow torch's setting) and the suites' tolerances take
+their TF32 bounds (tests/checks.py). On the interpreter, fp32 dot operands are then truncated to
+TF32 as the GPU's tensor cores read them. ("medium" is refused: on CPUs with bf16 units it
+moves torch's own fp32 CPU matmuls, the reference's, to bf16.)
 """
 import os
 
@@ -27,6 +33,25 @@ if GPU_RUN:
     torch.set_default_device("cuda")
 
 gptcore.available_backends()   # imports gptcore.backends.triton and its kernels now
+
+FP32_PRECISION = os.environ.get("GPTCORE_TEST_FP32_PRECISION", "highest")
+if FP32_PRECISION not in ("highest", "high"):
+    raise pytest.UsageError(f"GPTCORE_TEST_FP32_PRECISION: expected highest or high, "
+                            f"got {FP32_PRECISION!r}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fp32_precision():
+    """The session's fp32 matmul precision (GPTCORE_TEST_FP32_PRECISION, default highest)."""
+    if FP32_PRECISION == "highest":
+        yield
+    elif GPU_RUN:
+        torch.set_float32_matmul_precision(FP32_PRECISION)
+        yield
+    else:
+        from checks import interpreter_tf32
+        with interpreter_tf32():
+            yield
 
 
 def _isa_levels():

@@ -3,10 +3,15 @@
 (bf16); each is compiled with triton.compile(ASTSource(...), target=GPUTarget("cuda", arch,
 32)) and its cubin read with the wheel's cuobjdump. Every other specialisation a launch can
 produce with that config (fp16 and fp32 operands, softcap, varlen, sinks on or off) is
-compiled too, one change at a time; a config's tile table lists the specialisations it is not
-proven for, and the autotune pruner never picks it for those.
+compiled too, one change at a time, and fp32 operands both ways PyTorch's precision setting
+can ask for (gptcore/backends/triton/kernels/precision.py): TF32 tensor cores and "ieee" fp32
+FMA; a config's tile table lists the specialisations it is not proven for, and the autotune
+pruner never picks it for those.
 Exits non-zero on a register spill, on shared memory above the architecture's per-block
-limit, or on a kernel with a tl.dot that compiled to no tensor-core instruction.
+limit, on a kernel with a tl.dot that compiled to no tensor-core instruction, or on an "ieee"
+one that did (its products would then be TF32). The "ieee" forms are the exact, slow path
+(fp32 FMA, several times the tensor cores' time): their spills are printed, not failed, since
+the tiles are sized for the tensor-core forms.
 """
 import argparse
 import importlib
@@ -33,6 +38,8 @@ NO_DOT = ("attention_bwd_preprocess", "attention_combine", "moe_route", "moe_ind
 # (gptcore/backends/triton/kernels/attention_common.py), where the autotune pruner reads it too.
 FLAGS = {"HAS_SOFTCAP": "softcap", "IS_VARLEN": "varlen", "HAS_SINKS": "sinks"}
 DTYPES = ("fp16", "fp32")
+# Name suffix of the fp32 form compiled with DOT_PRECISION="ieee" (torch's "highest" precision).
+IEEE_TAG = "+fp32-ieee"
 
 
 def specs():
@@ -50,12 +57,15 @@ def specs():
 def variants(spec):
     """The other specialisations of one spec, one change each: every boolean flag among FLAGS
     flipped, and each of DTYPES in place of bf16 operands; minus those its tile table says
-    it is not proven for (the autotune pruner never picks it for them)."""
+    it is not proven for (the autotune pruner never picks it for them). A kernel with a tl.dot
+    (a DOT_PRECISION constexpr) is compiled with fp32 operands in "ieee" precision as well."""
     unproven = spec.get("unproven", ())
     found = [("flag", f) for f, name in FLAGS.items()
              if f in spec["constexprs"] and name not in unproven]
     if any(kind == "*bf16" for kind in spec["signature"].values()):
         found += [("dtype", d) for d in DTYPES if d not in unproven]
+    if "DOT_PRECISION" in spec["constexprs"] and "fp32" not in unproven:
+        found.append(("precision", "ieee"))
     return found
 
 
@@ -68,10 +78,15 @@ def apply_variant(spec, variant):
     if kind == "flag":
         spec["constexprs"][value] = not spec["constexprs"][value]
         spec["name"] += f"+{value.lower()}={spec['constexprs'][value]}"
-    else:
+    elif kind == "dtype":
         spec["signature"] = {n: f"*{value}" if t == "*bf16" else t
                              for n, t in spec["signature"].items()}
         spec["name"] += f"+{value}"
+    else:
+        spec["signature"] = {n: "*fp32" if t == "*bf16" else t
+                             for n, t in spec["signature"].items()}
+        spec["constexprs"]["DOT_PRECISION"] = value
+        spec["name"] += IEEE_TAG
     return spec
 
 
@@ -131,11 +146,15 @@ def specialize(spec):
 def problems(report):
     """Why one compiled kernel is unhealthy (empty if it is fine)."""
     found = []
-    if report["spill"] > 0:
+    ieee = IEEE_TAG in report["name"]
+    if report["spill"] > 0 and not ieee:
         found.append(f"spills {report['spill']} bytes")
     if report["shared"] > SMEM_LIMIT[report["arch"]]:
         found.append(f"shared {report['shared']} B > {SMEM_LIMIT[report['arch']]} B")
-    if report["mma"] is None and not report["name"].startswith(NO_DOT):
+    if ieee:
+        if report["mma"] is not None:
+            found.append(f"ieee fp32 compiled to {report['mma']} (TF32)")
+    elif report["mma"] is None and not report["name"].startswith(NO_DOT):
         found.append("no tensor-core instruction")
     return found
 

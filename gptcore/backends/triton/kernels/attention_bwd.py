@@ -7,6 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
+from gptcore.backends.triton.kernels import precision
 from gptcore.backends.triton.kernels.attention_common import (block_d, block_ranges, configs, pruner, scores,
                                               seq_bounds, stride_hints, visible)
 
@@ -69,7 +70,8 @@ def _load_lse2(lse_base, rows, row_ok, sl_s):
 @triton.jit
 def _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sq_s, sl_s, cols, shift,
                  start, end, len_q, len_k, left, right, score_scale, cap_scale, offs_m, offs_d,
-                 d_ok, MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, BLOCK_M: tl.constexpr):
+                 d_ok, MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, BLOCK_M: tl.constexpr,
+                 DOT_PRECISION: tl.constexpr):
     """Adds the Q blocks [start, end) of one query head to dk, dv (N, D), transposed math."""
     for m0 in range(start, end, BLOCK_M):
         rows = m0 + offs_m                                                    # (M,)
@@ -83,18 +85,19 @@ def _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sq_s, sl_s
                      mask=row_ok[:, None] & d_ok[None, :], other=0.0)          # (M, D)
         lse2 = _load_lse2(lse_base, rows, row_ok, sl_s)
         delta = tl.load(delta_base + rows * sl_s, mask=row_ok, other=0.0)
-        st = scores(tl.dot(k, qt), score_scale, cap_scale, HAS_SOFTCAP)       # (N, M)
+        st = scores(tl.dot(k, qt, input_precision=DOT_PRECISION), score_scale, cap_scale,
+                    HAS_SOFTCAP)                                              # (N, M)
         pt = tl.math.exp2(st - lse2[None, :])
         if MASKED:
             pt = tl.where(visible((rows + shift)[None, :], cols[:, None], len_k, left, right),
                           pt, 0.0)
-        dv += tl.dot(pt.to(do.dtype), do)                                     # (N, D)
-        dpt = tl.dot(v, tl.trans(do))                                         # (N, M)
+        dv += tl.dot(pt.to(do.dtype), do, input_precision=DOT_PRECISION)      # (N, D)
+        dpt = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)          # (N, M)
         dst = pt * (dpt - delta[None, :])
         if HAS_SOFTCAP:
             t = st / cap_scale
             dst = dst * (1.0 - t * t)
-        dk += tl.dot(dst.to(qt.dtype), tl.trans(qt))
+        dk += tl.dot(dst.to(qt.dtype), tl.trans(qt), input_precision=DOT_PRECISION)
     return dk, dv
 
 
@@ -106,7 +109,7 @@ def attention_bwd_dkdv_kernel(
     sl_b, sl_h, sl_s,                               # strides of lse/delta
     sm_scale, score_scale, cap_scale, left, right,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_SOFTCAP: tl.constexpr, IS_VARLEN: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr, IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
@@ -141,15 +144,15 @@ def attention_bwd_dkdv_kernel(
         dk, dv = _dkdv_blocks(dk, dv, k, v, Q + q_off, DOut + q_off, Lse + l_off, Delta + l_off,
                               sq_s, sl_s, cols, shift, start, full_lo, len_q, len_k, left, right,
                               score_scale, cap_scale, offs_m, offs_d, d_ok, True, HAS_SOFTCAP,
-                              BLOCK_M)
+                              BLOCK_M, DOT_PRECISION)
         dk, dv = _dkdv_blocks(dk, dv, k, v, Q + q_off, DOut + q_off, Lse + l_off, Delta + l_off,
                               sq_s, sl_s, cols, shift, full_lo, full_hi, len_q, len_k, left, right,
                               score_scale, cap_scale, offs_m, offs_d, d_ok, False, HAS_SOFTCAP,
-                              BLOCK_M)
+                              BLOCK_M, DOT_PRECISION)
         dk, dv = _dkdv_blocks(dk, dv, k, v, Q + q_off, DOut + q_off, Lse + l_off, Delta + l_off,
                               sq_s, sl_s, cols, shift, full_hi, end, len_q, len_k, left, right,
                               score_scale, cap_scale, offs_m, offs_d, d_ok, True, HAS_SOFTCAP,
-                              BLOCK_M)
+                              BLOCK_M, DOT_PRECISION)
     tl.store(DK + kv_off, (dk * sm_scale).to(DK.dtype.element_ty), mask=kv_ok)
     tl.store(DV + kv_off, dv.to(DV.dtype.element_ty), mask=kv_ok)
 
@@ -157,7 +160,8 @@ def attention_bwd_dkdv_kernel(
 @triton.jit
 def _dq_blocks(dq, q, do, lse2, delta, k_base, v_base, sk_s, pos, start, end, len_k, left, right,
                score_scale, cap_scale, offs_n, offs_d, d_ok,
-               MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, BLOCK_N: tl.constexpr):
+               MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, BLOCK_N: tl.constexpr,
+               DOT_PRECISION: tl.constexpr):
     """Adds the K/V blocks [start, end) to dq (M, D)."""
     for n0 in range(start, end, BLOCK_N):
         cols = n0 + offs_n
@@ -168,15 +172,16 @@ def _dq_blocks(dq, q, do, lse2, delta, k_base, v_base, sk_s, pos, start, end, le
         tile_ok = col_ok[None, :] & d_ok[:, None]
         kt = tl.load(k_base + cols[None, :] * sk_s + offs_d[:, None], mask=tile_ok, other=0.0)
         vt = tl.load(v_base + cols[None, :] * sk_s + offs_d[:, None], mask=tile_ok, other=0.0)
-        s = scores(tl.dot(q, kt), score_scale, cap_scale, HAS_SOFTCAP)        # (M, N)
+        s = scores(tl.dot(q, kt, input_precision=DOT_PRECISION), score_scale, cap_scale,
+                   HAS_SOFTCAP)                                               # (M, N)
         p = tl.math.exp2(s - lse2[:, None])
         if MASKED:
             p = tl.where(visible(pos[:, None], cols[None, :], len_k, left, right), p, 0.0)
-        ds = p * (tl.dot(do, vt) - delta[:, None])
+        ds = p * (tl.dot(do, vt, input_precision=DOT_PRECISION) - delta[:, None])
         if HAS_SOFTCAP:
             t = s / cap_scale
             ds = ds * (1.0 - t * t)
-        dq += tl.dot(ds.to(kt.dtype), tl.trans(kt))                           # (M, D)
+        dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=DOT_PRECISION)  # (M, D)
     return dq
 
 
@@ -188,6 +193,7 @@ def attention_bwd_dq_kernel(
     sm_scale, score_scale, cap_scale, left, right,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_SINKS: tl.constexpr, HAS_SOFTCAP: tl.constexpr, IS_VARLEN: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -221,13 +227,13 @@ def attention_bwd_dq_kernel(
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     dq = _dq_blocks(dq, q, do, lse2, delta, K + kv_off, V + kv_off, sk_s, pos, start, full_lo,
                     len_k, left, right, score_scale, cap_scale, offs_n, offs_d, d_ok, True,
-                    HAS_SOFTCAP, BLOCK_N)
+                    HAS_SOFTCAP, BLOCK_N, DOT_PRECISION)
     dq = _dq_blocks(dq, q, do, lse2, delta, K + kv_off, V + kv_off, sk_s, pos, full_lo, full_hi,
                     len_k, left, right, score_scale, cap_scale, offs_n, offs_d, d_ok, False,
-                    HAS_SOFTCAP, BLOCK_N)
+                    HAS_SOFTCAP, BLOCK_N, DOT_PRECISION)
     dq = _dq_blocks(dq, q, do, lse2, delta, K + kv_off, V + kv_off, sk_s, pos, full_hi, end,
                     len_k, left, right, score_scale, cap_scale, offs_n, offs_d, d_ok, True,
-                    HAS_SOFTCAP, BLOCK_N)
+                    HAS_SOFTCAP, BLOCK_N, DOT_PRECISION)
     tl.store(DQ + q_off, (dq * sm_scale).to(DQ.dtype.element_ty), mask=tile_ok)
     if HAS_SINKS:
         # d sink = -sum_rows P_sink * Delta, P_sink = exp(sink - lse): one partial per program.
@@ -237,11 +243,12 @@ def attention_bwd_dq_kernel(
 
 
 attention_bwd_dkdv_tuned = triton.autotune(
-    configs(DKDV_CONFIGS, INTERPRETER_CONFIG), key=["HEAD_DIM", "HAS_SOFTCAP", "IS_VARLEN"],
+    configs(DKDV_CONFIGS, INTERPRETER_CONFIG),
+    key=["HEAD_DIM", "HAS_SOFTCAP", "IS_VARLEN", "DOT_PRECISION"],
     prune_configs_by={"early_config_prune": pruner(DKDV_CONFIGS)})(attention_bwd_dkdv_kernel)
 attention_bwd_dq_tuned = triton.autotune(
-    configs(DQ_CONFIGS, INTERPRETER_CONFIG), key=["HEAD_DIM", "HAS_SINKS", "HAS_SOFTCAP",
-                                                  "IS_VARLEN"],
+    configs(DQ_CONFIGS, INTERPRETER_CONFIG),
+    key=["HEAD_DIM", "HAS_SINKS", "HAS_SOFTCAP", "IS_VARLEN", "DOT_PRECISION"],
     prune_configs_by={"early_config_prune": pruner(DQ_CONFIGS)})(attention_bwd_dq_kernel)
 
 
@@ -255,7 +262,8 @@ def launch(dout, dlse, q, k, v, out, lse, sinks, dq, dk, dv, cu_q, cu_k, sizes, 
     varlen = cu_q is not None
     cu_q = cu_q if varlen else lse
     cu_k = cu_k if varlen else lse
-    meta = dict(HEAD_DIM=D, BLOCK_D=block_d(D), HAS_SOFTCAP=softcap > 0, IS_VARLEN=varlen)
+    meta = dict(HEAD_DIM=D, BLOCK_D=block_d(D), HAS_SOFTCAP=softcap > 0, IS_VARLEN=varlen,
+                DOT_PRECISION=precision.dot_precision(q.dtype))
     delta = torch.empty_like(lse)
     attention_bwd_preprocess_kernel[(triton.cdiv(max_seq_q, PREPROCESS_ROWS), batch * heads)](
         out, dout, dlse, delta, cu_q, seq_q, heads, *q_strides, *lse_strides,
@@ -298,13 +306,15 @@ def aot_specs():
                         ["Q", "K", "V", "DOut", "DK", "DV"], ["Lse", "Delta"],
                         ints + ["n_kv_heads"],
                         dict(HEAD_DIM=D, BLOCK_D=D, BLOCK_M=m, BLOCK_N=n, HAS_SOFTCAP=False,
-                             IS_VARLEN=False), w, s, floats), unproven=unproven) for D in dims]
+                             IS_VARLEN=False, DOT_PRECISION=precision.DEFAULT), w, s, floats),
+                       unproven=unproven) for D in dims]
     for m, n, w, s, dims, unproven in DQ_CONFIGS:
         specs += [dict(_spec(attention_bwd_dq_kernel, f"attention_bwd_dq_d{D}_m{m}_n{n}_w{w}_s{s}",
                         ["Q", "K", "V", "DOut", "Sinks", "DQ"], ["Lse", "Delta", "DSinkPart"],
                         ints + ["n_heads", "dsink_stride"],
                         dict(HEAD_DIM=D, BLOCK_D=D, BLOCK_M=m, BLOCK_N=n, HAS_SINKS=True,
-                             HAS_SOFTCAP=False, IS_VARLEN=False), w, s, floats),
+                             HAS_SOFTCAP=False, IS_VARLEN=False,
+                             DOT_PRECISION=precision.DEFAULT), w, s, floats),
                        unproven=unproven) for D in dims]
     return specs
 

@@ -5,6 +5,7 @@ packed (varlen) sequences, and with SPLIT=True one slice of the keys of a split-
 import triton
 import triton.language as tl
 
+from gptcore.backends.triton.kernels import precision
 from gptcore.backends.triton.kernels.attention_common import (block_d, block_ranges, configs, interpreting,
                                               pruner, scores, seq_bounds, stride_hints, visible)
 
@@ -33,7 +34,8 @@ def prune(cfgs, named_args, **kwargs):
 @triton.jit
 def _fwd_blocks(acc, m_i, l_i, q, k_base, v_base, stride_ks, pos, start, end, seq_k, left, right,
                 score_scale, cap_scale, offs_n, offs_d, d_ok,
-                MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, BLOCK_N: tl.constexpr):
+                MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, BLOCK_N: tl.constexpr,
+                DOT_PRECISION: tl.constexpr):
     """Online softmax over key blocks [start, end): acc (M, D), m_i, l_i (M,) in log2 units."""
     for n0 in range(start, end, BLOCK_N):
         cols = n0 + offs_n                                                    # (N,)
@@ -43,7 +45,8 @@ def _fwd_blocks(acc, m_i, l_i, q, k_base, v_base, stride_ks, pos, start, end, se
             kv_ok = cols >= 0                    # every key of an unmasked block exists
         kt = tl.load(k_base + cols[None, :] * stride_ks + offs_d[:, None],
                      mask=kv_ok[None, :] & d_ok[:, None], other=0.0)           # (D, N)
-        s = scores(tl.dot(q, kt), score_scale, cap_scale, HAS_SOFTCAP)        # (M, N)
+        s = scores(tl.dot(q, kt, input_precision=DOT_PRECISION), score_scale, cap_scale,
+                   HAS_SOFTCAP)                                               # (M, N)
         if MASKED:
             s = tl.where(visible(pos[:, None], cols[None, :], seq_k, left, right), s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -53,7 +56,7 @@ def _fwd_blocks(acc, m_i, l_i, q, k_base, v_base, stride_ks, pos, start, end, se
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(v_base + cols[:, None] * stride_ks + offs_d[None, :],
                     mask=kv_ok[:, None] & d_ok[None, :], other=0.0)            # (N, D)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         m_i = m_new
     return acc, m_i, l_i
 
@@ -68,7 +71,7 @@ def attention_fwd_kernel(
     score_scale, cap_scale, left, right,            # log2-domain scales, window (-1 unbounded)
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_SINKS: tl.constexpr, HAS_SOFTCAP: tl.constexpr, IS_VARLEN: tl.constexpr,
-    SPLIT: tl.constexpr, PACK_GQA: tl.constexpr,
+    SPLIT: tl.constexpr, PACK_GQA: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -138,13 +141,13 @@ def attention_fwd_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     acc, m_i, l_i = _fwd_blocks(acc, m_i, l_i, q, K + kv_off, V + kv_off, sk_s, pos, start, full_lo,
                                 len_k, left, right, score_scale, cap_scale, offs_n, offs_d, d_ok,
-                                True, HAS_SOFTCAP, BLOCK_N)
+                                True, HAS_SOFTCAP, BLOCK_N, DOT_PRECISION)
     acc, m_i, l_i = _fwd_blocks(acc, m_i, l_i, q, K + kv_off, V + kv_off, sk_s, pos, full_lo,
                                 full_hi, len_k, left, right, score_scale, cap_scale, offs_n, offs_d,
-                                d_ok, False, HAS_SOFTCAP, BLOCK_N)
+                                d_ok, False, HAS_SOFTCAP, BLOCK_N, DOT_PRECISION)
     acc, m_i, l_i = _fwd_blocks(acc, m_i, l_i, q, K + kv_off, V + kv_off, sk_s, pos, full_hi, end,
                                 len_k, left, right, score_scale, cap_scale, offs_n, offs_d, d_ok,
-                                True, HAS_SOFTCAP, BLOCK_N)
+                                True, HAS_SOFTCAP, BLOCK_N, DOT_PRECISION)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)                  # rows that see nothing: m_i = -inf
     lse = (m_i + tl.math.log2(l_safe)) * 0.6931471805599453  # natural log; -inf if nothing seen
@@ -160,7 +163,8 @@ def attention_fwd_kernel(
 
 
 attention_fwd_tuned = triton.autotune(
-    configs(GPU_CONFIGS, INTERPRETER_CONFIG), key=["HEAD_DIM", "HAS_SOFTCAP", "IS_VARLEN"],
+    configs(GPU_CONFIGS, INTERPRETER_CONFIG), key=["HEAD_DIM", "HAS_SOFTCAP", "IS_VARLEN",
+                                                  "DOT_PRECISION"],
     prune_configs_by={"early_config_prune": prune})(attention_fwd_kernel)
 
 
@@ -175,7 +179,8 @@ def launch(q, k, v, sinks, out, lse, cu_q, cu_k, sizes, q_strides, kv_strides, l
             cu_q if cu_q is not None else q, cu_k if cu_k is not None else q,
             seq_q, seq_k, max_seq_q, heads, group, *q_strides, *kv_strides, *lse_strides)
     meta = dict(HEAD_DIM=D, BLOCK_D=block_d(D), HAS_SINKS=sinks is not None,
-                HAS_SOFTCAP=softcap > 0, IS_VARLEN=cu_q is not None)
+                HAS_SOFTCAP=softcap > 0, IS_VARLEN=cu_q is not None,
+                DOT_PRECISION=precision.dot_precision(q.dtype))
     if split is None:
         def grid(cfg):
             return triton.cdiv(max_seq_q, cfg["BLOCK_M"]), batch * heads, 1
@@ -206,7 +211,8 @@ def aot_spec(D, bm, bn, warps, stages):
                                    "split_o", "split_lse", "split_len", "left", "right")})
     sig.update({"score_scale": "fp32", "cap_scale": "fp32"})
     const = dict(HEAD_DIM=D, BLOCK_D=D, BLOCK_M=bm, BLOCK_N=bn, HAS_SINKS=True,
-                 HAS_SOFTCAP=False, IS_VARLEN=False, SPLIT=False, PACK_GQA=False)
+                 HAS_SOFTCAP=False, IS_VARLEN=False, SPLIT=False, PACK_GQA=False,
+                 DOT_PRECISION=precision.DEFAULT)
     sig.update({n: "constexpr" for n in const})
     return {"name": f"attention_fwd_d{D}_m{bm}_n{bn}_w{warps}_s{stages}",
             "fn": attention_fwd_kernel, "signature": sig, "constexprs": const,

@@ -10,6 +10,7 @@ import torch
 import triton
 
 from . import moe_gemm as gemm
+from . import precision
 from .moe_route import build_index, route, route_bwd  # noqa: F401  (re-exported launchers)
 
 # Tile configs keyed on (T bucket, H, I, E); a shape not listed uses its bucket's default
@@ -91,7 +92,8 @@ def _gate_up(x, index, gate_up, gate_up_scales, bias, top_k, activation, alpha, 
         bias.contiguous() if bias is not None else x,
         sorted_slots, block_expert, act, pre, T * top_k, H, I, alpha, limit,
         TOP_K=top_k, ACTIVATION=gemm.ACTIVATIONS[activation], HAS_BIAS=bias is not None,
-        STORE_PRE=store_pre, MXFP4=mxfp4, **_launch_meta(cfg))
+        STORE_PRE=store_pre, MXFP4=mxfp4, DOT_PRECISION=precision.dot_precision(x.dtype),
+        **_launch_meta(cfg))
     return act, pre
 
 
@@ -107,7 +109,7 @@ def _gemm(a, b, b_scales, bias, rw, index, top_k, N, K, b_strides, out, cfg, *, 
         sorted_slots, block_expert, rw.numel(), N, K, *b_strides, out.stride(0), alpha, limit,
         TOP_K=top_k, A_BY_TOKEN=a_by_token, C_BY_SLOT=c_by_slot, HAS_BIAS=bias is not None,
         SCALE_ROWS=scale_rows, EPILOGUE=epilogue, ACTIVATION=gemm.ACTIVATIONS[activation],
-        MXFP4=mxfp4, **_launch_meta(cfg))
+        MXFP4=mxfp4, DOT_PRECISION=precision.dot_precision(a.dtype), **_launch_meta(cfg))
 
 
 def _index(indices, E, cfg):
@@ -206,7 +208,8 @@ def _wgrad(left, right, rw, sorted_slots, offsets, top_k, E, N, K, *, l_by_token
     gemm._grouped_wgrad_kernel[grid](
         left, right, rw, sorted_slots, offsets, dw, dbias, rw.numel(), N, K,
         TOP_K=top_k, L_BY_TOKEN=l_by_token, R_BY_TOKEN=r_by_token, SCALE_L=scale_l,
-        HAS_BIAS=has_bias, **_launch_meta(cfg))
+        HAS_BIAS=has_bias, DOT_PRECISION=precision.dot_precision(right.dtype),
+        **_launch_meta(cfg))
     return dw, dbias
 
 
@@ -240,7 +243,8 @@ def _gemm_specs(tag, cfg, act_dtype, activation, mxfp4):
         dict(common, x_ptr=f"*{act_dtype}", w_ptr=w, w_scales_ptr="*u8",
              bias_ptr=f"*{act_dtype}", act_ptr=f"*{act_dtype}", pre_ptr="*fp32"),
         dict(TOP_K=4 if activation == "gpt_oss" else 2, ACTIVATION=gemm.ACTIVATIONS[activation],
-             HAS_BIAS=activation == "gpt_oss", STORE_PRE=False, MXFP4=mxfp4, **tiles),
+             HAS_BIAS=activation == "gpt_oss", STORE_PRE=False, MXFP4=mxfp4,
+             DOT_PRECISION=precision.DEFAULT, **tiles),
         cfg["num_warps"], cfg["num_stages"])
     down = _spec(f"moe_down_{tag}", gemm._grouped_gemm_kernel, _generic_types(act_dtype, w),
                  _generic_constexprs(tiles, activation, mxfp4, a_by_token=False, c_by_slot=True,
@@ -260,7 +264,8 @@ def _generic_constexprs(tiles, activation, mxfp4, *, a_by_token, c_by_slot, scal
                         epilogue):
     return dict(TOP_K=4 if activation == "gpt_oss" else 2, A_BY_TOKEN=a_by_token,
                 C_BY_SLOT=c_by_slot, HAS_BIAS=activation == "gpt_oss", SCALE_ROWS=scale_rows,
-                EPILOGUE=epilogue, ACTIVATION=gemm.ACTIVATIONS[activation], MXFP4=mxfp4, **tiles)
+                EPILOGUE=epilogue, ACTIVATION=gemm.ACTIVATIONS[activation], MXFP4=mxfp4,
+                DOT_PRECISION=precision.DEFAULT, **tiles)
 
 
 def _backward_specs(tag, cfg, act_dtype, activation):
@@ -284,11 +289,12 @@ def _backward_specs(tag, cfg, act_dtype, activation):
             tiles, activation, False, a_by_token=False, c_by_slot=True, scale_rows=False,
             epilogue=0), warps, stages),
         _spec(f"moe_ddown_{tag}", gemm._grouped_wgrad_kernel, wg_types, dict(
-            TOP_K=2, L_BY_TOKEN=True, R_BY_TOKEN=False, SCALE_L=True, HAS_BIAS=True, **wg_tiles),
+            TOP_K=2, L_BY_TOKEN=True, R_BY_TOKEN=False, SCALE_L=True, HAS_BIAS=True,
+            DOT_PRECISION=precision.DEFAULT, **wg_tiles),
             wg["num_warps"], wg["num_stages"]),
         _spec(f"moe_dgate_up_w_{tag}", gemm._grouped_wgrad_kernel, wg_types, dict(
             TOP_K=2, L_BY_TOKEN=False, R_BY_TOKEN=True, SCALE_L=False, HAS_BIAS=True,
-            **wg_tiles), wg["num_warps"], wg["num_stages"]),
+            DOT_PRECISION=precision.DEFAULT, **wg_tiles), wg["num_warps"], wg["num_stages"]),
     ]
 
 

@@ -52,6 +52,7 @@ def _gate_up_kernel(
     TOP_K: tl.constexpr, ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr,
     STORE_PRE: tl.constexpr, MXFP4: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -87,8 +88,8 @@ def _gate_up_kernel(
         else:
             b_gate = tl.load(gate_ptrs, mask=b_mask, other=0.0)
             b_up = tl.load(up_ptrs, mask=b_mask, other=0.0)
-        acc_gate = tl.dot(a, b_gate.to(a.dtype), acc_gate)
-        acc_up = tl.dot(a, b_up.to(a.dtype), acc_up)
+        acc_gate = tl.dot(a, b_gate.to(a.dtype), acc_gate, input_precision=DOT_PRECISION)
+        acc_up = tl.dot(a, b_up.to(a.dtype), acc_up, input_precision=DOT_PRECISION)
         a_ptrs += BLOCK_K
         gate_ptrs += BLOCK_K
         up_ptrs += BLOCK_K
@@ -132,6 +133,7 @@ def _grouped_gemm_kernel(
     HAS_BIAS: tl.constexpr, SCALE_ROWS: tl.constexpr, EPILOGUE: tl.constexpr,
     ACTIVATION: tl.constexpr, MXFP4: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     """C = rowscale * (A B_e + bias_e), then EPILOGUE 0: store C; 1: C is dact, store the GLU
     backward d(gate, up) into (rows, 2N); 2: store rowwise partial dot(C, dy[token]) per slot
@@ -162,7 +164,7 @@ def _grouped_gemm_kernel(
                             b_mask)
         else:
             b = tl.load(b_ptrs, mask=b_mask, other=0.0)                 # (BK, BN)
-        acc = tl.dot(a, b.to(a.dtype), acc)
+        acc = tl.dot(a, b.to(a.dtype), acc, input_precision=DOT_PRECISION)
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K * stride_bk
     if HAS_BIAS:
@@ -217,6 +219,7 @@ def _grouped_wgrad_kernel(
     TOP_K: tl.constexpr, L_BY_TOKEN: tl.constexpr, R_BY_TOKEN: tl.constexpr,
     SCALE_L: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     """dW[e] = sum over expert e's rows of (scale * L)^T R, walked in row order (deterministic);
     dbias[e] = its column sums of scale * L."""
@@ -243,7 +246,7 @@ def _grouped_wgrad_kernel(
         if SCALE_L:
             rw = tl.load(rw_ptr + slots, mask=row_ok, other=0.0)
             left = (left.to(tl.float32) * rw[:, None]).to(right.dtype)
-        acc = tl.dot(tl.trans(left.to(right.dtype)), right, acc)
+        acc = tl.dot(tl.trans(left.to(right.dtype)), right, acc, input_precision=DOT_PRECISION)
         if HAS_BIAS:
             bias_acc += tl.sum(left.to(tl.float32), axis=0)
     out = dw_ptr + (e * N + n[:, None].to(tl.int64)) * K + ks[None, :]
