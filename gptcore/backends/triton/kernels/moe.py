@@ -79,7 +79,8 @@ def _launch_meta(cfg):
 
 def _gate_up(x, index, gate_up, gate_up_scales, bias, top_k, activation, alpha, limit, cfg,
              store_pre, mxfp4=False):
-    """GEMM 1 -> act (rows, I) in x's dtype [, pre (rows, 2I) fp32]."""
+    """GEMM 1 -> act (rows, I) in x's dtype [, pre (rows, 2I) fp32]. Float weights are read
+    through their strides (gpt-oss's K-major (E, H, 2I) storage in place, no copy)."""
     _, sorted_slots, block_expert = index
     T, H = x.shape
     I = gate_up.shape[1] // 2
@@ -90,7 +91,7 @@ def _gate_up(x, index, gate_up, gate_up_scales, bias, top_k, activation, alpha, 
     gemm._gate_up_kernel[grid](
         x, gate_up, gate_up_scales if mxfp4 else gate_up,
         bias.contiguous() if bias is not None else x,
-        sorted_slots, block_expert, act, pre, T * top_k, H, I, alpha, limit,
+        sorted_slots, block_expert, act, pre, T * top_k, H, I, *gate_up.stride(), alpha, limit,
         TOP_K=top_k, ACTIVATION=gemm.ACTIVATIONS[activation], HAS_BIAS=bias is not None,
         STORE_PRE=store_pre, MXFP4=mxfp4, DOT_PRECISION=precision.dot_precision(x.dtype),
         **_launch_meta(cfg))
@@ -128,14 +129,15 @@ def _forward(x, indices, weights, gate_up, gate_up_scales, down, down_scales, ga
     x = x.contiguous()
     cfg = config(T, top_k, H, I, E, mxfp4_fp32=mxfp4 and x.dtype == torch.float32)
     index = _index(indices, E, cfg)
-    act, _ = _gate_up(x, index, gate_up.contiguous(), gate_up_scales, gate_up_bias, top_k,
-                      activation, alpha, limit, cfg, store_pre=False, mxfp4=mxfp4)
+    # MXFP4 blocks come contiguous (experts_mxfp4); float weights are read through their strides
+    act, _ = _gate_up(x, index, gate_up, gate_up_scales, gate_up_bias, top_k, activation, alpha,
+                      limit, cfg, store_pre=False, mxfp4=mxfp4)
     rw = weights.reshape(-1).float().contiguous()                  # (T*k,)
     per_slot = torch.zeros(T * top_k, H, device=x.device, dtype=torch.float32)
     # down (E, H, I): B[k=i, n=h] = down[e, h, i]
-    _gemm(act, down.contiguous(), down_scales, down_bias, rw, index, top_k, H, I,
-          (H * I, 1, I), per_slot, cfg, a_by_token=False, c_by_slot=True, scale_rows=True,
-          mxfp4=mxfp4)
+    b_strides = (down.stride(0), down.stride(2), down.stride(1))
+    _gemm(act, down, down_scales, down_bias, rw, index, top_k, H, I, b_strides, per_slot, cfg,
+          a_by_token=False, c_by_slot=True, scale_rows=True, mxfp4=mxfp4)
     return per_slot.view(T, top_k, H).sum(dim=1).to(x.dtype)      # (T, H), fixed order over k
 
 
@@ -161,7 +163,7 @@ def experts_bwd(dy, x, indices, weights, gate_up, down, gate_up_bias, down_bias,
     top_k = indices.shape[1]
     E, two_i = gate_up.shape[:2]
     I = two_i // 2
-    x, dy, gate_up, down = x.contiguous(), dy.contiguous(), gate_up.contiguous(), down.contiguous()
+    x, dy = x.contiguous(), dy.contiguous()       # the weights are read through their strides
     cfg = config(T, top_k, H, I, E, backward=True)
     index = _index(indices, E, cfg)
     offsets, sorted_slots, _ = index
@@ -171,18 +173,19 @@ def experts_bwd(dy, x, indices, weights, gate_up, down, gate_up_bias, down_bias,
                         cfg, store_pre=True)
     # d(gate, up) = GLU'(pre) * (w * dy[token]) @ down[e]: B[k=h, n=i] = down[e, h, i]
     dh = x.new_empty(sorted_slots.numel(), two_i)
-    _gemm(dy, down, None, None, rw, index, top_k, I, H, (H * I, I, 1), dh, cfg, a_by_token=True,
+    _gemm(dy, down, None, None, rw, index, top_k, I, H, down.stride(), dh, cfg, a_by_token=True,
           c_by_slot=False, scale_rows=True, epilogue=1, pre=pre, activation=activation,
           alpha=alpha, limit=limit)
     # d weights[slot] = dot(dy[token], act @ down[e]^T + down_bias[e]), partial per column block
     n_blocks = triton.cdiv(H, cfg["BLOCK_N"])
     partial = torch.zeros(num_slots, n_blocks, device=x.device, dtype=torch.float32)
-    _gemm(act, down, None, down_bias, rw, index, top_k, H, I, (H * I, 1, I), partial, cfg,
-          a_by_token=False, c_by_slot=True, scale_rows=False, epilogue=2, dy=dy)
+    _gemm(act, down, None, down_bias, rw, index, top_k, H, I,
+          (down.stride(0), down.stride(2), down.stride(1)), partial, cfg, a_by_token=False,
+          c_by_slot=True, scale_rows=False, epilogue=2, dy=dy)
     dweights = partial.sum(dim=1).view(T, top_k).to(weights.dtype)
     # dx[token] = sum over its slots of dh[row] @ gate_up[e]: B[k=j, n=h] = gate_up[e, j, h]
     per_slot = torch.zeros(num_slots, H, device=x.device, dtype=torch.float32)
-    _gemm(dh, gate_up, None, None, rw, index, top_k, H, two_i, (two_i * H, H, 1), per_slot, cfg,
+    _gemm(dh, gate_up, None, None, rw, index, top_k, H, two_i, gate_up.stride(), per_slot, cfg,
           a_by_token=False, c_by_slot=True, scale_rows=False)
     dx = per_slot.view(T, top_k, H).sum(dim=1).to(x.dtype)
     ddown, ddown_bias = _wgrad(dy, act, rw, sorted_slots, offsets, top_k, E, H, I,
@@ -217,24 +220,28 @@ def _wgrad(left, right, rw, sorted_slots, offsets, top_k, E, N, K, *, l_by_token
 
 # Sizes and strides that are multiples of 16 in every layer we target (H, I of Mixtral and
 # gpt-oss), so at run time the JIT specialises them as divisible by 16, as it does pointers.
-_DIVISIBLE_INTS = {"H", "I", "N", "K", "stride_be", "stride_bk", "stride_bn"}
+_DIVISIBLE_INTS = {"H", "I", "N", "K", "stride_be", "stride_bk", "stride_bn", "stride_we",
+                   "stride_wn", "stride_wk"}
 
 
 def _spec(name, fn, types, constexprs, num_warps, num_stages, divisible=_DIVISIBLE_INTS):
     """An aot_specs() entry: every argument typed, pointers from `types`, other names i32.
     "attrs" carries the divisibility hints the JIT derives at run time (as
-    triton.tools.compile does); without them the loads compile to scalar ones and spill."""
+    triton.tools.compile does); without them the loads compile to scalar ones and spill. A
+    stride given in `constexprs` (= 1) is compiled as the constant the JIT makes of it."""
     signature, attrs = {}, {}
     for i, arg in enumerate(fn.arg_names):
         signature[arg] = "constexpr" if arg in constexprs else types.get(arg, "i32")
-        if signature[arg].startswith("*") or arg in divisible:
+        if signature[arg].startswith("*") or (arg in divisible and arg not in constexprs):
             attrs[(i,)] = [["tt.divisibility", 16]]
     return dict(name=name, fn=fn, signature=signature, constexprs=constexprs, attrs=attrs,
                 num_warps=num_warps, num_stages=num_stages)
 
 
-def _gemm_specs(tag, cfg, act_dtype, activation, mxfp4):
-    """GEMM 1 and GEMM 2 forward (the inference path) under one tile config."""
+def _gemm_specs(tag, cfg, act_dtype, activation, mxfp4, k_major=False):
+    """GEMM 1 and GEMM 2 forward (the inference path) under one tile config; float gate_up
+    weights row-major (E, 2I, H) (stride_wk = 1) or, `k_major`, gpt-oss's (E, H, 2I) storage
+    (stride_wn = 1)."""
     tiles = {k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
     w = "*u8" if mxfp4 else f"*{act_dtype}"
     common = {"sorted_ptr": "*i64", "block_expert_ptr": "*i64", "alpha": "fp32", "limit": "fp32"}
@@ -244,7 +251,8 @@ def _gemm_specs(tag, cfg, act_dtype, activation, mxfp4):
              bias_ptr=f"*{act_dtype}", act_ptr=f"*{act_dtype}", pre_ptr="*fp32"),
         dict(TOP_K=4 if activation == "gpt_oss" else 2, ACTIVATION=gemm.ACTIVATIONS[activation],
              HAS_BIAS=activation == "gpt_oss", STORE_PRE=False, MXFP4=mxfp4,
-             DOT_PRECISION=precision.DEFAULT, **tiles),
+             DOT_PRECISION=precision.DEFAULT, **tiles,
+             **({"stride_wn": 1} if k_major else {"stride_wk": 1})),
         cfg["num_warps"], cfg["num_stages"])
     down = _spec(f"moe_down_{tag}", gemm._grouped_gemm_kernel, _generic_types(act_dtype, w),
                  _generic_constexprs(tiles, activation, mxfp4, a_by_token=False, c_by_slot=True,
@@ -329,6 +337,8 @@ def aot_specs():
         tag = bucket if H is None else f"{bucket}_H{H}_I{I}_E{E}"
         activation = "gpt_oss" if E == 32 else "silu"
         specs += _gemm_specs(tag, cfg, "bf16", activation, mxfp4=False)
+        if E == 32:       # gpt-oss's experts are stored K-major and read in place
+            specs += _gemm_specs(f"{tag}_kmajor", cfg, "bf16", activation, False, k_major=True)[:1]
         unproven = ("fp32",) if bucket == "large" else ()       # config(): mid tile instead
         specs += [dict(s, unproven=unproven)
                   for s in _gemm_specs(f"{tag}_mxfp4", cfg, "bf16", "gpt_oss", mxfp4=True)]

@@ -41,13 +41,14 @@ def _glu_rows(n, I, ACTIVATION: tl.constexpr):
 def _gate_up_kernel(
     # pointers
     x_ptr,                      # (T, H) activations
-    w_ptr, w_scales_ptr,        # (E, 2I, H) float, or MXFP4 blocks (E, 2I, H/2) + scales
+    w_ptr, w_scales_ptr,        # (E, 2I, H) float, any strides, or MXFP4 blocks (E, 2I, H/2) +
+                                # scales, contiguous
     bias_ptr,                   # (E, 2I) or dummy
     sorted_ptr, block_expert_ptr,
     act_ptr,                    # out: (rows, I) activation
     pre_ptr,                    # out if STORE_PRE: (rows, 2I) fp32 pre-activation (+bias)
-    # sizes
-    num_slots, H, I, alpha, limit,
+    # sizes and the float weights' strides (gpt-oss stores them K-major: stride_wk = 2I)
+    num_slots, H, I, stride_we, stride_wn, stride_wk, alpha, limit,
     # meta
     TOP_K: tl.constexpr, ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr,
     STORE_PRE: tl.constexpr, MXFP4: tl.constexpr,
@@ -74,9 +75,9 @@ def _gate_up_kernel(
     # Pointers are built once and advanced by BLOCK_K: rebuilding int64 tile offsets in the
     # loop took every register at 64x64 tiles and spilled (cuobjdump STACK > 0).
     a_ptrs = x_ptr + tok[:, None] * H + offs_k[None, :]           # (BM, BK)
-    expert_w = w_ptr + e * 2 * I * H                               # float weights only
-    gate_ptrs = expert_w + gate_rows[None, :] * H + offs_k[:, None]  # (BK, BN)
-    up_ptrs = expert_w + up_rows[None, :] * H + offs_k[:, None]
+    expert_w = w_ptr + e * stride_we                               # float weights only
+    gate_ptrs = expert_w + gate_rows[None, :] * stride_wn + offs_k[:, None] * stride_wk  # (BK, BN)
+    up_ptrs = expert_w + up_rows[None, :] * stride_wn + offs_k[:, None] * stride_wk
     for k0 in range(0, H, BLOCK_K):
         k_ok = offs_k < H - k0
         a = tl.load(a_ptrs, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
@@ -91,8 +92,8 @@ def _gate_up_kernel(
         acc_gate = tl.dot(a, b_gate.to(a.dtype), acc_gate, input_precision=DOT_PRECISION)
         acc_up = tl.dot(a, b_up.to(a.dtype), acc_up, input_precision=DOT_PRECISION)
         a_ptrs += BLOCK_K
-        gate_ptrs += BLOCK_K
-        up_ptrs += BLOCK_K
+        gate_ptrs += BLOCK_K * stride_wk
+        up_ptrs += BLOCK_K * stride_wk
     if HAS_BIAS:
         acc_gate += tl.load(bias_ptr + e * 2 * I + gate_rows, mask=n_ok, other=0.0)[None, :]
         acc_up += tl.load(bias_ptr + e * 2 * I + up_rows, mask=n_ok, other=0.0)[None, :]
