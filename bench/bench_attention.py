@@ -4,7 +4,7 @@ attention, on the cases of README's performance tables.
 
 Napkin math: FLOPs = 4 * B * H * (visible query-key pairs) * D (QK^T and PV, 2 each), so
 causal halves the full Sq * Sk and a window counts only its band. Decode is bound by reading
-K and V once: GB/s = (K + V bytes) / time, against the copy roof."""
+K and V once: GB/s = (K + V bytes) / time, against the read roof."""
 
 import torch
 import torch.nn.functional as F
@@ -185,7 +185,7 @@ def decode_case(quick):
     ours, peer = time_pair(lambda: gptcore.attention(q, k, v),
                            lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True), 20)
     return [Row("attention", f"decode Sq1 Sk{Sk} Hq32 Hkv8 D128", ours, peer, "sdpa gqa",
-                bytes=2 * k.numel() * 4)]
+                bytes=2 * k.numel() * 4, stream="read")]
 
 
 def backward_case(quick):

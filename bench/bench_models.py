@@ -183,7 +183,8 @@ def model_rows(name, dtype, quick):
     tag = str(dtype).removeprefix("torch.")
     flops, token_bytes = work(model, 2, S)
     # decode: `new` forward passes, each reading at least the weights of one token
-    amount = {"prefill": dict(flops=flops[0]), "decode": dict(bytes=new * token_bytes[0])}
+    amount = {"prefill": dict(flops=flops[0]),
+              "decode": dict(bytes=new * token_bytes[0], stream="read")}
     switched = {"prefill": dict(switched_flops=flops[1]),
                 "decode": dict(switched_bytes=new * token_bytes[1])}
     attn = "eager" if name == "gpt_oss" else "sdpa"

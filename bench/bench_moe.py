@@ -88,11 +88,11 @@ def forward_rows(layer, tokens, dtype, label):
 
 
 def decode_row(layer):
-    """T=1: weight bytes actually read per second, against the copy roof."""
+    """T=1: weight bytes actually read per second, against the read roof."""
     x = torch.randn(1, layer.H)
     ours, peer, name = against_peers(lambda: layer.ours(x), hf_peers(layer, x), 1)
     return Row("moe", "decode T=1 fp32 weight bytes", ours, peer, name,
-               bytes=layer.weight_bytes(1, 4))
+               bytes=layer.weight_bytes(1, 4), stream="read")
 
 
 def mxfp4_rows(layer, tokens):

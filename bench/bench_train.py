@@ -82,7 +82,8 @@ def _decode_rows(quick):
         t_ours, t_peer = interleaved(cached, recompute, 10 if quick else 30)
     weight_bytes = 4 * model.num_params(active=True)
     return [Row("decode", f"gpt-oss-tiny 1 token at {context} context", t_ours, t_peer,
-                "recompute prefix", bytes=weight_bytes, note="KV cache vs full forward")]
+                "recompute prefix", bytes=weight_bytes, stream="read",
+                note="KV cache vs full forward")]
 
 
 def run(quick=False):

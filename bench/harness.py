@@ -1,7 +1,7 @@
 """The benchmark harness every bench/bench_<op>.py uses.
 
-A run first measures this machine's roofs (fp32 and bf16 GEMM GFLOP/s, memory-copy GB/s),
-then times gptcore and a named peer on the same inputs (min of repeats after warm-up, their
+A run first measures this machine's roofs (fp32 and bf16 GEMM GFLOP/s, memory read and copy
+GB/s over buffers larger than the last-level cache), then times gptcore and a named peer on the same inputs (min of repeats after warm-up, their
 runs alternating), and prints one table: ratio = peer time / gptcore time (> 1 means gptcore
 is faster), achieved GFLOP/s or GB/s, and that figure as a % of the roof of the row's dtype.
 Absolute times on shared machines are noise; the ratio measured in the same run is the signal.
@@ -29,6 +29,8 @@ class Roofs:
     gemm_gflops: float   # fp32 2048^3 matmul
     bf16_gemm_gflops: float  # bf16 2048^3 matmul (oneDNN; AVX512_BF16 where the CPU has it)
     copy_gbs: float      # bytes copied per second (tensor size / time) by a large tensor copy
+    read_gbs: float      # bytes read per second by a sum over a buffer twice the LLC: the roof
+                         # of read-only streams (decode reads weights and KV cache, writes little)
 
 
 @dataclass
@@ -39,8 +41,9 @@ class Row:
     peer_s: float | None = None   # peer seconds on the same inputs
     peer: str = ""                # which peer, e.g. "sdpa", "hf-eager"
     flops: float | None = None    # useful FLOPs per call: reported as GFLOP/s vs the GEMM roof
-    bytes: float | None = None    # bytes that must move per call: GB/s vs the copy roof
+    bytes: float | None = None    # bytes that must move per call: GB/s vs the `stream` roof
     note: str = ""
+    stream: str = "copy"          # "read" when the bytes are only read (decode), else "copy"
     dtype: str = "fp32"           # which GEMM roof the GFLOP/s are compared with
     extra: dict = field(default_factory=dict)
 
@@ -91,17 +94,42 @@ def time_interleaved(fns, repeat=5):
     return best
 
 
-def measure_roofs(size=2048, copy_mb=256):
-    """This machine's fp32 and bf16 GEMM and copy roofs, measured now (about 3 s)."""
+def llc_bytes(cache_dir="/sys/devices/system/cpu/cpu0/cache"):
+    """Size of the last-level cache (the highest level sysfs lists for cpu0), or None."""
+    levels = {}
+    for index in Path(cache_dir).glob("index*"):
+        try:
+            level = int((index / "level").read_text())
+            size = (index / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        units = {"K": 2**10, "M": 2**20, "G": 2**30}
+        scale = units.get(size[-1:], 1)
+        levels[level] = int(size.rstrip("KMG")) * scale
+    return levels[max(levels)] if levels else None
+
+
+def stream_bytes(llc=None, floor=256 * 2**20):
+    """Bytes a bandwidth roof streams: twice the last-level cache (this machine's L3 is 480 MiB),
+    so at most half of them can be cached between repeats; at least `floor`."""
+    llc = llc_bytes() if llc is None else llc
+    return max(2 * (llc or 0), floor)
+
+
+def measure_roofs(size=2048, buffer_bytes=None):
+    """This machine's fp32 and bf16 GEMM, read and copy roofs, measured now (a few seconds).
+    The read roof sums a buffer of `buffer_bytes` (default stream_bytes()); the copy roof
+    copies its first half into the second, so both walk a working set twice the LLC."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     gemm = time_fn(lambda: a @ b, warmup=1, repeat=5)
     ah, bh = a.bfloat16(), b.bfloat16()
     gemm_bf16 = time_fn(lambda: ah @ bh, warmup=1, repeat=5)
-    src = torch.randn(copy_mb * 2**20 // 4)   # written, so reads do not all hit the zero page
-    dst = torch.empty_like(src)
+    buffer = torch.randn((buffer_bytes or stream_bytes()) // 4)  # written: no zero-page reads
+    read = time_fn(lambda: buffer.sum(), warmup=1, repeat=5)
+    src, dst = buffer[:buffer.numel() // 2], buffer[buffer.numel() // 2:]
     copy = time_fn(lambda: dst.copy_(src), warmup=1, repeat=5)
     return Roofs(gemm_gflops=2 * size**3 / gemm / 1e9, bf16_gemm_gflops=2 * size**3 / gemm_bf16 / 1e9,
-                 copy_gbs=src.numel() * 4 / copy / 1e9)
+                 copy_gbs=src.numel() * 4 / copy / 1e9, read_gbs=buffer.numel() * 4 / read / 1e9)
 
 
 def _isa():
@@ -125,7 +153,8 @@ def achieved(r, roofs):
         return f"{rate:.1f} GFLOP/s", 100 * rate / peak
     if r.bytes is not None:
         rate = r.bytes / r.ours_s / 1e9
-        return f"{rate:.1f} GB/s", 100 * rate / roofs.copy_gbs
+        return f"{rate:.1f} GB/s", 100 * rate / (roofs.read_gbs if r.stream == "read"
+                                                 else roofs.copy_gbs)
     return "-", None
 
 
@@ -187,7 +216,8 @@ def table(rows, roofs):
     head = (f"{'op':<12} {'case':<40} {'gptcore':>10} {'peer':>10} {'peer name':<16} "
             f"{'ratio':>7} {'achieved':>14} {'% roof':>7}")
     lines = [f"roofs: fp32 GEMM {roofs.gemm_gflops:.0f} GFLOP/s, bf16 GEMM "
-             f"{roofs.bf16_gemm_gflops:.0f} GFLOP/s, copy {roofs.copy_gbs:.1f} GB/s "
+             f"{roofs.bf16_gemm_gflops:.0f} GFLOP/s, read {roofs.read_gbs:.1f} GB/s, copy "
+             f"{roofs.copy_gbs:.1f} GB/s "
              f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
              f"torch {torch.__version__}, gptcore ISA {_isa()})", head, "-" * len(head)]
     for r in rows:

@@ -27,7 +27,8 @@ README = ROOT / "README.md"
 BLOCK = re.compile(r"<!-- results: (?P<files>[^>]*?) -->\n(?P<body>.*?)<!-- end results -->",
                    re.DOTALL)
 STAMP = re.compile(r"-(\d{8}-\d{6})\.json$")
-ROOF_NAMES = {"gemm_gflops": "fp32 GEMM", "bf16_gemm_gflops": "bf16 GEMM", "copy_gbs": "copy"}
+ROOF_NAMES = {"gemm_gflops": "fp32 GEMM", "bf16_gemm_gflops": "bf16 GEMM", "copy_gbs": "copy",
+              "read_gbs": "read"}
 
 
 def kind_of(name):
@@ -108,13 +109,21 @@ TARGETS = {
 }
 
 
+def bandwidth_roof(roofs):
+    """(GB/s, name) that weight bytes a decode only reads are streamed at: the read roof, or
+    the copy roof in files measured before there was one."""
+    if roofs.get("read_gbs"):
+        return roofs["read_gbs"], "read"
+    return roofs["copy_gbs"], "copy"
+
+
 def _ceiling(row, roofs):
     """peer time / (time with the switched parts free + their work at the roof), as text."""
     extra = row.get("extra", {})
     if "free_s" not in extra:
         return "-"
     if "switched_bytes" in extra:
-        floor = extra["switched_bytes"] / (roofs["copy_gbs"] * 1e9)
+        floor = extra["switched_bytes"] / (bandwidth_roof(roofs)[0] * 1e9)
     else:
         peak = roofs["bf16_gemm_gflops"] if row["dtype"] == "bf16" else roofs["gemm_gflops"]
         floor = extra["switched_flops"] / (peak * 1e9)
@@ -131,7 +140,7 @@ def targets(kind, data):
                  ". *Ceiling*: the most any drop-in could reach here, peer time / (the model's "
                  "time with attention and experts replaced by zeros, measured in the same run, "
                  "+ the FLOPs or weight bytes those parts must still process, at this run's "
-                 "roof):" if free else ":"), "",
+                 f"GEMM or {bandwidth_roof(data['roofs'])[1]} roof):" if free else ":"), "",
              "| case | target | measured |" + (" ceiling |" if free else "") + " met |",
              "|---|---|---|" + ("---|" if free else "") + "---|"]
     for case, peer, ratio, roof in wanted:

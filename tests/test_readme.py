@@ -83,10 +83,13 @@ def test_a_newer_file_of_the_same_kind_makes_the_block_stale(recorded):
 
 def test_ceiling_is_peer_time_over_free_time_plus_work_at_the_roof():
     tables = _load("readme_tables")
-    roofs = {"copy_gbs": 10.0, "gemm_gflops": 100.0, "bf16_gemm_gflops": 400.0}
-    # decode: 1 GB at 10 GB/s is 0.1 s; 2.0 / (0.5 + 0.1)
+    roofs = {"copy_gbs": 10.0, "read_gbs": 20.0, "gemm_gflops": 100.0, "bf16_gemm_gflops": 400.0}
+    # decode only reads its weights: 1 GB at the 20 GB/s read roof is 0.05 s; 2.0 / (0.5 + 0.05)
     row = {"peer_s": 2.0, "dtype": "fp32", "extra": {"free_s": 0.5, "switched_bytes": 1e9}}
-    assert tables._ceiling(row, roofs) == "3.33x"
+    assert tables._ceiling(row, roofs) == "3.64x"
+    # a file measured before the read roof existed: 1 GB at the 10 GB/s copy roof, 2.0 / 0.6
+    old = {k: v for k, v in roofs.items() if k != "read_gbs"}
+    assert tables._ceiling(row, old) == "3.33x"
     # bf16 prefill: 40 GFLOP at 400 GFLOP/s is 0.1 s; 1.0 / (0.15 + 0.1)
     row = {"peer_s": 1.0, "dtype": "bf16", "extra": {"free_s": 0.15, "switched_flops": 40e9}}
     assert tables._ceiling(row, roofs) == "4.00x"
