@@ -230,9 +230,10 @@ def table(rows, roofs):
     return "\n".join(lines)
 
 
-def report(rows, roofs, json_path=None):
+def report(rows, roofs, json_path=None, env=None):
     """Prints the table and, if asked, writes it with the run's environment as JSON (the
-    files README's tables are generated from: bench/readme_tables.py)."""
+    files README's tables are generated from: bench/readme_tables.py). `env` is environment()
+    taken when the run started, so its load average is the other jobs', not the run's own."""
     print(table(rows, roofs))
     if json_path:
         out = []
@@ -241,8 +242,8 @@ def report(rows, roofs, json_path=None):
             out.append(dict(asdict(r), ratio=r.ratio, achieved=rate, roof_pct=roof))
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         with open(json_path, "w") as f:
-            json.dump({"environment": environment(), "roofs": asdict(roofs), "rows": out}, f,
-                      indent=1)
+            json.dump({"environment": env or environment(), "roofs": asdict(roofs),
+                       "rows": out}, f, indent=1)
         print(f"results written to {json_path}")
 
 
@@ -254,5 +255,6 @@ def main(run, description):
     parser.add_argument("--quick", action="store_true", help="small cases only (a few seconds)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args()
+    env = environment()
     roofs = measure_roofs()
-    report(run(args.quick), roofs, args.json)
+    report(run(args.quick), roofs, args.json, env)

@@ -91,6 +91,7 @@ def bench(args):
         print(f"gptcore bench: nothing matches --only {args.only}", file=sys.stderr)
         return 2
     print("measuring this machine's roofs ...", file=sys.stderr)
+    env = harness.environment()            # at the start: the load average is the other jobs'
     roofs = harness.measure_roofs()
     rows = []
     for path in tqdm(files, desc="benchmarks", unit="file", file=sys.stderr):
@@ -102,7 +103,7 @@ def bench(args):
     json_path = args.json
     if json_path is None and not args.quick and not args.no_save:
         json_path = harness.results_path("-".join(f.stem.removeprefix("bench_") for f in files))
-    harness.report(rows, roofs, json_path)
+    harness.report(rows, roofs, json_path, env)
     return 0
 
 
