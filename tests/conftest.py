@@ -86,16 +86,34 @@ def isa(request):
     _C.set_isa(ISA_LEVELS[-1])
 
 
-# Property-based tests (tests/test_properties*.py): a fixed, bounded profile for CI, and a longer
-# random search by HYPOTHESIS_PROFILE=long. deadline=None: timings on a shared 2-core machine
-# vary too much for a per-example deadline to mean anything; the example count bounds the time.
+# Property-based tests (tests/test_properties*.py). "ci" (the default): 12 examples a test,
+# drawn afresh every run (not derandomized), so successive runs search new inputs; a failing
+# example is kept in the example database (.hypothesis/) and replayed first by the next run,
+# and print_blob prints what @reproduce_failure needs. The run's seed is printed in the header:
+# HYPOTHESIS_SEED=<seed> draws the same examples again (same tests selected). "long"
+# (HYPOTHESIS_PROFILE=long): 400 examples a test, for deep runs. deadline=None: timings on a
+# shared 2-core machine vary too much for a per-example deadline to mean anything; the example
+# count bounds the time.
+import random  # noqa: E402
+
+import hypothesis.core  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-settings.register_profile("ci", derandomize=True, max_examples=12, deadline=None,
+settings.register_profile("ci", max_examples=12, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow], print_blob=True)
 settings.register_profile("long", max_examples=400, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow], print_blob=True)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(HYPOTHESIS_PROFILE)
+HYPOTHESIS_SEED = int(os.environ.get("HYPOTHESIS_SEED") or random.SystemRandom().getrandbits(32))
+# Each test's seed comes from this Random (hypothesis 6.170 draws them from it in test order);
+# seeding it, rather than passing --hypothesis-seed, keeps the example database in use.
+hypothesis.core.threadlocal._hypothesis_global_random = random.Random(HYPOTHESIS_SEED)
+
+
+def pytest_report_header(config):
+    return (f"hypothesis: profile {HYPOTHESIS_PROFILE!r}, run seed {HYPOTHESIS_SEED} "
+            f"(HYPOTHESIS_SEED={HYPOTHESIS_SEED} draws this run's examples again)")
 
 
 # ----------------------------------------------------------------------------- skip policy
