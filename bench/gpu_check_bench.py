@@ -58,7 +58,8 @@ def environment():
     except (OSError, subprocess.TimeoutExpired):
         smi = None
     import triton
-    emit({"gpu": torch.cuda.get_device_name(), "capability": list(torch.cuda.get_device_capability()),
+    emit({"gpu": torch.cuda.get_device_name(),
+          "capability": list(torch.cuda.get_device_capability()),
           "memory_gib": round(props.total_memory / 2**30, 1), "sms": props.multi_processor_count,
           "nvidia_smi": smi, "torch": torch.__version__, "cuda": torch.version.cuda,
           "triton": triton.__version__, "python": platform.python_version(),

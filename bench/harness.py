@@ -128,7 +128,8 @@ def measure_roofs(size=2048, buffer_bytes=None):
     read = time_fn(lambda: buffer.sum(), warmup=1, repeat=5)
     src, dst = buffer[:buffer.numel() // 2], buffer[buffer.numel() // 2:]
     copy = time_fn(lambda: dst.copy_(src), warmup=1, repeat=5)
-    return Roofs(gemm_gflops=2 * size**3 / gemm / 1e9, bf16_gemm_gflops=2 * size**3 / gemm_bf16 / 1e9,
+    return Roofs(gemm_gflops=2 * size**3 / gemm / 1e9,
+                 bf16_gemm_gflops=2 * size**3 / gemm_bf16 / 1e9,
                  copy_gbs=src.numel() * 4 / copy / 1e9, read_gbs=buffer.numel() * 4 / read / 1e9)
 
 

@@ -7,7 +7,6 @@ import torch
 
 import gptcore
 from checks import close_scaled, exact_fp32, gpt_oss_limit, tolerance
-from gptcore import ref
 from test_moe_triton import MOE_TOL
 
 pytest.importorskip("triton", reason="triton is not installed")
