@@ -67,16 +67,16 @@ def interpreter_tf32():
             b = interpreter.TensorHandle(_truncate_to_tf32(b.data), b.dtype)
         return plain(a, b, d, input_precision, max_num_imprecise_acc)
 
-    saved = torch.get_float32_matmul_precision()
+    saved = torch.get_float32_matmul_precision(), _interpreter_tf32
     torch.set_float32_matmul_precision("high")
     builder.create_dot = create_dot
     _interpreter_tf32 = True
     try:
         yield
     finally:
-        _interpreter_tf32 = False
+        _interpreter_tf32 = saved[1]                   # nested inside a session-wide one
         builder.create_dot = plain
-        torch.set_float32_matmul_precision(saved)
+        torch.set_float32_matmul_precision(saved[0])
 
 
 @contextlib.contextmanager
