@@ -98,10 +98,15 @@ import random  # noqa: E402
 
 import hypothesis.core  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis.database import DirectoryBasedExampleDatabase  # noqa: E402
 
-settings.register_profile("ci", max_examples=12, deadline=None,
+# derandomize and database are set, not inherited: under CI=true hypothesis's defaults are
+# derandomize=True and no database, which would make every CI run search the same inputs.
+settings.register_profile("ci", max_examples=12, deadline=None, derandomize=False,
+                          database=DirectoryBasedExampleDatabase(".hypothesis/examples"),
                           suppress_health_check=[HealthCheck.too_slow], print_blob=True)
-settings.register_profile("long", max_examples=400, deadline=None,
+settings.register_profile("long", max_examples=400, deadline=None, derandomize=False,
+                          database=DirectoryBasedExampleDatabase(".hypothesis/examples"),
                           suppress_health_check=[HealthCheck.too_slow], print_blob=True)
 HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 settings.load_profile(HYPOTHESIS_PROFILE)

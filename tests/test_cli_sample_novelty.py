@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gptcore import cli
-from gptcore.training import data
+from gptcore.training import checkpoint, data
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +35,7 @@ def test_new_marks_exactly_the_samples_outside_the_training_split(tmp_path, caps
     lines = printed[:-1]
     assert len(lines) == len(samples) == 200
 
-    meta = json.loads((out / "config.json").read_text())["meta"]
+    meta = json.loads((checkpoint.resolve(out) / "config.json").read_text())["meta"]
     train, val = data.split(words, meta.get("val_fraction", 0.1), seed=meta.get("split_seed", 0))
     assert val and set(train) | set(val) == set(words)
     kinds = {"train": 0, "held out": 0, "no document": 0}
