@@ -4,7 +4,7 @@
 32)) and its cubin read with the wheel's cuobjdump. Every other specialisation a launch can
 produce with that config (fp16 and fp32 operands, softcap, varlen, sinks on or off) is
 compiled too, one change at a time, and fp32 operands both ways PyTorch's precision setting
-can ask for (gptcore/backends/triton/kernels/precision.py): TF32 tensor cores and "ieee" fp32
+can ask for (precision.py): TF32 tensor cores and "ieee" fp32
 FMA; a config's tile table lists the specialisations it is not proven for, and the autotune
 pruner never picks it for those.
 Exits non-zero on a register spill, on shared memory above the architecture's per-block
@@ -35,7 +35,7 @@ MMA = {80: ("mma.sync",), 90: ("wgmma", "mma.sync")}
 # Kernels without a tl.dot (row reductions, routing, index building): no mma expected.
 NO_DOT = ("attention_bwd_preprocess", "attention_combine", "moe_route", "moe_index")
 # Specialisation -> what it is called in a tile table's "unproven" list
-# (gptcore/backends/triton/kernels/attention_common.py), where the autotune pruner reads it too.
+# (attention_common.py), where the autotune pruner reads it too.
 FLAGS = {"HAS_SOFTCAP": "softcap", "IS_VARLEN": "varlen", "HAS_SINKS": "sinks"}
 DTYPES = ("fp16", "fp32")
 # Name suffix of the fp32 form compiled with DOT_PRECISION="ieee" (torch's "highest" precision).

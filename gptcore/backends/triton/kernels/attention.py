@@ -5,8 +5,8 @@ Kernels: attention_fwd.py, attention_decode.py, attention_bwd.py.
 """
 import torch
 
-from gptcore.backends.triton.kernels import attention_bwd, attention_decode, attention_fwd
-from gptcore.backends.triton.kernels.attention_common import score_scales
+from . import attention_bwd, attention_decode, attention_fwd
+from .attention_common import score_scales
 
 
 def _layout(q, k, lse):
@@ -101,5 +101,5 @@ def _sink_grad_without_keys(dout, dlse, out, lse, sinks):
 
 
 def aot_specs():
-    """Every attention kernel in each of its GPU configs, for gptcore/backends/triton/kernels/aot.py."""
+    """Every attention kernel in each of its GPU configs, for aot.py."""
     return attention_fwd.aot_specs() + attention_decode.aot_specs() + attention_bwd.aot_specs()

@@ -7,12 +7,12 @@ import torch
 import triton
 import triton.language as tl
 
-from gptcore.backends.triton.kernels import precision
-from gptcore.backends.triton.kernels.attention_common import (block_d, block_ranges, configs, pruner, scores,
+from . import precision
+from .attention_common import (block_d, block_ranges, configs, pruner, scores,
                                               seq_bounds, stride_hints, visible)
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages, head-dim buckets, specialisations it is not proven
-# for), proven spill-free on sm80 and sm90 by gptcore/backends/triton/kernels/aot.py. dK/dV programs keep two
+# for), proven spill-free on sm80 and sm90 by aot.py. dK/dV programs keep two
 # (BLOCK_N x D) fp32 accumulators, dQ programs one (BLOCK_M x D): tiles shrink as D grows to
 # stay in registers. fp32 operands, the softcap's extra tanh terms and (once, on sm80) varlen
 # spill the wider ones (8-680 bytes), which then serve the other specialisations only.

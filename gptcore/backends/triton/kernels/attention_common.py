@@ -31,7 +31,7 @@ def score_scales(scale, softcap):
 
 
 def head_dim_bucket(block_dim):
-    """Tile configs are proven (gptcore/backends/triton/kernels/aot.py) per padded head dim: 64 (serving D <= 64), 128,
+    """Tile configs are proven (aot.py) per padded head dim: 64 (serving D <= 64), 128,
     256."""
     return max(64, block_dim)
 
@@ -46,7 +46,7 @@ def configs(table, interpreter_config):
 
 
 def specialisations(named_args, kwargs):
-    """The specialisations of a launch that a tile may not be proven for (gptcore/backends/triton/kernels/aot.py
+    """The specialisations of a launch that a tile may not be proven for (aot.py
     compiles each config once per specialisation and the table lists where it spills):
     "fp32" operands (tf32 tiles hold twice the bytes of bf16 ones), "softcap", "varlen"."""
     found = set()

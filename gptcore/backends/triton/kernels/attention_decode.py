@@ -6,15 +6,15 @@ import torch
 import triton
 import triton.language as tl
 
-from gptcore.backends.triton.kernels.attention_common import (block_d, interpreting, seq_bounds,
+from .attention_common import (block_d, interpreting, seq_bounds,
                                               stride_hints)
-from gptcore.backends.triton.kernels.attention_fwd import aot_spec
+from .attention_fwd import aot_spec
 
 # H100: 132 SMs. Enough programs to fill them twice; flash-attn caps splits at 128.
 TARGET_PROGRAMS = 2 * 132
 MAX_SPLITS = 128
 # Decode tiles: 16 query rows (tl.dot's minimum), 64 keys per step, 4 warps; fp32 at D256
-# spilled 144-208 bytes with 64 keys (gptcore/backends/triton/kernels/aot.py), so it takes 32 (which in turn spills
+# spilled 144-208 bytes with 64 keys (aot.py), so it takes 32 (which in turn spills
 # 16 bytes on sm90 for bf16/fp16, so only fp32 uses it).
 GPU_DECODE = (16, 64, 4)
 GPU_DECODE_FP32_D256 = (16, 32, 4)

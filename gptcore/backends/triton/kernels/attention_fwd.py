@@ -5,12 +5,12 @@ packed (varlen) sequences, and with SPLIT=True one slice of the keys of a split-
 import triton
 import triton.language as tl
 
-from gptcore.backends.triton.kernels import precision
-from gptcore.backends.triton.kernels.attention_common import (block_d, block_ranges, configs, interpreting,
+from . import precision
+from .attention_common import (block_d, block_ranges, configs, interpreting,
                                               pruner, scores, seq_bounds, stride_hints, visible)
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages, head-dim buckets, specialisations it is not proven
-# for), proven by gptcore/backends/triton/kernels/aot.py: no spill on sm80 and sm90. FA2 uses 128x128 tiles at D64 and
+# for), proven by aot.py: no spill on sm80 and sm90. FA2 uses 128x128 tiles at D64 and
 # 128x64 at D128; ours spill at D128 above 64x64 and at D256 above 64x32 with 8 warps
 # (accumulator + Q tile + scores exceed 255 registers: 40 bytes spilled at D128 128x64, 8
 # warps, sm80). fp32 operands (tf32) hold twice the bytes: 72-224 bytes spilled on sm90 at the

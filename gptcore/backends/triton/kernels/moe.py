@@ -1,5 +1,5 @@
 """Triton MoE: tile configs as data and the launchers of the routing, dispatch-index and grouped
-GEMM kernels (gptcore/backends/triton/kernels/moe_route.py, gptcore/backends/triton/kernels/moe_gemm.py). Forward: build the index, GEMM 1
+GEMM kernels (moe_route.py, moe_gemm.py). Forward: build the index, GEMM 1
 (gather, gate/up, GLU epilogue) -> (rows, I), GEMM 2 (down, bias, routing weight) -> one row per
 token slot, then a sum over the k slots of each token (fixed order: deterministic, no atomics).
 Backward recomputes GEMM 1 and runs the same kernels transposed.
@@ -64,7 +64,7 @@ def config(T, top_k, H, I, E, backward=False, mxfp4_fp32=False):
         return BACKWARD_CONFIGS[bucket]
     if mxfp4_fp32 and bucket == "large":
         # MXFP4 weights with fp32 activations: the large tile's down GEMM spilled 8 bytes on
-        # sm80 (gptcore/backends/triton/kernels/aot.py); the mid tile does not.
+        # sm80 (aot.py); the mid tile does not.
         bucket = "mid"
     return CONFIGS.get((bucket, H, I, E), CONFIGS[(bucket, None, None, None)])
 
@@ -331,7 +331,7 @@ def _route_specs():
 
 
 def aot_specs():
-    """One entry per GPU kernel config, for the ahead-of-time compile check (gptcore/backends/triton/kernels/aot.py)."""
+    """One entry per GPU kernel config, for the ahead-of-time compile check (aot.py)."""
     specs = _route_specs()
     for (bucket, H, I, E), cfg in CONFIGS.items():
         tag = bucket if H is None else f"{bucket}_H{H}_I{I}_E{E}"

@@ -1,4 +1,4 @@
-"""Triton grouped expert GEMMs over the dispatch index of gptcore/backends/triton/kernels/moe_route.py: one program per
+"""Triton grouped expert GEMMs over the dispatch index of moe_route.py: one program per
 (BLOCK_M rows of one expert, BLOCK_N columns), gathering token rows by sorted slot (vLLM
 fused_moe), the GLU activation fused in GEMM 1's epilogue and the routing weight in GEMM 2's
 (OpenAI triton_kernels), and the weight gradients as per-expert X^T dY (ScatterMoE).
