@@ -32,7 +32,7 @@ def _measure(rank, world, store, tokens, out_path):
     torch.manual_seed(0)
     H, k = LAYER["d_model"], LAYER["top_k"]
     layer = parallel.expert_parallel(MoE(**LAYER))
-    E_local = layer.n_local_experts
+    E_local = layer.dispatch.n_local
     results = []
     for T in tokens:
         x = torch.randn(T, H)

@@ -2,6 +2,7 @@
 verified on load (a clear error naming the bad file), a full disk or read-only directory
 leaving the previous checkpoint intact, config changes refused on resume, periodic and
 signal-triggered checkpoints, and exact resume with the RNG streams in play."""
+import dataclasses
 import errno
 import json
 import os
@@ -14,7 +15,9 @@ import torch
 
 from gptcore import GPT, GPTConfig
 from gptcore.training import atomic, checkpoint, data, stop
-from gptcore.training import train as train_module
+from gptcore.training import rng
+from gptcore.training.config import TrainConfig
+from gptcore.training.objective import Objective, next_token
 from gptcore.training.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: tests/conftest.py
@@ -126,28 +129,29 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, error
 
 
 def test_resume_refuses_a_different_config(tmp_path):
-    kwargs = dict(steps=2, progress=False, out_dir=tmp_path)
-    train(_model(), data.Batches(_seqs(), 4), meta={"preset": "names"}, **kwargs)
+    kwargs = dict(progress=False, out_dir=tmp_path)
+    recipe = TrainConfig(steps=2)
+    train(_model(), data.Batches(_seqs(), 4), recipe, meta={"preset": "names"}, **kwargs)
     bigger = GPT(GPTConfig.preset("names", n_layer=2, d_model=32))
     with pytest.raises(ValueError, match=r"config\.n_layer=2, got config\.n_layer=1"):
-        train(bigger, data.Batches(_seqs(), 4), meta={"preset": "names"}, **kwargs)
+        train(bigger, data.Batches(_seqs(), 4), recipe, meta={"preset": "names"}, **kwargs)
     with pytest.raises(ValueError, match=r'meta\.preset="x", got meta\.preset="names"'):
-        train(_model(), data.Batches(_seqs(), 4), meta={"preset": "x"}, **kwargs)
+        train(_model(), data.Batches(_seqs(), 4), recipe, meta={"preset": "x"}, **kwargs)
 
 
 def _noisy_loss(model, batch):
     """The next-token loss scaled by draws from torch's and Python's generators, so that the
     weights depend on both streams (as a diffusion model's masks do)."""
-    optimised, logged = train_module.next_token_loss(model, batch)
-    return optimised * (1 + 0.5 * torch.rand(()) + 0.1 * random.random()), logged
+    return next_token(model, batch) * (1 + 0.5 * torch.rand(()) + 0.1 * random.random())
 
 
 def test_sigterm_saves_then_resume_is_exact(tmp_path):
     """SIGTERM after step 5 of 12: a checkpoint of step 5, Interrupted(SIGTERM); the resumed run
     ends bit-identical to an uninterrupted one, the RNG streams included."""
-    kwargs = dict(steps=12, lr=3e-3, warmup=3, progress=False, seed=0, keep=None)
+    recipe = TrainConfig(steps=12, lr=3e-3, warmup=3, seed=0, keep=None)
+    noisy = Objective(_noisy_loss)
     straight = _model()
-    train(straight, data.Batches(_seqs(), 8), loss_fn=_noisy_loss, **kwargs)
+    train(straight, data.Batches(_seqs(), 8), recipe, objective=noisy, progress=False)
     calls = []
 
     def signalled(model, batch):
@@ -157,15 +161,15 @@ def test_sigterm_saves_then_resume_is_exact(tmp_path):
         return _noisy_loss(model, batch)
     previous = signal.getsignal(signal.SIGTERM)
     with pytest.raises(stop.Interrupted) as err, stop.requests():
-        train(_model(), data.Batches(_seqs(), 8), loss_fn=signalled, out_dir=tmp_path,
-              checkpoint_every=2, **kwargs)
+        train(_model(), data.Batches(_seqs(), 8), dataclasses.replace(recipe, checkpoint_every=2),
+              objective=Objective(signalled), out_dir=tmp_path, progress=False)
     assert signal.getsignal(signal.SIGTERM) is previous        # handlers restored
     assert (err.value.signum, err.value.step) == (signal.SIGTERM, 5)
     assert err.value.checkpoint == checkpoint.resolve(tmp_path)
     assert _steps(tmp_path) == [2, 4, 5]
     resumed = _model(seed=1)                 # another init: everything comes from the checkpoint
-    summary = train(resumed, data.Batches(_seqs(), 8), loss_fn=_noisy_loss, out_dir=tmp_path,
-                    **kwargs)
+    summary = train(resumed, data.Batches(_seqs(), 8), recipe, objective=noisy,
+                    out_dir=tmp_path, progress=False)
     assert summary["steps"] == 12
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
@@ -174,15 +178,15 @@ def test_sigterm_saves_then_resume_is_exact(tmp_path):
 def test_resume_without_rng_state_would_differ(tmp_path):
     """The control for the test above: dropping the saved RNG state changes the result, so
     that test can fail."""
-    kwargs = dict(steps=6, lr=3e-3, progress=False, seed=0)
+    recipe, noisy = TrainConfig(steps=6, lr=3e-3, seed=0), Objective(_noisy_loss)
     straight = _model()
-    train(straight, data.Batches(_seqs(), 8), loss_fn=_noisy_loss, **kwargs)
-    train(_model(), data.Batches(_seqs(), 8), loss_fn=_noisy_loss, out_dir=tmp_path,
-          **{**kwargs, "steps": 3})
+    train(straight, data.Batches(_seqs(), 8), recipe, objective=noisy, progress=False)
+    train(_model(), data.Batches(_seqs(), 8), TrainConfig(steps=3, lr=3e-3, seed=0),
+          objective=noisy, out_dir=tmp_path, progress=False)
     ckpt = checkpoint.resolve(tmp_path)
     state = json.loads((ckpt / "state.json").read_text())
     torch.manual_seed(123)
-    state["rng"]["torch"] = train_module.rng.get_state()["torch"]
+    state["rng"]["torch"] = rng.get_state()["torch"]
     copy = tmp_path / "copy"
     shutil.copytree(tmp_path / "checkpoints", copy / "checkpoints")
     target = checkpoint.resolve(copy)
@@ -190,7 +194,8 @@ def test_resume_without_rng_state_would_differ(tmp_path):
     (target / atomic.MANIFEST).unlink()
     atomic.commit(*_restage(target))
     resumed = _model()
-    train(resumed, data.Batches(_seqs(), 8), loss_fn=_noisy_loss, out_dir=copy, **kwargs)
+    train(resumed, data.Batches(_seqs(), 8), recipe, objective=noisy, out_dir=copy,
+          progress=False)
     assert any(not torch.equal(a, b) for a, b in
                zip(straight.state_dict().values(), resumed.state_dict().values()))
 
@@ -204,8 +209,9 @@ def _restage(directory):
 
 def test_checkpoint_minutes(tmp_path):
     """A time-triggered checkpoint at every step when the interval is tiny."""
-    train(_model(), data.Batches(_seqs(), 4), steps=4, progress=False, out_dir=tmp_path,
-          checkpoint_minutes=1e-9, keep=None)
+    train(_model(), data.Batches(_seqs(), 4), TrainConfig(steps=4, checkpoint_minutes=1e-9,
+                                                          keep=None),
+          progress=False, out_dir=tmp_path)
     assert _steps(tmp_path) == [1, 2, 3, 4]
 
 

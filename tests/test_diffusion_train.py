@@ -8,6 +8,7 @@ from gptcore.diffusion import train as diffusion_train
 from gptcore.training import checkpoint, data
 from gptcore.model.config import GPTConfig
 from gptcore.model import GPT
+from gptcore.training.config import TrainConfig
 from gptcore.training.train import train
 
 TOKENIZER = data.CharTokenizer.names()
@@ -74,9 +75,9 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
     train_seqs = diffusion_train.encode_padded(train_docs[:4096], TOKENIZER, config.block_size)
     val_seqs = diffusion_train.encode_padded(val_docs[:512], TOKENIZER, config.block_size)
     before = diffusion_train.validation_loss(model, val_seqs)
-    summary = train(model, diffusion_train.Batches(train_seqs, 64), steps=60, lr=1e-2,
-                    loss_fn=diffusion_train.loss_fn, progress=False, out_dir=tmp_path,
-                    eval_fn=lambda m: diffusion_train.validation_loss(m, val_seqs))
+    summary = train(model, diffusion_train.Batches(train_seqs, 64), TrainConfig(steps=60, lr=1e-2),
+                    objective=diffusion_train.DiffusionObjective(val_seqs, TOKENIZER.bos),
+                    progress=False, out_dir=tmp_path)
     after = diffusion_train.validation_loss(model, val_seqs)
     # a uniform guess scores about 0.5 * ln 27 = 1.65 per token; 60 steps learn the end padding
     assert after < 0.8 * before, (before, after)

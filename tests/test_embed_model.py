@@ -11,6 +11,8 @@ from gptcore.cli import main
 from gptcore.model.config import GPTConfig
 from gptcore.embed import EmbeddingModel, pack
 from gptcore.embed.demo import PairBatches, pair_loss
+from gptcore.training.config import TrainConfig
+from gptcore.training.objective import Objective
 from gptcore.training.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: tests/conftest.py
@@ -110,7 +112,8 @@ def test_a_few_steps_lower_the_matryoshka_loss():
     with torch.no_grad():
         before = loss_fn(model, held_out).item()
     tau = model.temperature.item()
-    train(model, batches, steps=60, loss_fn=loss_fn, lr=3e-3, warmup=5, progress=False)
+    train(model, batches, TrainConfig(steps=60, lr=3e-3, warmup=5), objective=Objective(loss_fn),
+          progress=False)
     with torch.no_grad():
         after = loss_fn(model, held_out).item()
     # measured: 4.20 -> 2.19 (x0.52) on 1 thread; x0.75 fails if training stalls

@@ -158,14 +158,17 @@ def test_captioner_batch_mixes_kinds_and_captions_decode():
 
 def test_a_few_training_steps_lower_the_loss():
     from gptcore.multimodal.demo import batches, caption_loss
-    from gptcore.training.train import evaluate, train
+    from gptcore.training.config import TrainConfig
+    from gptcore.training.objective import Objective, evaluate
+    from gptcore.training.train import train
     torch.manual_seed(0)
     model = _tiny_captioner()
     sets = {kind: data.make_dataset(kind, 8, seed=2) for kind in data.MAKERS}
     get = batches(model, sets, per_kind=4, seed=0)
     fixed = [get(10_000 + i) for i in range(2)]
     before = evaluate(model, fixed, loss_fn=caption_loss)
-    train(model, get, steps=25, loss_fn=caption_loss, lr=3e-3, progress=False)
+    train(model, get, TrainConfig(steps=25, lr=3e-3), objective=Objective(caption_loss),
+          progress=False)
     after = evaluate(model, fixed, loss_fn=caption_loss)
     assert after < 0.7 * before, (before, after)
 
@@ -203,6 +206,8 @@ def test_vit_standardises_pixels_before_the_stem():
 
 def test_train_lr_scales_per_parameter_group():
     from gptcore.multimodal.demo import batches, caption_loss
+    from gptcore.training.config import TrainConfig
+    from gptcore.training.objective import Objective
     from gptcore.training.train import make_optimizer, train
     torch.manual_seed(0)
     model = _tiny_captioner()
@@ -212,8 +217,9 @@ def test_train_lr_scales_per_parameter_group():
     gpt_before = [p.detach().clone() for p in model.gpt.parameters()]
     enc_before = [p.detach().clone() for p in model.encoders.parameters()]
     sets = {kind: data.make_dataset(kind, 4, seed=3) for kind in data.MAKERS}
-    train(model, batches(model, sets, per_kind=2, seed=0), steps=3, loss_fn=caption_loss,
-          lr=3e-3, progress=False, lr_scales={"gpt.": 0.0})
+    train(model, batches(model, sets, per_kind=2, seed=0),
+          TrainConfig(steps=3, lr=3e-3, lr_scales={"gpt.": 0.0}), objective=Objective(caption_loss),
+          progress=False)
     assert all(torch.equal(a, p) for a, p in zip(gpt_before, model.gpt.parameters()))
     assert any(not torch.equal(a, p) for a, p in zip(enc_before, model.encoders.parameters()))
 

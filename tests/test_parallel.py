@@ -49,6 +49,8 @@ def _check_layer(rank, world, tokens_per_rank, kwargs, shunned):
     (y_ref * grad_all).sum().backward()
 
     parallel.expert_parallel(layer)
+    # installed from outside: the same class, a dispatch strategy (no class reassignment)
+    assert type(layer) is MoE and isinstance(layer.dispatch, parallel.ExpertParallel)
     E_local = N_EXPERTS // world
     assert layer.gate_up_proj.shape == (E_local, 2 * D_FF, D_MODEL)
     x = x_all[mine].clone().requires_grad_()

@@ -11,20 +11,22 @@ from process_group import spawn
 from gptcore import GPT, GPTConfig, parallel
 from gptcore.training import checkpoint, stop
 from gptcore.training.data import Batches, CharTokenizer, encode_documents, load_names
+from gptcore.training.config import TrainConfig
+from gptcore.training.objective import Objective, next_token
 from gptcore.training.train import train
 
 CONFIG = dict(n_layer=1, d_model=16, n_head=2, d_ff=24, block_size=16)
 STEPS = 6
 
 
-def _fit(rank, world, out, loss_fn=parallel.next_token_loss, **kwargs):
+def _fit(rank, world, out, loss_fn=next_token, **config):
     torch.manual_seed(0)
     model = parallel.data_parallel(GPT(GPTConfig.preset("names-moe", **CONFIG)),
                                    experts_parallel=True)
     seqs = encode_documents(load_names()[:200], CharTokenizer.names(), CONFIG["block_size"])
-    train(model, Batches(seqs, 4, rank=rank, world_size=world), steps=STEPS, lr=1e-2,
-          loss_fn=loss_fn, out_dir=out, is_main=rank == 0, progress=False,
-          parallel=parallel.Context(rank, world), **kwargs)
+    train(model, Batches(seqs, 4, rank=rank, world_size=world),
+          TrainConfig(steps=STEPS, lr=1e-2, **config), objective=Objective(loss_fn),
+          context=parallel.Context(rank, world), out_dir=out, progress=False)
     return model.module
 
 
@@ -36,7 +38,7 @@ def _job(rank, world, root):
         calls.append(1)
         if rank == 1 and len(calls) == 2:           # only rank 1 is told to stop
             os.kill(os.getpid(), signal.SIGTERM)
-        return parallel.next_token_loss(model, batch)
+        return next_token(model, batch)
     try:
         with stop.requests():
             _fit(rank, world, f"{root}/stopped", loss_fn=signalled)

@@ -11,7 +11,8 @@ from process_group import spawn
 from gptcore import GPT, GPTConfig, cli, parallel
 from gptcore.training import checkpoint, recipes
 from gptcore.training.data import Batches, CharTokenizer, encode_documents, load_names
-from gptcore.training.train import next_token_loss, train
+from gptcore.training.config import TrainConfig
+from gptcore.training.train import train
 
 STEPS, GLOBAL_BATCH, WORLD = 20, 8, 2
 # the preset's load-balancing loss stays on (coefficient 0.01): balancing each rank's tokens
@@ -28,9 +29,8 @@ def _model():
 def _train(model, out_dir, rank=0, world=1, ctx=None):
     seqs = encode_documents(load_names()[:200], CharTokenizer.names(), CONFIG["block_size"])
     batches = Batches(seqs, GLOBAL_BATCH // world, rank=rank, world_size=world)
-    loss_fn = next_token_loss if ctx is None else parallel.next_token_loss
-    return train(model, batches, steps=STEPS, lr=1e-2, loss_fn=loss_fn, out_dir=out_dir,
-                 is_main=rank == 0, progress=False, parallel=ctx)
+    return train(model, batches, TrainConfig(steps=STEPS, lr=1e-2), context=ctx,
+                 out_dir=out_dir, progress=False)
 
 
 def _distributed(rank, world, root):
@@ -52,7 +52,7 @@ def _distributed(rank, world, root):
                               steps=3, time_budget=None, cpu_time=False, seed=0, threads=1,
                               out=f"{root}/cli", quiet=True, expert_parallel=True, parallel=ctx,
                               checkpoint_every=None, checkpoint_minutes=None, keep=2)
-    summary = recipes.train_gpt(args)
+    summary = recipes.train_preset(args)
     assert summary["world_size"] == world and summary["steps"] == 3
     assert summary["total_params"] == GPT(GPTConfig.preset("names-moe")).num_params()
 

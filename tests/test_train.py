@@ -1,6 +1,10 @@
 """gptcore.training.data and gptcore.training.train: the names data, tokenizers, split, batches; the training
 loop on the ref and fast backends, checkpoints and resuming."""
+import dataclasses
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -8,7 +12,9 @@ import torch
 import gptcore
 from gptcore import GPT, GPTConfig
 from gptcore.training import checkpoint, data
-from gptcore.training import train as train_module
+from gptcore.training.config import TrainConfig
+from gptcore.training.context import Local
+from gptcore.training.objective import NextToken, Objective, next_token
 from gptcore.training.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: tests/conftest.py
@@ -89,9 +95,9 @@ def test_ref_and_fast_backend_train_the_same():
             recorded.append(loss.item())
             return loss
         with gptcore.backend(backend):
-            train(model, data.Batches(seqs, 1, packed=False, seed=0), steps=30, lr=0.01,
-                     betas=(0.85, 0.99), schedule="linear", grad_clip=0, progress=False,
-                     loss_fn=loss_fn)
+            train(model, data.Batches(seqs, 1, packed=False, seed=0),
+                  TrainConfig(steps=30, lr=0.01, betas=(0.85, 0.99), schedule="linear",
+                              grad_clip=0), objective=Objective(loss_fn), progress=False)
         losses[backend] = torch.tensor(recorded)
     diff = (losses["ref"] - losses["cpp"]).abs().max().item()
     print(f"max per-step loss difference ref vs cpp over 30 steps: {diff:.2e}")
@@ -105,11 +111,11 @@ def test_checkpoint_resume_is_exact(tmp_path):
     """A run killed after step 7 (checkpoint every 3 steps) and resumed ends exactly where an
     uninterrupted run ends."""
     seqs, _ = _names_setup()
-    kwargs = dict(steps=12, lr=3e-3, warmup=3, schedule="cosine", progress=False, seed=0)
+    recipe = TrainConfig(steps=12, lr=3e-3, warmup=3, schedule="cosine", seed=0)
     config = GPTConfig.preset("names", n_layer=1, d_model=32)
     torch.manual_seed(0)
     straight = GPT(config)
-    train(straight, data.Batches(seqs, 8, seed=0), **kwargs)
+    train(straight, data.Batches(seqs, 8, seed=0), recipe, progress=False)
 
     calls = []
 
@@ -117,15 +123,17 @@ def test_checkpoint_resume_is_exact(tmp_path):
         calls.append(1)
         if len(calls) == 8:
             raise KeyboardInterrupt
-        return train_module.next_token_loss(model, batch)
+        return next_token(model, batch)
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
-        train(GPT(config), data.Batches(seqs, 8, seed=0), out_dir=tmp_path, checkpoint_every=3,
-              loss_fn=crashing_loss, **kwargs)
+        train(GPT(config), data.Batches(seqs, 8, seed=0),
+              dataclasses.replace(recipe, checkpoint_every=3), out_dir=tmp_path,
+              objective=Objective(crashing_loss), progress=False)
     assert json.loads((checkpoint.resolve(tmp_path) / "state.json").read_text())["step"] == 6
     torch.manual_seed(1)
     fresh = GPT(config)              # different init: everything must come from the checkpoint
-    summary = train(fresh, data.Batches(seqs, 8, seed=0), out_dir=tmp_path, **kwargs)
+    summary = train(fresh, data.Batches(seqs, 8, seed=0), recipe, out_dir=tmp_path,
+                    progress=False)
     assert summary["steps"] == 12
     for (name, a), b in zip(straight.state_dict().items(), fresh.state_dict().values()):
         assert torch.equal(a, b), name
@@ -141,7 +149,7 @@ def test_moe_loss_optimises_aux_and_logs_cross_entropy():
     torch.manual_seed(0)
     model = GPT(GPTConfig.preset("names-moe", n_layer=2))
     batch = data.Batches(seqs, 8, seed=0)(0)
-    optimised, logged = train_module.next_token_loss(model, batch)
+    optimised, logged = Local().loss(model, NextToken(), batch)
     _, ce = model(batch["idx"], batch["targets"], cu_seqlens=batch["cu_seqlens"])
     assert torch.equal(logged, ce)
     aux = model.aux_loss()
@@ -167,3 +175,25 @@ def test_lr_schedule():
     assert [lr_factor(0.0, s, 4, "cosine", 0.0) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert lr_factor(1.0, 50, 4, "cosine", 0.1) == pytest.approx(0.1)
     assert lr_factor(0.5, 50, 4, "cosine", 0.0) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("steps", 0, "steps: expected a positive int, got 0"),
+    ("lr", -1.0, "lr: expected a positive number, got -1.0"),
+    ("schedule", "step", "schedule: expected one of"),
+    ("keep", 0, "keep: expected a positive int or None, got 0"),
+    ("checkpoint_every", 1.5, "checkpoint_every: expected a positive int or None, got 1.5"),
+])
+def test_train_config_names_a_bad_field(field, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(**{field: value})
+
+
+def test_the_loop_imports_no_distributed_code():
+    """gptcore.training.train runs one process without gptcore.parallel (the context is a
+    plug-in): importing it must not import the torchrun machinery, so no import cycle."""
+    code = ("import sys, gptcore.training.train; "
+            "print(sorted(m for m in sys.modules if m.startswith('gptcore.parallel')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+

@@ -1,7 +1,8 @@
-"""The command line of the masked-diffusion GPT: `gptcore train --preset names-diffusion[-moe]`
-(registered in recipes.TRAINERS), `gptcore sample --ckpt DIR` on a diffusion checkpoint (this module
-adds --steps, --block-length and --remasking to `sample` and routes diffusion checkpoints here),
-and `gptcore compare --ar CKPT --diffusion CKPT`."""
+"""The command line of the masked-diffusion GPT (`gptcore train --preset names-diffusion[-moe]`
+trains through gptcore.training.recipes with diffusion_train.DiffusionPreset): `gptcore sample
+--ckpt DIR` on a diffusion checkpoint (this module adds --steps, --block-length and --remasking
+to `sample` and routes diffusion checkpoints here), and `gptcore compare --ar CKPT --diffusion
+CKPT`."""
 import functools
 import json
 import sys
@@ -11,62 +12,11 @@ from pathlib import Path
 import torch
 
 from gptcore.diffusion import train as diffusion_train
-from gptcore.training import checkpoint, cli as cli_model, data, recipes
+from gptcore.training import checkpoint, data, recipes
 from gptcore.training.args import NONNEGATIVE_FLOAT, NONNEGATIVE_INT, POSITIVE_INT, option_error
-from gptcore.model import GPT
-from gptcore.training.train import evaluate, train
+from gptcore.training.objective import evaluate
 
-# The names recipe with half the rows: a diffusion row is the whole 16-token canvas (name + end
-# padding, 16 tokens) where a packed AR row is [BOS] + name + [BOS] (7.8 tokens on average), so
-# 32 rows carry about the tokens of the AR recipe's 64 and a step costs about the same.
-RECIPES = {
-    "names-diffusion": recipes.Recipe(steps=100_000, batch_size=32, lr=4e-3, warmup=100,
-                                      min_lr_ratio=0.05, weight_decay=0.1, time_budget=120.0),
-    "names-diffusion-moe": recipes.Recipe(steps=100_000, batch_size=32, lr=4e-3, warmup=100,
-                                          min_lr_ratio=0.05, weight_decay=0.1, time_budget=120.0),
-}
-BOUND_SAMPLES = 8        # Monte-Carlo draws per validation sequence for val_nll_bound
 AR_TEMPERATURE = 0.5     # `gptcore sample`'s default for AR checkpoints (microgpt's)
-
-
-def train_command(args):
-    """`gptcore train` for a diffusion preset: the names (or --data) padded to the block, 10% held
-    out as for the AR presets, the LLaDA loss; the summary adds the validation NLL bound."""
-    recipe = RECIPES[args.preset]
-    torch.set_num_threads(args.threads or recipe.threads)
-    docs, tok, meta = recipes.load_corpus(args.data, args.tokenizer, args.vocab_size)
-    train_docs, val_docs = data.split(docs, 0.1, seed=0)
-    meta.update(split_seed=0, val_fraction=0.1, preset=args.preset, seed=args.seed)
-    config = diffusion_train.diffusion_config(
-        args.preset, tok, extra={"objective": diffusion_train.OBJECTIVE, **meta})
-    train_seqs = diffusion_train.encode_padded(train_docs, tok, config.block_size)
-    val_seqs = diffusion_train.encode_padded(val_docs, tok, config.block_size)
-    torch.manual_seed(args.seed)
-    model = GPT(config)
-    if args.out:                    # a run directory of another model or data: refuse now
-        checkpoint.check_compatible(args.out, model, meta, "--out")
-    steps = args.steps or recipe.steps
-    budget = args.time_budget if args.time_budget is not None else (
-        None if args.steps else recipe.time_budget)
-    summary = train(model, diffusion_train.Batches(train_seqs, recipe.batch_size, seed=args.seed),
-                    steps=steps, loss_fn=diffusion_train.loss_fn, lr=recipe.lr,
-                    warmup=recipe.warmup, schedule=recipe.schedule,
-                    min_lr_ratio=recipe.min_lr_ratio, betas=recipe.betas, eps=recipe.eps,
-                    weight_decay=recipe.weight_decay, grad_clip=recipe.grad_clip,
-                    time_budget=budget,
-                    clock=time.process_time if args.cpu_time else time.perf_counter,
-                    eval_fn=lambda m: diffusion_train.validation_loss(m, val_seqs),
-                    eval_every=min(recipe.eval_every, steps), out_dir=args.out, seed=args.seed,
-                    meta=meta, name=args.preset, progress=not args.quiet,
-                    checkpoint_every=args.checkpoint_every,
-                    checkpoint_minutes=args.checkpoint_minutes, keep=args.keep)
-    bound, stderr = diffusion_train.validation_bound(model, val_seqs, tok.bos,
-                                                     num_samples=BOUND_SAMPLES)
-    summary.update(val_nll_bound=round(bound, 4), val_nll_bound_stderr=round(stderr, 4))
-    if args.out:
-        (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))
-    return {"preset": args.preset, **summary, "threads": torch.get_num_threads(),
-            "clock": "cpu" if args.cpu_time else "wall"}
 
 
 def _is_diffusion_checkpoint(directory):
@@ -112,7 +62,7 @@ def sample_command(autoregressive, args):
                                **{"gen_length/block_length": "--block-length"})
         print(f"gptcore sample: {message}", file=sys.stderr)
         return 2
-    known = set(cli_model.training_documents(meta))
+    known = set(recipes.training_documents(meta))
     for s in samples:
         print(s + ("" if s in known else "  (new)"))
     novel = sum(s not in known for s in samples)
@@ -136,15 +86,16 @@ def _report(kind, directory, n, temperature, seed, steps):
     model, meta = checkpoint.load_model(directory)
     model.eval()
     tok = data.tokenizer_from_dict(meta["tokenizer"])
-    docs = cli_model.training_documents(meta)
+    docs = recipes.training_documents(meta)
     all_docs = data.load_names() if meta.get("data", "names") == "names" else \
         data.load_documents(meta["data"])
-    val_docs = data.split(all_docs, meta.get("val_fraction", 0.1), seed=meta.get("split_seed", 0))[1]
+    val_docs = data.split(all_docs, meta.get("val_fraction", recipes.VAL_FRACTION),
+                          seed=meta.get("split_seed", recipes.SPLIT_SEED))[1]
     generator = torch.Generator().manual_seed(seed)
     if kind == "diffusion":
         seqs = diffusion_train.encode_padded(val_docs, tok, model.config.block_size)
         nll, stderr = diffusion_train.validation_bound(model, seqs, tok.bos,
-                                                       num_samples=BOUND_SAMPLES)
+                                                       num_samples=diffusion_train.BOUND_SAMPLES)
         samples_start = time.perf_counter()
         samples = diffusion_train.sample(model, tok, n, steps=steps, temperature=temperature,
                                          generator=generator)

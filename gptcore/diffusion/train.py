@@ -1,13 +1,16 @@
 """A masked-diffusion GPT on documents (one per line, e.g. the names): fixed-length sequences padded
-with the end token, the LLaDA loss for gptcore.training.train, the validation bound in nats per character,
-and sampling documents back out. The network is a gptcore.GPT with causal=False whose last token
-id is the mask token (GPTConfig.extra["objective"] == "diffusion", see the names-diffusion presets)."""
+with the end token, the LLaDA loss as a gptcore.training objective, the validation bound in nats per
+character, and sampling documents back out. The network is a gptcore.GPT with causal=False whose
+last token id is the mask token (GPTConfig.extra["objective"] == "diffusion", see the
+names-diffusion presets); DiffusionPreset is the objective plug-in `gptcore train` uses."""
 import torch
 
 from gptcore import diffusion
 from gptcore.model.config import GPTConfig
+from gptcore.training.objective import Objective
 
 OBJECTIVE = "diffusion"
+BOUND_SAMPLES = 8        # Monte-Carlo draws per validation sequence for val_nll_bound
 
 
 def is_diffusion(config):
@@ -72,14 +75,6 @@ class Batches:
         return {"idx": self.sequences[rows].to(self.device)}
 
 
-def loss_fn(model, batch):
-    """gptcore.training.train's loss for a diffusion GPT: (the LLaDA loss plus the MoE auxiliary loss,
-    the LLaDA loss alone), so the loop optimises the first and logs the second."""
-    inner = getattr(model, "module", model)
-    loss = diffusion.diffusion_loss(model, batch["idx"], mask_id(inner.config))
-    return loss + inner.aux_loss(), loss
-
-
 @torch.no_grad()
 def validation_loss(model, sequences, *, batch_size=512, seed=0):
     """The LLaDA loss (the training objective) over sequences (N, L), with a fixed masking seed so
@@ -91,6 +86,49 @@ def validation_loss(model, sequences, *, batch_size=512, seed=0):
         loss = diffusion.diffusion_loss(model, chunk, mask_id(model.config), generator=generator)
         total += loss.item() * chunk.shape[0]
     return total / sequences.shape[0]
+
+
+class DiffusionObjective(Objective):
+    """The LLaDA loss on the training batches, its fixed-seed mean on val_sequences (N, L) as the
+    validation loss, and the NLL bound (validation_bound) in the summary."""
+
+    def __init__(self, val_sequences, end):
+        super().__init__(lambda model, batch: diffusion.diffusion_loss(
+            model, batch["idx"], mask_id(getattr(model, "module", model).config)))
+        self.val_sequences, self.end = val_sequences, end
+
+    def units(self, batch):
+        return batch["idx"].shape[0]
+
+    def evaluate(self, model):
+        return validation_loss(model, self.val_sequences)
+
+    def report(self, model):
+        bound, stderr = validation_bound(model, self.val_sequences, self.end,
+                                         num_samples=BOUND_SAMPLES)
+        return {"val_nll_bound": round(bound, 4), "val_nll_bound_stderr": round(stderr, 4)}
+
+
+class DiffusionPreset:
+    """The objective plug-in of the diffusion presets (gptcore.training.recipes)."""
+    name = OBJECTIVE
+    supports_parallel = False
+
+    @staticmethod
+    def model_config(preset, tokenizer, meta):
+        return diffusion_config(preset, tokenizer, extra={"objective": OBJECTIVE, **meta})
+
+    @staticmethod
+    def encode(docs, tokenizer, block_size):
+        return encode_padded(docs, tokenizer, block_size)
+
+    @staticmethod
+    def batches(seqs, recipe, *, batch_size, seed, rank, world_size, device):
+        return Batches(seqs, batch_size, seed=seed, device=device)
+
+    @staticmethod
+    def objective(val_seqs, tokenizer, device):
+        return DiffusionObjective(val_seqs, tokenizer.bos)
 
 
 @torch.no_grad()

@@ -16,6 +16,8 @@ from gptcore.embed.pooling import pack
 from gptcore.embed.task import corrupt, make_task
 from gptcore.training.args import (NONNEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT,
                                    int_at_least)
+from gptcore.training.config import TrainConfig
+from gptcore.training.objective import Objective
 from gptcore.training.train import train
 
 
@@ -101,10 +103,10 @@ def run(args):
         model = EmbeddingModel(config, d_embed=d, matryoshka_dims=dims, head=args.head,
                                temperature=args.temperature)
         batches = PairBatches(train_names, model.tokenize, args.batch_size, args.seed)
-        trained[label] = train(model, batches, steps=args.steps, loss_fn=pair_loss(loss_dims),
-                               lr=args.lr, warmup=50, schedule="cosine", weight_decay=0.01,
-                               time_budget=args.time_budget, clock=clock, seed=args.seed,
-                               name=label, progress=not args.quiet)
+        recipe = TrainConfig(steps=args.steps, lr=args.lr, warmup=50, weight_decay=0.01,
+                             time_budget=args.time_budget, seed=args.seed)
+        trained[label] = train(model, batches, recipe, objective=Objective(pair_loss(loss_dims)),
+                               clock=clock, name=label, progress=not args.quiet)
         results[label] = {t: evaluate(model, task, dims, args.shortlist, clock)
                           for t, task in tasks.items()}
     seconds = time.perf_counter() - start

@@ -63,6 +63,8 @@ def fit(model, train_sets, seconds, *, per_kind, lr, seed, progress, name, stage
     """Trains for `seconds` through gptcore.training.train.train. stages="llava": first the projectors
     alone against the (randomly initialised) text model and encoders for a fifth of the time,
     then everything (LLaVA's two stages); "all": everything from the start."""
+    from gptcore.training.config import TrainConfig
+    from gptcore.training.objective import Objective
     from gptcore.training.train import train
     get = batches(model, train_sets, per_kind, seed)
     summaries = []
@@ -70,9 +72,10 @@ def fit(model, train_sets, seconds, *, per_kind, lr, seed, progress, name, stage
         (0.2 * seconds, {"gpt": False, "encoders": False}), (0.8 * seconds, {})]
     for budget, frozen in plan:
         model.set_trainable(**frozen)
-        summaries.append(train(model, get, steps=10**9, loss_fn=caption_loss, lr=lr, warmup=20,
-                               time_budget=budget, seed=seed, progress=progress, name=name,
-                               clock=clock, lr_scales=LR_SCALES))
+        recipe = TrainConfig(steps=10**9, lr=lr, warmup=20, time_budget=budget, seed=seed,
+                             lr_scales=LR_SCALES)
+        summaries.append(train(model, get, recipe, objective=Objective(caption_loss),
+                               progress=progress, name=name, clock=clock))
         model.set_trainable()
     return summaries[-1] | {"steps": sum(s["steps"] for s in summaries)}
 

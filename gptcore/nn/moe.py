@@ -43,6 +43,9 @@ class MoE(nn.Module):
             self.shared_down_proj = nn.Parameter(torch.empty(1, d_model, d_shared))
             self.shared_gate = nn.Linear(d_model, 1, bias=False)
         self.aux = {}
+        # how the routed experts run: None here, in this process; gptcore.parallel installs a
+        # strategy (layer, x (T, H)) -> (y, aux) that runs them on other processes
+        self.dispatch = None
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -65,8 +68,9 @@ class MoE(nn.Module):
         return y.reshape(shape)
 
     def _routed_experts(self, x):
-        """x (T, H) -> (y (T, H), aux): the router and the routed experts. gptcore.parallel
-        overrides this to run the experts on other processes."""
+        """x (T, H) -> (y (T, H), aux): the router and the routed experts."""
+        if self.dispatch is not None:
+            return self.dispatch(self, x)
         return ops.moe(x, self.router.weight, self.gate_up_proj, self.down_proj, self.top_k,
                        scoring=self.scoring, renormalize=self.renormalize, bias=self.expert_bias,
                        activation=self.activation, gate_up_bias=self.gate_up_bias,
@@ -74,7 +78,9 @@ class MoE(nn.Module):
 
     @property
     def total_params(self):
-        return sum(p.numel() for p in self.parameters())
+        """Of the whole layer, the experts other processes hold (gptcore.parallel) included."""
+        remote = self.dispatch.remote_params(self) if self.dispatch is not None else 0
+        return sum(p.numel() for p in self.parameters()) + remote
 
     @property
     def active_params(self):
@@ -88,4 +94,5 @@ class MoE(nn.Module):
     def extra_repr(self):
         return (f"d_model={self.d_model}, d_ff={self.d_ff}, n_experts={self.n_experts}, "
                 f"top_k={self.top_k}, scoring={self.scoring!r}, activation={self.activation!r}, "
-                f"n_shared_experts={self.n_shared_experts}")
+                f"n_shared_experts={self.n_shared_experts}"
+                + (f", dispatch={self.dispatch!r}" if self.dispatch is not None else ""))

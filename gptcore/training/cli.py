@@ -15,8 +15,8 @@ def check_train_args(args):
     """The checks argparse cannot make, before any work: the preset, the data file, the run
     directory (writable; its checkpoints, if any, complete). ValueError naming the option.
     Whether the run directory's model config matches is checked once the model is built."""
-    if args.preset not in recipes.TRAINERS:
-        raise ValueError(f"--preset: expected one of {', '.join(sorted(recipes.TRAINERS))}, "
+    if args.preset not in recipes.RECIPES:
+        raise ValueError(f"--preset: expected one of {', '.join(sorted(recipes.RECIPES))}, "
                          f"got {args.preset!r}")
     if args.data is not None:
         data.load_documents(args.data, argument="--data")
@@ -39,7 +39,7 @@ def train_command(args):
         return 2
     try:
         with stop.requests():                      # SIGTERM/SIGINT: a final checkpoint
-            summary = recipes.trainer(args.preset)(args)
+            summary = recipes.train_preset(args)
     except ValueError as err:
         print(f"gptcore train: {err}", file=sys.stderr)
         return 2
@@ -57,13 +57,6 @@ def train_command(args):
     if args.parallel is None or args.parallel.logging:
         print(json.dumps(summary))
     return 0
-
-
-def training_documents(meta):
-    """The documents a checkpoint was trained on (its split re-derived), for novelty."""
-    docs = data.load_names() if meta.get("data", "names") == "names" else \
-        data.load_documents(meta["data"])
-    return data.split(docs, meta.get("val_fraction", 0.1), seed=meta.get("split_seed", 0))[0]
 
 
 def sample_command(args):
@@ -90,7 +83,7 @@ def sample_command(args):
         body = row[1:]
         body = body[:body.index(tok.bos)] if tok.bos in body else body
         samples.append(tok.decode(body))
-    known = set(training_documents(meta))
+    known = set(recipes.training_documents(meta))
     novel = [s for s in samples if s not in known]
     for s in samples:
         print(s + ("" if s in known else "  (new)"))
@@ -107,7 +100,7 @@ def add_commands(sub):
                        description="Trains a preset on the names data (or --data FILE, one "
                        "document per line); the last line printed is a JSON summary.")
     p.add_argument("--preset", required=True, metavar="P",
-                   help=f"one of {', '.join(sorted(recipes.TRAINERS))}")
+                   help=f"one of {', '.join(sorted(recipes.RECIPES))}")
     p.add_argument("--data", metavar="FILE", help="text file, one document per line "
                    "(default: the names shipped with gptcore)")
     p.add_argument("--tokenizer", choices=("char", "bpe"), default="char",

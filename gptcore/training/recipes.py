@@ -1,52 +1,83 @@
-"""How each preset is trained: the data, the tokenizer, the batches and the optimiser
-settings, and the table `gptcore train --preset P` dispatches through (TRAINERS).
-
-A new kind of model registers its own trainer in TRAINERS: a callable, or a "module:function"
-string imported on use, taking the parsed `gptcore train` arguments and returning the summary
-dict. The GPT presets all go through train_gpt with their Recipe."""
+"""How each preset is trained: one trainer (train_preset) for every preset, whatever its
+objective. A preset is a model config (GPTConfig.preset) and a TrainConfig (RECIPES); its
+objective (GPTConfig.extra["objective"], default "next_token") names a plug-in in OBJECTIVES
+that says how documents become training sequences and batches, what the loss and the
+validation are, and what the run's summary adds. Left-to-right language modelling
+(NextTokenPreset) is here; masked diffusion registers its own (gptcore.diffusion.train)."""
+import dataclasses
 import importlib
 import time
-from dataclasses import dataclass
 
 import torch
 
 from gptcore import parallel
-from gptcore.training import checkpoint, data
-from gptcore.model.config import GPTConfig
 from gptcore.model import GPT
-from gptcore.training.train import evaluate, train
+from gptcore.model.config import GPTConfig
+from gptcore.training import checkpoint, data
+from gptcore.training.config import TrainConfig
+from gptcore.training.objective import NextToken
+from gptcore.training.train import train
+
+VAL_FRACTION, SPLIT_SEED = 0.1, 0        # the held-out documents of every preset
 
 
-@dataclass
-class Recipe:
-    steps: int                      # optimizer steps (the upper bound under a time budget)
-    batch_size: int                 # documents per step
-    lr: float                       # peak learning rate
-    schedule: str = "cosine"        # "cosine", "linear" or "constant" decay after warm-up
-    warmup: int = 0                 # linear warm-up steps
-    min_lr_ratio: float = 0.0       # the decay ends at lr * min_lr_ratio
-    betas: tuple = (0.9, 0.95)      # AdamW betas
-    eps: float = 1e-8               # AdamW epsilon
-    weight_decay: float = 0.0       # AdamW decoupled weight decay on matrices
-    grad_clip: float = 1.0          # clip the global gradient norm; 0 = off
-    packed: bool = True             # packed sequences (cu_seqlens) rather than padded rows
-    time_budget: float | None = None  # seconds, default for the CLI (None: run all steps)
-    eval_every: int = 250           # steps between validation passes
-    threads: int = 1                # torch threads: toy models lose to thread overhead
+class NextTokenPreset:
+    """The objective plug-in of the autoregressive presets: [BOS] + document + [BOS] sequences
+    (packed or padded), the next-token loss, its token-weighted validation mean."""
+    name = "next_token"
+    supports_parallel = True
+
+    @staticmethod
+    def model_config(preset, tokenizer, meta):
+        return GPTConfig.preset(preset, vocab_size=tokenizer.vocab_size, extra=meta)
+
+    @staticmethod
+    def encode(docs, tokenizer, block_size):
+        return data.encode_documents(docs, tokenizer, block_size)
+
+    @staticmethod
+    def batches(seqs, recipe, *, batch_size, seed, rank, world_size, device):
+        return data.Batches(seqs, batch_size, packed=recipe.packed, seed=seed, rank=rank,
+                            world_size=world_size, device=device)
+
+    @staticmethod
+    def objective(val_seqs, tokenizer, device):
+        return NextToken([data.packed_batch(val_seqs[i:i + 512], device)
+                          for i in range(0, len(val_seqs), 512)])
 
 
 RECIPES = {
     # microgpt's own recipe: one name per step, Adam (0.85, 0.99, 1e-8), lr 0.01 decaying
     # linearly to 0 over 1000 steps, no warm-up, no clipping, no weight decay.
-    "microgpt": Recipe(steps=1000, batch_size=1, lr=0.01, schedule="linear",
-                       betas=(0.85, 0.99), grad_clip=0.0, packed=False, eval_every=1000),
-    "names": Recipe(steps=100_000, batch_size=64, lr=4e-3, warmup=100, min_lr_ratio=0.05,
-                    weight_decay=0.1, time_budget=120.0),
-    "names-moe": Recipe(steps=100_000, batch_size=64, lr=4e-3, warmup=100, min_lr_ratio=0.05,
-                        weight_decay=0.1, time_budget=120.0),
-    "gpt-oss-tiny": Recipe(steps=100_000, batch_size=64, lr=3e-3, warmup=100, min_lr_ratio=0.05,
-                           weight_decay=0.1, time_budget=120.0),
+    "microgpt": TrainConfig(steps=1000, batch_size=1, lr=0.01, schedule="linear",
+                            betas=(0.85, 0.99), grad_clip=0.0, packed=False, eval_every=1000),
+    "names": TrainConfig(steps=100_000, batch_size=64, lr=4e-3, warmup=100, min_lr_ratio=0.05,
+                         weight_decay=0.1, time_budget=120.0),
+    "names-moe": TrainConfig(steps=100_000, batch_size=64, lr=4e-3, warmup=100,
+                             min_lr_ratio=0.05, weight_decay=0.1, time_budget=120.0),
+    "gpt-oss-tiny": TrainConfig(steps=100_000, batch_size=64, lr=3e-3, warmup=100,
+                                min_lr_ratio=0.05, weight_decay=0.1, time_budget=120.0),
+    # The names recipe with half the rows: a diffusion row is the whole 16-token canvas (name +
+    # end padding) where a packed AR row is [BOS] + name + [BOS] (7.8 tokens on average), so
+    # 32 rows carry about the tokens of the AR recipe's 64 and a step costs about the same.
+    "names-diffusion": TrainConfig(steps=100_000, batch_size=32, lr=4e-3, warmup=100,
+                                   min_lr_ratio=0.05, weight_decay=0.1, time_budget=120.0),
+    "names-diffusion-moe": TrainConfig(steps=100_000, batch_size=32, lr=4e-3, warmup=100,
+                                       min_lr_ratio=0.05, weight_decay=0.1, time_budget=120.0),
 }
+# objective name -> plug-in, or "module:attribute" imported on first use
+OBJECTIVES = {"next_token": NextTokenPreset,
+              "diffusion": "gptcore.diffusion.train:DiffusionPreset"}
+
+
+def objective_of(preset):
+    """The objective plug-in that trains `preset`."""
+    name = GPTConfig.preset(preset).extra.get("objective", NextTokenPreset.name)
+    entry = OBJECTIVES[name]
+    if isinstance(entry, str):
+        module, _, attribute = entry.partition(":")
+        entry = getattr(importlib.import_module(module), attribute)
+    return entry
 
 
 def load_corpus(data_file=None, tokenizer="char", vocab_size=512):
@@ -61,63 +92,52 @@ def load_corpus(data_file=None, tokenizer="char", vocab_size=512):
     return docs, tok, {"data": data_file or "names", "tokenizer": tok.to_dict()}
 
 
-def train_gpt(args):
-    """`gptcore train` for the GPT presets: names (or --data) data, 10% held out, the preset's
-    Recipe with the command line's overrides. Returns the summary dict."""
-    recipe = RECIPES[args.preset]
-    torch.set_num_threads(args.threads or recipe.threads)
+def training_documents(meta):
+    """The documents a checkpoint was trained on (its split re-derived from its metadata)."""
+    docs = data.load_names() if meta.get("data", "names") == "names" else \
+        data.load_documents(meta["data"])
+    return data.split(docs, meta.get("val_fraction", VAL_FRACTION),
+                      seed=meta.get("split_seed", SPLIT_SEED))[0]
+
+
+def train_preset(args):
+    """`gptcore train --preset P`: the names (or --data) documents, 10% held out, the preset's
+    TrainConfig with the command line's overrides, trained under its objective plug-in (in a
+    torchrun job when args.parallel is a gptcore.parallel.Context). Returns the summary."""
+    plugin = objective_of(args.preset)
+    job = getattr(args, "parallel", None)
+    if job is not None and not plugin.supports_parallel:
+        raise ValueError(f"--preset: {args.preset} trains in one process only (no torchrun)")
+    given = dict(steps=args.steps, seed=args.seed, threads=args.threads, keep=args.keep,
+                 checkpoint_every=args.checkpoint_every,
+                 checkpoint_minutes=args.checkpoint_minutes)
+    overrides = {name: value for name, value in given.items() if value is not None}
+    if args.steps or args.time_budget is not None:     # --steps alone: all of them, no budget
+        overrides["time_budget"] = args.time_budget
+    recipe = dataclasses.replace(RECIPES[args.preset], **overrides)
+    torch.set_num_threads(recipe.threads)
     docs, tok, meta = load_corpus(args.data, args.tokenizer, args.vocab_size)
-    train_docs, val_docs = data.split(docs, 0.1, seed=0)
-    meta.update(split_seed=0, val_fraction=0.1, preset=args.preset, seed=args.seed)
-    config = GPTConfig.preset(args.preset, vocab_size=tok.vocab_size, extra=meta)
-    train_seqs = data.encode_documents(train_docs, tok, config.block_size)
-    val_seqs = data.encode_documents(val_docs, tok, config.block_size)
-    job = getattr(args, "parallel", None)          # a torchrun job (gptcore.parallel), or None
+    train_docs, val_docs = data.split(docs, VAL_FRACTION, seed=SPLIT_SEED)
+    meta.update(split_seed=SPLIT_SEED, val_fraction=VAL_FRACTION, preset=args.preset,
+                seed=args.seed)
+    config = plugin.model_config(args.preset, tok, meta)
+    train_seqs = plugin.encode(train_docs, tok, config.block_size)
+    val_seqs = plugin.encode(val_docs, tok, config.block_size)
     device = job.device if job else None
-    val_batches = [data.packed_batch(val_seqs[i:i + 512], device)
-                   for i in range(0, len(val_seqs), 512)]
     torch.manual_seed(args.seed)
     model = GPT(config)
     if args.out:                    # a run directory of another model or data: refuse now
         checkpoint.check_compatible(args.out, model, meta, "--out")
-    rank, world, batch_size, loss_fn = 0, 1, recipe.batch_size, None
+    rank, world = (job.rank, job.world_size) if job else (0, 1)
     if job is not None:
-        rank, world = job.rank, job.world_size
-        batch_size = parallel.per_rank(recipe.batch_size, world)
         model = parallel.data_parallel(model.to(job.device),
                                        experts_parallel=args.expert_parallel)
-        loss_fn = parallel.next_token_loss
-    steps = args.steps or recipe.steps
-    budget = args.time_budget if args.time_budget is not None else (
-        None if args.steps else recipe.time_budget)
-    clock = time.process_time if args.cpu_time else time.perf_counter
-    summary = train(model, data.Batches(train_seqs, batch_size, packed=recipe.packed,
-                                        seed=args.seed, rank=rank, world_size=world,
-                                        device=device),
-                    steps=steps, lr=recipe.lr, warmup=recipe.warmup, schedule=recipe.schedule,
-                    min_lr_ratio=recipe.min_lr_ratio, betas=recipe.betas, eps=recipe.eps,
-                    weight_decay=recipe.weight_decay, grad_clip=recipe.grad_clip,
-                    time_budget=budget, clock=clock,
-                    eval_fn=lambda m: evaluate(m, val_batches),
-                    eval_every=min(recipe.eval_every, steps), out_dir=args.out, seed=args.seed,
-                    meta=meta, name=args.preset, progress=not args.quiet,
-                    checkpoint_every=args.checkpoint_every,
-                    checkpoint_minutes=args.checkpoint_minutes, keep=args.keep, loss_fn=loss_fn,
-                    is_main=rank == 0, parallel=job)
+    batches = plugin.batches(train_seqs, recipe, batch_size=parallel.per_rank(recipe.batch_size,
+                                                                              world),
+                             seed=args.seed, rank=rank, world_size=world, device=device)
+    summary = train(model, batches, recipe, objective=plugin.objective(val_seqs, tok, device),
+                    context=job, out_dir=args.out, meta=meta, name=args.preset,
+                    progress=not args.quiet,
+                    clock=time.process_time if args.cpu_time else time.perf_counter)
     return {"preset": args.preset, **summary, "threads": torch.get_num_threads(),
             "clock": "cpu" if args.cpu_time else "wall"}
-
-
-TRAINERS = {name: train_gpt for name in RECIPES}
-# masked diffusion (LLaDA): its own data, loss and summary, in gptcore/diffusion/cli.py
-TRAINERS.update({"names-diffusion": "gptcore.diffusion.cli:train_command",
-                 "names-diffusion-moe": "gptcore.diffusion.cli:train_command"})
-
-
-def trainer(preset):
-    """The function that trains `preset` (resolving "module:function" entries)."""
-    entry = TRAINERS[preset]
-    if isinstance(entry, str):
-        module, _, function = entry.partition(":")
-        entry = getattr(importlib.import_module(module), function)
-    return entry
