@@ -99,8 +99,8 @@ def _gate_up(x, index, gate_up, gate_up_scales, bias, top_k, activation, alpha, 
 
 
 def _gemm(a, b, b_scales, bias, rw, index, top_k, N, K, b_strides, out, cfg, *, a_by_token,
-          c_by_slot, scale_rows, epilogue=0, dy=None, pre=None, activation="silu", alpha=0.0,
-          limit=0.0, mxfp4=False):
+          c_by_slot, scale_rows, epilogue="store", dy=None, pre=None, activation="silu",
+          alpha=0.0, limit=0.0, mxfp4=False):
     """Launches the generic grouped GEMM (see _grouped_gemm_kernel) into `out`."""
     _, sorted_slots, block_expert = index
     grid = (block_expert.numel(), triton.cdiv(N, cfg["BLOCK_N"]))
@@ -109,8 +109,9 @@ def _gemm(a, b, b_scales, bias, rw, index, top_k, N, K, b_strides, out, cfg, *, 
         dy if dy is not None else out, pre if pre is not None else out, out,
         sorted_slots, block_expert, rw.numel(), N, K, *b_strides, out.stride(0), alpha, limit,
         TOP_K=top_k, A_BY_TOKEN=a_by_token, C_BY_SLOT=c_by_slot, HAS_BIAS=bias is not None,
-        SCALE_ROWS=scale_rows, EPILOGUE=epilogue, ACTIVATION=gemm.ACTIVATIONS[activation],
-        MXFP4=mxfp4, DOT_PRECISION=precision.dot_precision(a.dtype), **_launch_meta(cfg))
+        SCALE_ROWS=scale_rows, EPILOGUE=gemm.EPILOGUES[epilogue],
+        ACTIVATION=gemm.ACTIVATIONS[activation], MXFP4=mxfp4,
+        DOT_PRECISION=precision.dot_precision(a.dtype), **_launch_meta(cfg))
 
 
 def _index(indices, E, cfg):
@@ -174,14 +175,14 @@ def experts_bwd(dy, x, indices, weights, gate_up, down, gate_up_bias, down_bias,
     # d(gate, up) = GLU'(pre) * (w * dy[token]) @ down[e]: B[k=h, n=i] = down[e, h, i]
     dh = x.new_empty(sorted_slots.numel(), two_i)
     _gemm(dy, down, None, None, rw, index, top_k, I, H, down.stride(), dh, cfg, a_by_token=True,
-          c_by_slot=False, scale_rows=True, epilogue=1, pre=pre, activation=activation,
-          alpha=alpha, limit=limit)
+          c_by_slot=False, scale_rows=True, epilogue="glu_backward", pre=pre,
+          activation=activation, alpha=alpha, limit=limit)
     # d weights[slot] = dot(dy[token], act @ down[e]^T + down_bias[e]), partial per column block
     n_blocks = triton.cdiv(H, cfg["BLOCK_N"])
     partial = torch.zeros(num_slots, n_blocks, device=x.device, dtype=torch.float32)
     _gemm(act, down, None, down_bias, rw, index, top_k, H, I,
           (down.stride(0), down.stride(2), down.stride(1)), partial, cfg, a_by_token=False,
-          c_by_slot=True, scale_rows=False, epilogue=2, dy=dy)
+          c_by_slot=True, scale_rows=False, epilogue="routing_dot", dy=dy)
     dweights = partial.sum(dim=1).view(T, top_k).to(weights.dtype)
     # dx[token] = sum over its slots of dh[row] @ gate_up[e]: B[k=j, n=h] = gate_up[e, j, h]
     per_slot = torch.zeros(num_slots, H, device=x.device, dtype=torch.float32)
@@ -256,7 +257,7 @@ def _gemm_specs(tag, cfg, act_dtype, activation, mxfp4, k_major=False):
         cfg["num_warps"], cfg["num_stages"])
     down = _spec(f"moe_down_{tag}", gemm._grouped_gemm_kernel, _generic_types(act_dtype, w),
                  _generic_constexprs(tiles, activation, mxfp4, a_by_token=False, c_by_slot=True,
-                                     scale_rows=True, epilogue=0),
+                                     scale_rows=True, epilogue="store"),
                  cfg["num_warps"], cfg["num_stages"])
     return [gate_up, down]
 
@@ -272,8 +273,8 @@ def _generic_constexprs(tiles, activation, mxfp4, *, a_by_token, c_by_slot, scal
                         epilogue):
     return dict(TOP_K=4 if activation == "gpt_oss" else 2, A_BY_TOKEN=a_by_token,
                 C_BY_SLOT=c_by_slot, HAS_BIAS=activation == "gpt_oss", SCALE_ROWS=scale_rows,
-                EPILOGUE=epilogue, ACTIVATION=gemm.ACTIVATIONS[activation], MXFP4=mxfp4,
-                DOT_PRECISION=precision.DEFAULT, **tiles)
+                EPILOGUE=gemm.EPILOGUES[epilogue], ACTIVATION=gemm.ACTIVATIONS[activation],
+                MXFP4=mxfp4, DOT_PRECISION=precision.DEFAULT, **tiles)
 
 
 def _backward_specs(tag, cfg, act_dtype, activation):
@@ -289,13 +290,13 @@ def _backward_specs(tag, cfg, act_dtype, activation):
     return [
         _spec(f"moe_dgate_up_{tag}", kernel, dh_types, _generic_constexprs(
             tiles, activation, False, a_by_token=True, c_by_slot=False, scale_rows=True,
-            epilogue=1), warps, stages),
+            epilogue="glu_backward"), warps, stages),
         _spec(f"moe_dweights_{tag}", kernel, types, _generic_constexprs(
             tiles, activation, False, a_by_token=False, c_by_slot=True, scale_rows=False,
-            epilogue=2), warps, stages),
+            epilogue="routing_dot"), warps, stages),
         _spec(f"moe_dx_{tag}", kernel, types, _generic_constexprs(
             tiles, activation, False, a_by_token=False, c_by_slot=True, scale_rows=False,
-            epilogue=0), warps, stages),
+            epilogue="store"), warps, stages),
         _spec(f"moe_ddown_{tag}", gemm._grouped_wgrad_kernel, wg_types, dict(
             TOP_K=2, L_BY_TOKEN=True, R_BY_TOKEN=False, SCALE_L=True, HAS_BIAS=True,
             DOT_PRECISION=precision.DEFAULT, **wg_tiles),

@@ -10,6 +10,9 @@ import triton.language as tl
 
 SILU, GELU, GPT_OSS = 0, 1, 2
 ACTIVATIONS = {"silu": SILU, "gelu": GELU, "gpt_oss": GPT_OSS}
+# what _grouped_gemm_kernel does with its tile C (its EPILOGUE constexpr): store it; take it as
+# d(activation) and store the GLU backward; store its dot with dy per slot (routing gradient)
+EPILOGUES = {"store": 0, "glu_backward": 1, "routing_dot": 2}
 _SQRT_2_OVER_PI = 0.7978845608028654
 
 
@@ -123,8 +126,8 @@ def _grouped_gemm_kernel(
     b_ptr, b_scales_ptr,        # per expert B[k, n] = b[e*stride_be + k*stride_bk + n*stride_bn]
     bias_ptr,                   # (E, N) or dummy
     rw_ptr,                     # (num_slots,) fp32 routing weights
-    dy_ptr,                     # EPILOGUE 2: (T, N) upstream gradient
-    pre_ptr,                    # EPILOGUE 1: (rows, 2N) fp32 gate/up pre-activations
+    dy_ptr,                     # routing_dot: (T, N) upstream gradient
+    pre_ptr,                    # glu_backward: (rows, 2N) fp32 gate/up pre-activations
     c_ptr,                      # out: by slot (num_slots, .) if C_BY_SLOT else by row (rows, .)
     sorted_ptr, block_expert_ptr,
     # sizes and strides
@@ -136,9 +139,10 @@ def _grouped_gemm_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """C = rowscale * (A B_e + bias_e), then EPILOGUE 0: store C; 1: C is dact, store the GLU
-    backward d(gate, up) into (rows, 2N); 2: store rowwise partial dot(C, dy[token]) per slot
-    and column block (c is (num_slots, num_n_blocks))."""
+    """C = rowscale * (A B_e + bias_e), then by EPILOGUES: 0 "store": store C; 1
+    "glu_backward": C is dact, store the GLU backward d(gate, up) into (rows, 2N); 2
+    "routing_dot": store rowwise partial dot(C, dy[token]) per slot and column block (c is
+    (num_slots, num_n_blocks))."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     e = tl.load(block_expert_ptr + pid_m).to(tl.int64)
