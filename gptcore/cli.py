@@ -134,8 +134,8 @@ def main(argv=None):
     cli_multimodal.add_command(sub)
     from gptcore.diffusion import cli as cli_diffusion
     cli_diffusion.add_commands(sub)
-    from gptcore.embed import demo as embed_demo
-    embed_demo.add_command(sub)
+    from gptcore.embed import cli as cli_embed
+    cli_embed.add_command(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

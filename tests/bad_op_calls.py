@@ -5,7 +5,6 @@ parent reports with the last call started. These calls skip gptcore's Python val
 what stops them is the op's own checks (csrc/common/checks.h, and the specs' checks that wrap the Python backends)."""
 import os
 import sys
-import traceback
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 

@@ -1,9 +1,7 @@
 """gptcore.nn.MoE against the same layer written with gptcore.ref, forward and gradients."""
 import pytest
 import torch
-import torch.nn.functional as F
 
-import gptcore
 from gptcore import ref
 from gptcore.nn import MoE
 

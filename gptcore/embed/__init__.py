@@ -1,5 +1,5 @@
 """Matryoshka embeddings on the gptcore trunk: EmbeddingModel, the loss, the corrupted-names
-retrieval task, retrieval metrics, packing and pooling; `gptcore embed-demo` lives in demo.py."""
+retrieval task, retrieval metrics, packing and pooling; the `gptcore embed-demo` demo in demo.py, its command line in cli.py."""
 from gptcore.embed.loss import info_nce, matryoshka_loss
 from gptcore.embed.model import EmbeddingModel
 from gptcore.embed.metrics import funnel_accuracy, target_ranks, topk_accuracy
