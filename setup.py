@@ -57,7 +57,7 @@ class CMakeBuild(build_ext):
 
 setup(
     packages=find_packages(include=["gptcore", "gptcore.*"]),
-    package_data={"gptcore": ["datasets/names.txt"]},
+    package_data={"gptcore": ["datasets/names.txt", "datasets/tinyshakespeare.txt"]},
     ext_modules=[CMakeExtension("gptcore._C")],
     cmdclass={"build_ext": CMakeBuild},
 )

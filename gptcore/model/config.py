@@ -86,6 +86,16 @@ PRESETS = {
                          n_kv_head=2, head_dim=16, d_ff=64, n_experts=8, top_k=2,
                          moe_scoring="topk_softmax", moe_activation="gpt_oss", pos="rope",
                          rope_theta=150000.0, windows=(128, None, 128, None), sinks=True),
+    # nanoGPT's shakespeare_char sizes (README CPU run: 4 layers, 4 heads, width 128, block 64)
+    # as a Llama-style GPT (RoPE, RMSNorm, SwiGLU, tied embeddings, no biases: exportable to
+    # transformers' Llama); d_ff 344 = 4*128*2/3 rounded up to 8 keeps nanoGPT's MLP size;
+    # no dropout (nanoGPT's run sets 0). vocab_size comes from the text's characters.
+    "shakespeare-char": dict(vocab_size=66, block_size=64, n_layer=4, d_model=128, n_head=4,
+                             d_ff=344, mlp="swiglu", pos="rope", tie_embeddings=True),
+    # nanoGPT's GPU recipe: 6 layers, 6 heads, width 384, block 256 (its dropout 0.2 aside)
+    "shakespeare-char-gpu": dict(vocab_size=66, block_size=256, n_layer=6, d_model=384,
+                                 n_head=6, d_ff=1024, mlp="swiglu", pos="rope",
+                                 tie_embeddings=True),
     # masked diffusion (LLaDA, gptcore/diffusion/llada.py): the names trunks with bidirectional
     # attention, a mask token after the 27 name tokens, block 16 = the longest name (15) + end.
     # Learned positions: with RoPE alone an all-mask canvas looks the same from every position

@@ -5,7 +5,7 @@ import sys
 import torch
 
 from gptcore import parallel
-from gptcore.training import checkpoint, data, recipes, stop
+from gptcore.training import checkpoint, data, overrides, recipes, stop, stream
 from gptcore.training.args import (NONNEGATIVE_FLOAT, NONNEGATIVE_INT, POSITIVE_FLOAT,
                                    POSITIVE_INT, int_at_least, option_error, probability,
                                    writable_directory)
@@ -18,12 +18,38 @@ def check_train_args(args):
     if args.preset not in recipes.RECIPES:
         raise ValueError(f"--preset: expected one of {', '.join(sorted(recipes.RECIPES))}, "
                          f"got {args.preset!r}")
-    if args.data is not None:
+    data_file, mode = recipes.data_source(args)
+    if mode == "stream" and data_file is None:
+        raise ValueError("--data: expected a text file or directory for --data-mode stream, "
+                         "got none")
+    if mode == "stream":
+        stream.source_files(data_file)
+    elif args.data is not None:
         data.load_documents(args.data, argument="--data")
+    if recipes.objective_of(args.preset) is not recipes.NextTokenPreset:
+        given = [name for name in vars(args) if name in OVERRIDE_NAMES
+                 and getattr(args, name) is not None]
+        if given or args.config or args.data_mode:
+            option = "--" + (given[0].replace("_", "-") if given else
+                             "config" if args.config else "data-mode")
+            raise ValueError(f"{option}: expected a GPT preset ("
+                             f"{', '.join(sorted(recipes.RECIPES))}), got {args.preset!r}, "
+                             f"which trains with its own settings")
+    model_overrides, _ = overrides.split_overrides(args, recipes.TrainConfig, args.config)
+    if recipes.objective_of(args.preset) is recipes.NextTokenPreset:
+        # the model these settings make, on the meta device (no memory): a bad combination
+        # (n_head not dividing d_model, an odd rotary head_dim) stops here, before the data
+        config = recipes.GPTConfig.preset(args.preset, **model_overrides)
+        with torch.device("meta"):
+            recipes.GPT(config)
     if args.out is not None:
         writable_directory(args.out, "--out")
         if checkpoint.checkpoints(args.out):
             checkpoint.resolve(args.out, "--out")
+
+
+OVERRIDE_NAMES = {f.name for f in overrides.settable_fields(recipes.GPTConfig)} | \
+    {f.name for f in overrides.settable_fields(recipes.TrainConfig)}
 
 
 def train_command(args):
@@ -101,8 +127,14 @@ def add_commands(sub):
                        "document per line); the last line printed is a JSON summary.")
     p.add_argument("--preset", required=True, metavar="P",
                    help=f"one of {', '.join(sorted(recipes.RECIPES))}")
-    p.add_argument("--data", metavar="FILE", help="text file, one document per line "
-                   "(default: the names shipped with gptcore)")
+    p.add_argument("--data", metavar="FILE", help="text file (or, streamed, a directory of "
+                   "them; or tinyshakespeare, shipped) (default: the preset's: the names, or "
+                   "tinyshakespeare for shakespeare-char*)")
+    p.add_argument("--data-mode", choices=("documents", "stream"), help="documents: one per "
+                   "line, each its own sequence; stream: the text as one token stream, random "
+                   "windows, the last 10%% held out (default: the preset's)")
+    p.add_argument("--config", metavar="FILE", help="JSON or TOML file of model and recipe "
+                   "fields (n_layer = 6, lr = 1e-3, ...); options given override it")
     p.add_argument("--tokenizer", choices=("char", "bpe"), default="char",
                    help="characters with BOS (default) or byte-level BPE")
     p.add_argument("--vocab-size", type=int_at_least(257), default=512,
@@ -127,6 +159,9 @@ def add_commands(sub):
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--expert-parallel", action="store_true", help="under torchrun: spread each "
                    "MoE layer's experts over the processes (tokens travel by all-to-all)")
+    overrides.add_options(p, recipes.GPTConfig, "model (GPTConfig fields; default: the "
+                          "preset's)")
+    overrides.add_options(p, recipes.TrainConfig, "recipe (default: the preset's)")
     p.set_defaults(func=train_command)
     p = sub.add_parser("sample", help="sample from a checkpoint written by `gptcore train`")
     p.add_argument("--ckpt", required=True, metavar="DIR")
