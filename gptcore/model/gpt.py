@@ -173,6 +173,14 @@ class GPT(nn.Module):
                         top_p=top_p, use_cache=use_cache, stop_token=stop_token,
                         generator=generator)
 
+    def stream(self, prompt, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+               generator=None, exclude=()):
+        """Yields new token ids one at a time after the ids `prompt` (one row); the text may
+        outgrow block_size (the context then slides). See gptcore.model.sampling.stream."""
+        from gptcore.model.sampling import stream
+        return stream(self, prompt, max_new_tokens, temperature=temperature, top_k=top_k,
+                      top_p=top_p, generator=generator, exclude=exclude)
+
     # ---- microgpt's own weights ------------------------------------------------------------
 
     @classmethod

@@ -71,3 +71,34 @@ def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, top_p=N
         if stop_token is not None and bool(done.all()):
             break
     return out[:, :n]
+
+
+@torch.no_grad()
+def stream(model, prompt, max_new_tokens, *, temperature=1.0, top_k=None, top_p=None,
+           generator=None, exclude=()):
+    """Yields max_new_tokens new token ids (ints) after the ids `prompt`, one at a time as they
+    are sampled (one row). Unlike generate, the text may outgrow block_size: up to it, one
+    prefill and a KV cache; past it, the context slides (the last block_size tokens, recomputed
+    each step, as nanoGPT's sampler does). exclude: ids never sampled (a BOS the stream never
+    trained on)."""
+    idx = torch.tensor([list(prompt)], dtype=torch.int64, device=model.wte.weight.device)
+    limit = model.config.block_size
+    idx = idx[:, -limit:]                                    # (1, T) with T <= block_size
+    _check(model, idx, 0, temperature, top_k, top_p)
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens: expected an int >= 0, got {max_new_tokens!r}")
+    caches = model.make_caches(1, limit)
+    feed = idx
+    for _ in range(max_new_tokens):
+        if caches is not None:
+            logits = model.decode(feed, caches)[:, -1]                # (1, V)
+        else:
+            logits = model(idx[:, -limit:])[0][:, -1]                 # the sliding window
+        logits = logits.float()
+        logits[:, list(exclude)] = float("-inf")
+        token = next_token(logits, temperature, top_k, top_p, generator)  # (1, 1)
+        yield int(token)
+        idx = torch.cat([idx, token], dim=1)
+        feed = token
+        if idx.shape[1] > limit:
+            caches = None                                    # the cache holds block_size at most
