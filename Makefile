@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 CONSTRAINTS := constraints.txt
 # What building and the test suites need beside torch: one list, pinned by constraints.txt.
 PACKAGES := setuptools wheel cmake ninja pybind11 numpy tqdm triton pytest pytest-benchmark \
-	hypothesis transformers safetensors tokenizers matplotlib
+	hypothesis transformers safetensors tokenizers matplotlib gguf
 
 .PHONY: demo test build bench clean test-gpu-configs gpu-check test-latest wheel-smoke
 

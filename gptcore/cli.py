@@ -136,6 +136,8 @@ def main(argv=None):
     cli_diffusion.add_commands(sub)
     from gptcore.embed import cli as cli_embed
     cli_embed.add_command(sub)
+    from gptcore.export import cli as cli_export
+    cli_export.add_command(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
