@@ -16,5 +16,6 @@ class Block(nn.Module):
 
     def forward(self, x, cache=None, **attention_kwargs):
         a = self.attn(self.attn_norm(x), cache, **attention_kwargs)
-        y, x = self.ffn_norm(a, residual=x)            # x + attention, and its norm, in one pass
+        # under autocast the attention output is bf16 while the residual stream stays fp32
+        y, x = self.ffn_norm(a.to(x.dtype), residual=x)   # x + attention and its norm, one pass
         return x + self.ffn(y)

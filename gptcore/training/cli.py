@@ -6,7 +6,7 @@ import sys
 import torch
 
 from gptcore import parallel
-from gptcore.training import checkpoint, data, overrides, recipes, stop, stream
+from gptcore.training import checkpoint, data, overrides, precision, recipes, stop, stream
 from gptcore.training.args import (NONNEGATIVE_FLOAT, NONNEGATIVE_INT, POSITIVE_FLOAT,
                                    POSITIVE_INT, int_at_least, option_error, probability,
                                    writable_directory)
@@ -19,6 +19,7 @@ def check_train_args(args):
     if args.preset not in recipes.RECIPES:
         raise ValueError(f"--preset: expected one of {', '.join(sorted(recipes.RECIPES))}, "
                          f"got {args.preset!r}")
+    precision.resolve_device(args.device)
     data_file, mode = recipes.data_source(args)
     if mode == "stream" and data_file is None:
         raise ValueError("--data: expected a text file or directory for --data-mode stream, "
@@ -210,6 +211,12 @@ def add_commands(sub):
     p.add_argument("--keep", type=POSITIVE_INT, default=2, metavar="N",
                    help="keep the newest N checkpoints (default 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to train (default auto: cuda when torch sees one)")
+    p.add_argument("--dtype", choices=precision.DTYPES, default="fp32", help="bf16: autocast "
+                   "(matmuls and attention in bf16, fp32 weights and residual stream)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the loss (forward "
+                   "and backward); the first steps pay the compilation")
     p.add_argument("--expert-parallel", action="store_true", help="under torchrun: spread each "
                    "MoE layer's experts over the processes (tokens travel by all-to-all)")
     overrides.add_options(p, recipes.GPTConfig, "model (GPTConfig fields; default: the "

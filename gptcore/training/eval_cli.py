@@ -10,7 +10,7 @@ import torch
 
 from gptcore.training import checkpoint, data, stream
 from gptcore.training.args import POSITIVE_INT, option_error
-from gptcore.training.train import evaluate
+from gptcore.training.objective import evaluate
 
 
 def stream_batches(meta, tok, block_size, batch_size, data_file):

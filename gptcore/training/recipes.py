@@ -15,7 +15,7 @@ import torch
 from gptcore import parallel
 from gptcore.model import GPT
 from gptcore.model.config import GPTConfig
-from gptcore.training import checkpoint, data, overrides, stream
+from gptcore.training import checkpoint, data, overrides, precision, stream
 from gptcore.training.config import TrainConfig
 from gptcore.training.objective import NextToken
 from gptcore.training.train import train
@@ -161,7 +161,7 @@ def train_preset(args):
         args, TrainConfig, getattr(args, "config", None))
     recipe = dataclasses.replace(RECIPES[args.preset], **{**recipe_overrides, **given_recipe})
     torch.set_num_threads(recipe.threads)
-    device = job.device if job else None
+    device = job.device if job else precision.resolve_device(getattr(args, "device", None))
     rank, world = (job.rank, job.world_size) if job else (0, 1)
     if data_source(args)[1] == "stream":
         # under torchrun every rank tokenises in memory: no two writers of one cache
@@ -186,7 +186,11 @@ def train_preset(args):
 def _run(args, job, recipe, config, batches, objective, meta):
     """Builds the model of `config` and trains it; the summary."""
     torch.manual_seed(args.seed)
-    model = GPT(config)
+    device = job.device if job else precision.resolve_device(getattr(args, "device", None))
+    model = GPT(config).to(device)
+    dtype, compile_ = getattr(args, "dtype", None) or "fp32", getattr(args, "compile", False)
+    if dtype != "fp32" or compile_:
+        objective.loss_fn = precision.wrap(objective.loss_fn, device, dtype, compile_)
     if args.out:                    # a run directory of another model or data: refuse now
         checkpoint.check_compatible(args.out, model, meta, "--out")
     if job is not None:
@@ -197,4 +201,5 @@ def _run(args, job, recipe, config, batches, objective, meta):
                     progress=not args.quiet,
                     clock=time.process_time if args.cpu_time else time.perf_counter)
     return {"preset": args.preset, **summary, "threads": torch.get_num_threads(),
-            "clock": "cpu" if args.cpu_time else "wall"}
+            "clock": "cpu" if args.cpu_time else "wall", "device": str(device), "dtype": dtype,
+            "compile": bool(compile_)}
