@@ -147,6 +147,28 @@ def print_profile(name, prof, top):
               f"{row['calls_per_step']:6.0f}")
 
 
+def run(quick=False):
+    """`gptcore bench`'s row: median step time of gptcore.GPT against nanoGPT's model.py (none
+    when no nanoGPT checkout is at $NANOGPT_DIR or the default path)."""
+    from harness import Row
+    where = os.environ.get("NANOGPT_DIR", DEFAULT_NANOGPT)
+    if not Path(where).exists():
+        print(f"bench_nanogpt_train: no nanoGPT checkout at {where}; row left out", file=sys.stderr)
+        return []
+    data, vocab = char_data(DATA)
+    shape = SHAPES["cpu"]
+    theirs, ours = models(load_nanogpt(where), shape, vocab)
+    steps = {"nanogpt": stepper(theirs, adamw(theirs, True)),
+             "gptcore": stepper(ours, adamw(ours, True))}
+    count = 10 if quick else 100
+    all_batches = batches(data, shape["block_size"], shape["batch_size"], 5 + count)
+    timed_steps(steps, all_batches[:5])
+    times, _ = timed_steps(steps, all_batches[5:])
+    return [Row("nanogpt_train", "4x4x128 block 64 batch 12 fp32 step",
+                statistics.median(times["gptcore"]), statistics.median(times["nanogpt"]),
+                "nanoGPT model.py")]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=SHAPES, default="cpu")
