@@ -136,6 +136,24 @@ def rms_norm(x, weight=None, eps=1e-6, residual=None):
     return y.to(x.dtype), h
 
 
+# ----------------------------------------------------------------------------- activations
+
+def gelu(x, approximate="none"):
+    """x * Phi(x) (approximate="none", Phi the normal CDF) or its tanh approximation
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in fp32, in x's dtype."""
+    return F.gelu(_acc(x), approximate=approximate).to(x.dtype)
+
+
+def gated_activation(gate_up, kind):
+    """gate_up (..., 2I) -> act(gate) * up (..., I), gate = [..., :I], up = [..., I:] (one
+    projection's output, Llama's gate_proj and up_proj stacked). kind "swiglu": act = silu;
+    "geglu": act = gelu, tanh form."""
+    I = gate_up.shape[-1] // 2
+    gate, up = _acc(gate_up[..., :I]), _acc(gate_up[..., I:])
+    act = F.silu(gate) if kind == "swiglu" else F.gelu(gate, approximate="tanh")
+    return (act * up).to(gate_up.dtype)                                    # (..., I)
+
+
 # ----------------------------------------------------------------------------- routing
 
 def _top_k(scores, top_k):

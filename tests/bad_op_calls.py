@@ -107,6 +107,10 @@ CALLS = {
         (r(2, 4), r(2, 8), r(2, 8), r(2, 8), r(2, 8), r(8), r(2), 1e-5),
         (r(2, 8), r(2, 8), r(2, 8), r(2, 8), r(1, 8), None, r(2), 1e-5),
     ],
+    "gelu_fwd": [(r(2, 8).int(), "none"), (r(2, 8), "fast")],
+    "gelu_bwd": [(r(2, 4), r(2, 8), "tanh"), (r(2, 8), r(2, 8), "fast")],
+    "gated_activation_fwd": [(r(2, 7), "swiglu"), (r(2, 8), "relu"), (r(2, 8).int(), "geglu")],
+    "gated_activation_bwd": [(r(2, 8), r(2, 8), "swiglu"), (r(2, 4), r(2, 8), "relu")],
 }
 # Only the C++ route_bwd reads logits at the given ids; the reference recomputes the routing and
 # the Triton kernel compares ids with columns, so an id out of range cannot reach memory there.
@@ -127,6 +131,10 @@ GOOD = {
     "mxfp4_dequantize": (torch.zeros(4, 16, dtype=torch.uint8), torch.zeros(4, 1, dtype=torch.uint8), f32),
     "rms_norm_fwd": (r(2, 8), r(2, 8), r(8), 1e-5),
     "rms_norm_bwd": (r(2, 8), r(2, 8), r(2, 8), r(2, 8), r(2, 8), r(8), r(2), 1e-5),
+    "gelu_fwd": (r(2, 8), "none"),
+    "gelu_bwd": (r(2, 8), r(2, 8), "tanh"),
+    "gated_activation_fwd": (r(2, 8), "swiglu"),
+    "gated_activation_bwd": (r(2, 4), r(2, 8), "geglu"),
 }
 ATTENTION = {"attention_fwd", "attention_bwd", "attention_varlen_fwd", "attention_varlen_bwd"}
 

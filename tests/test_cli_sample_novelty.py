@@ -29,11 +29,11 @@ def test_new_marks_exactly_the_samples_outside_the_training_split(tmp_path, caps
     assert cli.main(["train", "--preset", "names", "--data", str(text), "--steps", "60",
                      "--out", str(out), "--quiet"]) == 0
     capsys.readouterr()
-    assert cli.main(["sample", "--ckpt", str(out), "-n", "200", "--temperature", "1.0"]) == 0
+    assert cli.main(["sample", "--ckpt", str(out), "-n", "400", "--temperature", "1.0"]) == 0
     printed = capsys.readouterr().out.splitlines()
     samples = json.loads(printed[-1])["samples"]
     lines = printed[:-1]
-    assert len(lines) == len(samples) == 200
+    assert len(lines) == len(samples) == 400
 
     meta = json.loads((checkpoint.resolve(out) / "config.json").read_text())["meta"]
     train, val = data.split(words, meta.get("val_fraction", 0.1), seed=meta.get("split_seed", 0))

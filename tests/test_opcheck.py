@@ -41,6 +41,7 @@ def samples():
     x64 = r(3, 64)
     xn, rn = r(4, 8), r(4, 8)
     _, hn, rstd_n = ops.ref_rms_norm_fwd(xn, rn, None, 1e-5)
+    xa, gu = r(3, 5, 6, grad=True), r(4, 10, grad=True)
     return {
         "attention_fwd": [(q, k, v, sinks, *flags), (q, k, v, None, *plain)],
         "attention_bwd": [(r(*out.shape), r(*lse.shape), q, k, v, out, lse, sinks, *flags)],
@@ -61,6 +62,10 @@ def samples():
                          (r(4, 7, grad=True), None, None, 1e-6)],
         "rms_norm_bwd": [(r(4, 8), r(4, 8), xn, rn, hn, r(8), rstd_n, 1e-5),
                          (r(4, 8), r(0), xn, None, r(0), None, rstd_n, 1e-5)],
+        "gelu_fwd": [(xa, "none"), (xa, "tanh")],
+        "gelu_bwd": [(r(3, 5, 6), xa, "none"), (r(3, 5, 6), xa, "tanh")],
+        "gated_activation_fwd": [(gu, "swiglu"), (gu, "geglu")],
+        "gated_activation_bwd": [(r(4, 5), gu, "swiglu"), (r(4, 5), gu, "geglu")],
     }
 
 

@@ -36,8 +36,8 @@ void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, co
   const int64_t D = pb.D, Dp = pb.Dp, G = pb.G;
   const int64_t bq = std::max<int64_t>(1, kBwdRows / G), Mmax = G * bq;
   const int64_t BKp = round_up(kBwdKeys, kPanel);
-  const Layout ql = pb.q_layout(D), kvl = pb.kv_layout(D), ll = pb.q_layout(1),
-               pl = pb.q_layout(Dp);
+  const Layout &ql = pb.q_in, &kvl = pb.kv_in, &dol = pb.dout_in, kvo = pb.kv_layout(D),
+               ll = pb.q_layout(1), pl = pb.q_layout(Dp);
   const int64_t Lq = pb.len_q[ch.n], shift = pb.len_k[ch.n] - Lq;
   std::vector<float> krow(kBwdKeys * Dp), vrow(kBwdKeys * Dp), dk_acc(kBwdKeys * Dp),
       dv_acc(kBwdKeys * Dp), qs(Mmax * Dp), dos(Mmax * Dp), s(Mmax * BKp), dp(Mmax * BKp),
@@ -56,7 +56,7 @@ void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, co
       for (int64_t g = 0; g < G; ++g) {
         const int64_t h = ch.h * G + g;
         pack_rows(q + ql.at(ch.n, h, i0), ql.row, rows, D, Dp, pb.scale, qs.data() + g * rows * Dp);
-        pack_rows(dout + ql.at(ch.n, h, i0), ql.row, rows, D, Dp, 1.0f, dos.data() + g * rows * Dp);
+        pack_rows(dout + dol.at(ch.n, h, i0), dol.row, rows, D, Dp, 1.0f, dos.data() + g * rows * Dp);
         for (int64_t i = 0; i < rows; ++i) {
           lse_r[g * rows + i] = gr.lse[ll.at(ch.n, h, i0 + i)];
           delta_r[g * rows + i] = gr.delta[ll.at(ch.n, h, i0 + i)];
@@ -94,8 +94,8 @@ void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, co
                         dq_part + pl.at(ch.n, ch.h * G + g, i0), pl.row);
     }
     for (int64_t j = 0; j < nk; ++j) {
-      T* dkr = dk + kvl.at(ch.n, ch.h, j0 + j);
-      T* dvr = dv + kvl.at(ch.n, ch.h, j0 + j);
+      T* dkr = dk + kvo.at(ch.n, ch.h, j0 + j);
+      T* dvr = dv + kvo.at(ch.n, ch.h, j0 + j);
       for (int64_t c = 0; c < D; ++c) {
         dkr[c] = static_cast<T>(dk_acc[j * Dp + c]);
         dvr[c] = static_cast<T>(dv_acc[j * Dp + c]);
@@ -115,7 +115,7 @@ void backward(const Problem& pb, const T* dout, const float* dlse, const T* q, c
     const int64_t n = item / pb.Hq, h = item % pb.Hq;
     for (int64_t i = 0; i < pb.len_q[n]; ++i) {
       const T* o = out + ql.at(n, h, i);
-      const T* d = dout + ql.at(n, h, i);
+      const T* d = dout + pb.dout_in.at(n, h, i);
       float acc = 0.0f;
       for (int64_t c = 0; c < D; ++c) acc += static_cast<float>(o[c]) * static_cast<float>(d[c]);
       delta[ll.at(n, h, i)] = acc - dlse[ll.at(n, h, i)];
@@ -185,12 +185,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_backward(
   TORCH_CHECK_VALUE(lse.sizes() == lse_sizes && dlse.sizes() == lse_sizes,
                     "gptcore.attention backward: lse and dlse must have shape ", lse_sizes,
                     ", got ", lse.sizes(), " and ", dlse.sizes());
-  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous(),
-                   oc = out.contiguous(), doc = dout.to(q.scalar_type()).contiguous(),
+  const at::Tensor qc = unit_rows(q), oc = out.contiguous(),
+                   doc = unit_rows(dout.to(q.scalar_type())),
                    lc = lse.to(at::kFloat).contiguous(), dlc = dlse.to(at::kFloat).contiguous();
   c10::optional<at::Tensor> sf;
   if (sinks.has_value()) sf = sinks->to(at::kFloat).contiguous();
-  const Problem pb = make_problem(qc, kc, cu_q, cu_k, sf, scale, left, right, softcap);
+  const auto [kc, vc] = shared_rows(k, v);
+  Problem pb = make_problem(qc, kc, cu_q, cu_k, sf, scale, left, right, softcap);
+  pb.dout_in = pb.strided(doc, true);
   TORCH_CHECK_VALUE(!sf.has_value() || sf->numel() == pb.Hq, "gptcore.attention: sinks must have ",
                     pb.Hq, " values, got ", sf->numel());
   at::Tensor dq = at::empty(qc.sizes(), qc.options()), dk = at::zeros(kc.sizes(), kc.options()),

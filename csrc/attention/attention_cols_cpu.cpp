@@ -50,7 +50,7 @@ void run_item_cols(const Problem& pb, int64_t n, int64_t h, int64_t i0, int64_t 
                    float* o_out, float* lse_out) {
   const int64_t D = pb.D, Dp = pb.Dp, G = pb.G, bq = i1 - i0, M = G * bq;
   const int64_t Mp = round_up(M, 16), Lk = pb.len_k[n];
-  const Layout ql = pb.q_layout(D), kvl = pb.kv_layout(D);
+  const Layout &ql = pb.q_in, &kvl = pb.kv_in;
   const int64_t p0 = i0 + pb.len_k[n] - pb.len_q[n];  // position of row i0
   constexpr bool in_place = std::is_same_v<T, float>;
   thread_local std::vector<float> scratch, kbuf, vbuf;

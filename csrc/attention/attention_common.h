@@ -72,10 +72,21 @@ struct Problem {
   float scale, softcap;
   Band band;
   const float* sinks;  // (Hq,) fp32, or nullptr
+  // Where the rows of the inputs q, k and v (k and v share strides) and of dout lie: read
+  // through their strides, so that transposed views and views of a fused projection cost no
+  // copy. Outputs and scratch use the contiguous layouts below.
+  Layout q_in, kv_in, dout_in;
 
-  // Layout of a q-shaped tensor with `width` values per row (width 1 for lse).
+  // Layout of a contiguous q-shaped tensor with `width` values per row (width 1 for lse).
   Layout q_layout(int64_t width) const { return layout(start_q, len_q, Hq, width); }
   Layout kv_layout(int64_t width) const { return layout(start_k, len_k, Hkv, width); }
+  // Layout of a q-shaped (is_q) or k-shaped tensor t with unit stride in its last dim.
+  Layout strided(const at::Tensor& t, bool is_q) const {
+    const auto& start = is_q ? start_q : start_k;
+    Layout out{std::vector<int64_t>(nseq), t.stride(1), dense ? t.stride(2) : t.stride(0)};
+    for (int64_t n = 0; n < nseq; ++n) out.base[n] = dense ? n * t.stride(0) : start[n] * t.stride(0);
+    return out;
+  }
 
  private:
   Layout layout(const std::vector<int64_t>& start, const std::vector<int64_t>& len, int64_t H,
@@ -92,9 +103,24 @@ struct Problem {
 
 // Problem for dense q (B, Hq, Sq, D), k (B, Hkv, Sk, D) or packed varlen q (Tq, Hq, D) with
 // cu_seqlens (nullptr for dense). Checks the offsets the Python layer may not have checked.
+// q and k must have unit stride in the last dim (unit_rows); v must have k's strides.
 Problem make_problem(const at::Tensor& q, const at::Tensor& k, const at::Tensor* cu_q,
                      const at::Tensor* cu_k, const c10::optional<at::Tensor>& sinks_f32,
                      double scale, int64_t left, int64_t right, double softcap);
+
+// t itself when its rows are unit-stride (any other strides are read as they are), else a
+// contiguous copy.
+inline at::Tensor unit_rows(const at::Tensor& t) {
+  return t.dim() == 0 || t.stride(-1) == 1 || t.size(-1) <= 1 ? t : t.contiguous();
+}
+
+// k and v read through one layout: as they are when their strides agree (views of one fused
+// projection do), else both contiguous.
+inline std::pair<at::Tensor, at::Tensor> shared_rows(const at::Tensor& k, const at::Tensor& v) {
+  at::Tensor kc = unit_rows(k), vc = unit_rows(v);
+  if (kc.strides() != vc.strides()) return {k.contiguous(), v.contiguous()};
+  return {kc, vc};
+}
 
 // Copies `rows` rows of D values (row stride `stride`) times `mul` into dst (rows x Dp, fp32),
 // zero-padding columns D..Dp.
@@ -133,7 +159,7 @@ PackedKV pack_kv(const Problem& pb, const T* k, const T* v) {
   }
   p.k.resize(rows * pb.Dp);
   p.v.resize(rows * pb.Dp);
-  const Layout kvl = pb.kv_layout(pb.D);
+  const Layout& kvl = pb.kv_in;
   parallel_items(pb.nseq * pb.Hkv, [&](int64_t item) {
     const int64_t n = item / pb.Hkv, h = item % pb.Hkv, len = pb.len_k[n];
     pack_rows(k + kvl.at(n, h, 0), kvl.row, len, pb.D, pb.Dp, 1.0f,

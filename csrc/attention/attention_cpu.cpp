@@ -50,6 +50,8 @@ Problem make_problem(const at::Tensor& q, const at::Tensor& k, const at::Tensor*
     pb.len_k.assign(pb.nseq, k.size(2));
     pb.start_q.assign(pb.nseq, 0);
     pb.start_k.assign(pb.nseq, 0);
+    pb.q_in = pb.strided(q, true);
+    pb.kv_in = pb.strided(k, false);
     return pb;
   }
   for (const auto& [cu, total, name] : {std::tuple{cu_q, q.size(0), "cu_seqlens_q"},
@@ -75,6 +77,8 @@ Problem make_problem(const at::Tensor& q, const at::Tensor& k, const at::Tensor*
   TORCH_CHECK_VALUE(cu_q->numel() == cu_k->numel(), "gptcore.attention_varlen: cu_seqlens_q has ",
                     cu_q->numel(), " offsets but cu_seqlens_k has ", cu_k->numel());
   pb.nseq = cu_q->numel() - 1;
+  pb.q_in = pb.strided(q, true);
+  pb.kv_in = pb.strided(k, false);
   return pb;
 }
 
@@ -99,7 +103,7 @@ void run_item(const Problem& pb, const Item& it, const T* q, const T* k, const T
               const PackedKV* packed, float* o_out, float* lse_out) {
   const int64_t D = pb.D, Dp = pb.Dp, bq = it.i1 - it.i0, M = pb.G * bq;
   const AttentionKernels& ker = kernels(M);
-  const Layout ql = pb.q_layout(D), kvl = pb.kv_layout(D);
+  const Layout &ql = pb.q_in, &kvl = pb.kv_in;
   const int64_t shift = pb.len_k[it.n] - pb.len_q[it.n];  // position of row i is i + shift
   const int64_t BKp = round_up(kTileKeys, kPanel), Lk = pb.len_k[it.n];
   constexpr bool is_f32 = std::is_same_v<T, float>;
@@ -276,7 +280,8 @@ std::tuple<at::Tensor, at::Tensor> run_forward(const at::Tensor& q, const at::Te
                    k.scalar_type(), ", ", v.scalar_type());
   TORCH_CHECK_VALUE(k.sizes() == v.sizes(), "gptcore.attention: k and v shapes differ: ",
                     k.sizes(), " vs ", v.sizes());
-  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  const at::Tensor qc = unit_rows(q);
+  const auto [kc, vc] = shared_rows(k, v);
   c10::optional<at::Tensor> sf;
   if (sinks.has_value()) sf = sinks->to(at::kFloat).contiguous();
   const Problem pb = make_problem(qc, kc, cu_q, cu_k, sf, scale, left, right, softcap);

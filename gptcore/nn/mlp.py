@@ -1,6 +1,9 @@
-"""gptcore.nn.MLP: the dense feed-forward layer of a transformer block (ReLU, GELU or SwiGLU)."""
+"""gptcore.nn.MLP: the dense feed-forward layer of a transformer block (ReLU, GELU or SwiGLU),
+its activations through gptcore's fused ops (gptcore.gelu, gptcore.gated_activation)."""
 import torch.nn.functional as F
 from torch import nn
+
+from gptcore.ops.activations import gated_activation, gelu
 
 ACTIVATIONS = ("relu", "gelu", "swiglu")
 
@@ -25,8 +28,7 @@ class MLP(nn.Module):
         if self.activation == "relu":
             h = F.relu(h)
         elif self.activation == "gelu":
-            h = F.gelu(h, approximate="tanh")
+            h = gelu(h, approximate="tanh")
         else:
-            gate, up = h.chunk(2, dim=-1)
-            h = F.silu(gate) * up                                   # (..., d_ff)
+            h = gated_activation(h, "swiglu")                       # (..., d_ff)
         return self.fc2(h)

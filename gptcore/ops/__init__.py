@@ -1,5 +1,6 @@
 """gptcore's functional API: one module per op family, each holding its public functions and
 the specs of its ops (gptcore/ops/spec.py); backend selection in backend.py."""
+from gptcore.ops.activations import gated_activation, gelu
 from gptcore.ops.attention import attention, attention_varlen
 from gptcore.ops.backend import available_backends, backend
 from gptcore.ops.moe_experts import moe, moe_experts
@@ -11,3 +12,4 @@ from gptcore.ops.sdpa import scaled_dot_product_attention, sdpa_override
 __all__ = ["attention", "attention_varlen", "available_backends", "backend",
            "load_balancing_loss", "moe", "moe_experts", "route", "router_z_loss", "MXFP4Tensor",
            "mxfp4_dequantize", "mxfp4_quantize", "rms_norm", "scaled_dot_product_attention", "sdpa_override"]
+__all__ += ["gated_activation", "gelu"]

@@ -1,0 +1,11 @@
+// Activation kernels compiled for the avx512 level (see activation_kernels.h).
+#include "activation_kernels.h"
+#include "activation_rows.h"
+
+namespace gptcore {
+
+const ActivationKernels kActivationAvx512 = {
+    activation_rows::gelu_forward, activation_rows::gelu_backward, activation_rows::gated_forward,
+    activation_rows::gated_backward};
+
+}  // namespace gptcore
