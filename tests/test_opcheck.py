@@ -11,6 +11,7 @@ from gptcore.ops.spec import SPECS, has_op
 BACKENDS = {"cpp": "", "triton": "triton_", "ref": "ref_"}
 # ops a backend does not serve (calls fall back to the reference, with a warning)
 NOT_SERVED = {("triton", "mxfp4_quantize"), ("triton", "mxfp4_dequantize")}
+NOT_SERVED |= {("triton", "quantized_linear")}
 
 
 def samples():
@@ -41,6 +42,7 @@ def samples():
     x64 = r(3, 64)
     xn, rn = r(4, 8), r(4, 8)
     _, hn, rstd_n = ops.ref_rms_norm_fwd(xn, rn, None, 1e-5)
+    quantized = [gptcore.quantize_weight(r(5, 40), fmt) for fmt in ("bf16", "int8", "int4", "mxfp4")]
     return {
         "attention_fwd": [(q, k, v, sinks, *flags), (q, k, v, None, *plain)],
         "attention_bwd": [(r(*out.shape), r(*lse.shape), q, k, v, out, lse, sinks, *flags)],
@@ -61,6 +63,8 @@ def samples():
                          (r(4, 7, grad=True), None, None, 1e-6)],
         "rms_norm_bwd": [(r(4, 8), r(4, 8), xn, rn, hn, r(8), rstd_n, 1e-5),
                          (r(4, 8), r(0), xn, None, r(0), None, rstd_n, 1e-5)],
+        "quantized_linear": [(r(rows, 40), w.data, w.scales, w.format, w.group_size, r(5))
+                             for rows in (1, 9) for w in quantized],   # GEMV and tiled paths
     }
 
 
