@@ -35,7 +35,6 @@ SHAPES = {
     "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12),
     "gpu": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64),
 }
-DEFAULT_NANOGPT = "/work/.mirror/karpathy+nanoGPT/repo"
 # tinyshakespeare beside the checkout (../shared/data), else the machine's shared copy
 DATA = next((p for p in (Path(__file__).resolve().parents[1].parent / "shared" / "data",
                          Path("/work/shared/data")) if (p / "tinyshakespeare.txt").exists()),
@@ -151,9 +150,10 @@ def run(quick=False):
     """`gptcore bench`'s row: median step time of gptcore.GPT against nanoGPT's model.py (none
     when no nanoGPT checkout is at $NANOGPT_DIR or the default path)."""
     from harness import Row
-    where = os.environ.get("NANOGPT_DIR", DEFAULT_NANOGPT)
-    if not Path(where).exists():
-        print(f"bench_nanogpt_train: no nanoGPT checkout at {where}; row left out", file=sys.stderr)
+    where = os.environ.get("NANOGPT_DIR")
+    if not where or not Path(where).exists():
+        print(f"bench_nanogpt_train: NANOGPT_DIR={where!r} is not a nanoGPT checkout (or bare git "
+              f"directory); row left out", file=sys.stderr)
         return []
     data, vocab = char_data(DATA)
     shape = SHAPES["cpu"]
@@ -178,7 +178,9 @@ def main():
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-fused-adamw", dest="fused", action="store_false")
-    parser.add_argument("--nanogpt", default=os.environ.get("NANOGPT_DIR", DEFAULT_NANOGPT))
+    parser.add_argument("--nanogpt", default=os.environ.get("NANOGPT_DIR"), required=
+                        "NANOGPT_DIR" not in os.environ,
+                        help="a nanoGPT checkout or bare git directory (default $NANOGPT_DIR)")
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--json")
     args = parser.parse_args()

@@ -8,8 +8,10 @@ from gptcore.ops import (MXFP4Tensor, attention, attention_varlen, available_bac
                          rms_norm, route, router_z_loss)
 from gptcore.ops import scaled_dot_product_attention, sdpa_override
 from gptcore.ops import gated_activation, gelu
+from gptcore.ops import QuantizedWeight, quantize_weight, quantized_linear
 
 from gptcore.model import GPT, GPTConfig
+from gptcore.model.quantize import load_quantized, quantize, save_quantized
 
 from gptcore.integrations import patch, register_transformers, unpatch
 
@@ -20,4 +22,6 @@ __all__ = ["MXFP4Tensor", "attention", "attention_varlen", "available_backends",
            "patch", "rms_norm", "route", "router_z_loss", "__version__"]
 __all__ += ["GPT", "GPTConfig"]
 __all__ += ["gated_activation", "gelu"]
+__all__ += ["load_quantized", "quantize", "save_quantized"]
+__all__ += ["QuantizedWeight", "quantize_weight", "quantized_linear"]
 __all__ += ["register_transformers", "scaled_dot_product_attention", "sdpa_override", "unpatch"]

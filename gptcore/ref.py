@@ -318,3 +318,63 @@ def mxfp4_dequantize(blocks, scales, dtype=torch.bfloat16):
     vals = lut[codes].reshape(*lead, half // 16, 32)          # (..., K/32, 32)
     scale = torch.exp2(scales.float() - 127).unsqueeze(-1)    # (..., K/32, 1)
     return (vals * scale).reshape(*lead, 2 * half).to(dtype)
+
+
+# ----------------------------------------------------------------------------- quantised linear
+# Weight-only quantisation of a linear layer's weight W (N, K): the stored forms are
+#   bf16   data bf16 (N, K)
+#   int8   data int8 (N, K), scales fp32 (N, ceil(K/G)): W[n, k] = data[n, k] * scales[n, k // G]
+#   int4   data uint8 (N, ceil(K/2)), two codes a byte (even element in the low nibble), code =
+#          q + 8 with q in [-7, 7]; scales fp32 (N, ceil(K/G)), G even: W = q * scales[n, k // G]
+#   mxfp4  W padded with zeros to K32 = 32 * ceil(K/32) columns, then mxfp4_quantize:
+#          data uint8 (N, K32/2), scales uint8 (N, K32/32)
+# Symmetric: the scale maps a group's largest magnitude to the largest code (127 or 7), and a
+# value rounds to the nearest code (ties to even, torch.round); an all-zero group has scale 0.
+
+QUANT_LEVELS = {"int8": 127, "int4": 7}
+
+
+def quantize_weight(w, fmt, group_size):
+    """w (N, K) float -> (data, scales or None) in format `fmt` (layouts above). group_size G:
+    the number of consecutive columns sharing one scale (int8, int4; 32 for mxfp4)."""
+    N, K = w.shape
+    wf = w.float()
+    if fmt == "bf16":
+        return w.to(torch.bfloat16), None
+    if fmt == "mxfp4":
+        padded = F.pad(wf, (0, -K % 32))                                 # (N, K32)
+        return mxfp4_quantize(padded)
+    G, top = group_size, QUANT_LEVELS[fmt]
+    groups = F.pad(wf, (0, -K % G)).reshape(N, -1, G)                   # (N, K/G, G)
+    scales = groups.abs().amax(dim=-1) / top                             # (N, ceil(K/G))
+    safe = torch.where(scales > 0, scales, torch.ones_like(scales))
+    q = torch.round(groups / safe.unsqueeze(-1)).clamp(-top, top)
+    q = q.reshape(N, -1)[:, :K].to(torch.int8)                           # (N, K)
+    if fmt == "int8":
+        return q, scales
+    codes = F.pad((q + 8).to(torch.uint8), (0, K % 2), value=8)         # (N, 2*ceil(K/2))
+    return codes[:, 0::2] | (codes[:, 1::2] << 4), scales
+
+
+def dequantize_weight(data, scales, fmt, group_size, K):
+    """The stored form of quantize_weight -> W (N, K) fp32."""
+    if fmt == "bf16":
+        return data.float()
+    if fmt == "mxfp4":
+        return mxfp4_dequantize(data, scales, torch.float32)[:, :K]
+    if fmt == "int8":
+        q = data.float()                                                 # (N, K)
+    else:
+        codes = torch.stack([data & 0xF, data >> 4], dim=-1)             # (N, K/2, 2)
+        q = codes.reshape(data.shape[0], -1)[:, :K].float() - 8          # (N, K)
+    per_column = scales.repeat_interleave(group_size, dim=1)[:, :K]      # (N, K)
+    return q * per_column
+
+
+def quantized_linear(x, data, scales, fmt, group_size, bias=None):
+    """x (..., K) @ dequant(W).T (+ bias) -> (..., N) in x's dtype, accumulated in fp32."""
+    W = dequantize_weight(data, scales, fmt, group_size, x.shape[-1])   # (N, K)
+    y = _acc(x) @ W.to(_acc(x).dtype).T
+    if bias is not None:
+        y = y + _acc(bias)
+    return y.to(x.dtype)

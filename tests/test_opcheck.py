@@ -11,6 +11,7 @@ from gptcore.ops.spec import SPECS, has_op
 BACKENDS = {"cpp": "", "triton": "triton_", "ref": "ref_"}
 # ops a backend does not serve (calls fall back to the reference, with a warning)
 NOT_SERVED = {("triton", "mxfp4_quantize"), ("triton", "mxfp4_dequantize")}
+NOT_SERVED |= {("triton", "quantized_linear")}
 
 
 def samples():
@@ -42,6 +43,8 @@ def samples():
     xn, rn = r(4, 8), r(4, 8)
     _, hn, rstd_n = ops.ref_rms_norm_fwd(xn, rn, None, 1e-5)
     xa, gu = r(3, 5, 6, grad=True), r(4, 10, grad=True)
+    quantized = [gptcore.quantize_weight(r(5, 40), fmt)
+                 for fmt in ("bf16", "int8", "int4", "mxfp4")]
     return {
         "attention_fwd": [(q, k, v, sinks, *flags), (q, k, v, None, *plain)],
         "attention_bwd": [(r(*out.shape), r(*lse.shape), q, k, v, out, lse, sinks, *flags)],
@@ -66,6 +69,8 @@ def samples():
         "gelu_bwd": [(r(3, 5, 6), xa, "none"), (r(3, 5, 6), xa, "tanh")],
         "gated_activation_fwd": [(gu, "swiglu"), (gu, "geglu")],
         "gated_activation_bwd": [(r(4, 5), gu, "swiglu"), (r(4, 5), gu, "geglu")],
+        "quantized_linear": [(r(rows, 40), w.data, w.scales, w.format, w.group_size, r(5))
+                             for rows in (1, 9) for w in quantized],   # GEMV and tiled paths
     }
 
 

@@ -5,6 +5,8 @@ from gptcore.nn.kv_cache import KVCache
 from gptcore.nn.mlp import MLP
 from gptcore.nn.moe import MoE
 from gptcore.nn.norm import RMSNorm
+from gptcore.nn.quantized_linear import QuantizedLinear
 
 __all__ = ["Attention", "Block", "KVCache", "MLP", "MoE", "RMSNorm", "packed_positions",
            "rotary"]
+__all__ += ["QuantizedLinear"]

@@ -6,10 +6,12 @@ from gptcore.ops.backend import available_backends, backend
 from gptcore.ops.moe_experts import moe, moe_experts
 from gptcore.ops.mxfp4 import MXFP4Tensor, mxfp4_dequantize, mxfp4_quantize
 from gptcore.ops.norms import rms_norm
+from gptcore.ops.quantized_linear import QuantizedWeight, quantize_weight, quantized_linear
 from gptcore.ops.route import load_balancing_loss, route, router_z_loss
 from gptcore.ops.sdpa import scaled_dot_product_attention, sdpa_override
 
-__all__ = ["attention", "attention_varlen", "available_backends", "backend",
-           "load_balancing_loss", "moe", "moe_experts", "route", "router_z_loss", "MXFP4Tensor",
-           "mxfp4_dequantize", "mxfp4_quantize", "rms_norm", "scaled_dot_product_attention", "sdpa_override"]
-__all__ += ["gated_activation", "gelu"]
+__all__ = ["attention", "attention_varlen", "available_backends", "backend", "gated_activation",
+           "gelu", "load_balancing_loss", "moe", "moe_experts", "route", "router_z_loss",
+           "MXFP4Tensor", "mxfp4_dequantize", "mxfp4_quantize", "QuantizedWeight",
+           "quantize_weight", "quantized_linear", "rms_norm", "scaled_dot_product_attention",
+           "sdpa_override"]
