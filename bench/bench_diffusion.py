@@ -7,13 +7,13 @@ Timings alternate ours / peer and keep the min of repeats (the machine is shared
 
 import torch
 
+from gptcore import diffusion
 from gptcore.diffusion import train as diffusion_train
 from gptcore.training import data
-from gptcore.diffusion.cli import RECIPES
 from gptcore.model.config import GPTConfig
 from gptcore.model import GPT
-from gptcore.training.recipes import RECIPES as AR_RECIPES
-from gptcore.training.train import next_token_loss
+from gptcore.training.objective import next_token
+from gptcore.training.recipes import RECIPES
 
 from harness import Row, main, time_interleaved
 
@@ -27,12 +27,17 @@ def interleaved(ours, peer, repeat):
     return best["ours"], best["peer"]
 
 
+def diffusion_loss(model, batch):
+    """The LLaDA loss of the diffusion recipe's training step."""
+    return diffusion.diffusion_loss(model, batch["idx"], diffusion_train.mask_id(model.config))
+
+
 def step_fn(model, loss_fn, batch):
     """One optimiser step (forward, backward, AdamW) as the training loop runs it."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
 
     def run():
-        loss = loss_fn(model, batch)[0]     # (loss to optimise, loss to log)
+        loss = loss_fn(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -46,10 +51,10 @@ def training_cases(repeat):
         names[:RECIPES["names-diffusion"].batch_size], TOKENIZER, diff_cfg.block_size)}
     ar_cfg = GPTConfig.preset("names")
     ar_batch = data.packed_batch(data.encode_documents(
-        names[:AR_RECIPES["names"].batch_size], TOKENIZER, ar_cfg.block_size))
+        names[:RECIPES["names"].batch_size], TOKENIZER, ar_cfg.block_size))
     torch.manual_seed(0)
-    ours, peer = interleaved(step_fn(GPT(diff_cfg), diffusion_train.loss_fn, diff_batch),
-                             step_fn(GPT(ar_cfg), next_token_loss, ar_batch), repeat)
+    ours, peer = interleaved(step_fn(GPT(diff_cfg), diffusion_loss, diff_batch),
+                             step_fn(GPT(ar_cfg), next_token, ar_batch), repeat)
     rows = [Row("diffusion", f"train step, recipes: {diff_batch['idx'].numel()} vs "
                 f"{ar_batch['idx'].numel()} tokens", ours, peer, "names (AR)")]
     # the trunks alone on the same padded (64, 16) batch: only causal=False differs
@@ -57,8 +62,8 @@ def training_cases(repeat):
     batch = {"idx": idx, "targets": idx}
     bidirectional = GPT(GPTConfig.preset("names", causal=False))
     causal = GPT(GPTConfig.preset("names"))
-    ours, peer = interleaved(step_fn(bidirectional, next_token_loss, batch),
-                             step_fn(causal, next_token_loss, batch), repeat)
+    ours, peer = interleaved(step_fn(bidirectional, next_token, batch),
+                             step_fn(causal, next_token, batch), repeat)
     rows.append(Row("diffusion", "train step, same (64, 16) input", ours, peer, "causal trunk"))
     return rows
 

@@ -14,7 +14,8 @@ import torch
 import gptcore
 from gptcore import GPT, GPTConfig
 from gptcore.training import data
-from gptcore.training.train import count_tokens, make_optimizer, next_token_loss
+from gptcore.training.objective import count_tokens, next_token
+from gptcore.training.train import make_optimizer
 from harness import Row, main, time_interleaved
 
 
@@ -36,7 +37,7 @@ def _train_step(preset, batch_size, backend, seed=0):
 
     def step():
         with gptcore.backend(backend):
-            loss, _ = next_token_loss(model, batch)
+            loss = next_token(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -28,3 +28,11 @@ def test_results_keep_the_environment_of_the_run_start(tmp_path):
     data = json.loads(path.read_text())
     assert data["environment"]["load_avg"] == 123.0
     assert data["roofs"]["read_gbs"] == 2.0
+
+
+def test_every_bench_script_imports():
+    """A moved or renamed API breaks a benchmark only at run time: import each script here."""
+    import importlib.util
+    for path in sorted((Path(__file__).resolve().parent.parent / "bench").glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"bench_import_{path.stem}", path)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
