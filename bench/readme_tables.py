@@ -177,6 +177,18 @@ def demo(name, data):
             "The training run's summary:", "", "```", *summaries, "```", ""]
 
 
+def comparison(name, data):
+    """A bench/shakespeare_vs_nanogpt.py file: each run's whole command and validation curve."""
+    from shakespeare_vs_nanogpt import comparison_table
+    for run in data["runs"]:
+        if run["returncode"]:
+            raise SystemExit(f"bench/results/{name}: {run['run']} failed (exit "
+                             f"{run['returncode']}); a failed run is not a result")
+    return [provenance(name, data) + f" {data['threads']} threads each; the runs' own files: "
+            + ", ".join(f"`{run['file']}`" for run in data["runs"]) + ".", "",
+            *comparison_table(data["runs"], data["target_val_loss"]), ""]
+
+
 TRAIN_COLUMNS = [("steps", "steps", "{:,}"), ("seconds", "seconds", "{:.1f}"),
                  ("clock", "clock", "{}"), ("tokens_per_s", "tokens/s", "{:,.0f}"),
                  ("train_loss", "train loss", "{:.3f}"), ("val_loss", "val loss", "{:.3f}")]
@@ -206,6 +218,10 @@ def render_block(names):
         lines = training_table(files)
     elif [kind_of(n) for n in names] == ["demo"]:
         lines = demo(*files[0])
+    elif all("runs" in data for _, data in files):
+        lines = []
+        for name, data in files:
+            lines += comparison(name, data)
     else:
         lines = []
         for name, data in files:

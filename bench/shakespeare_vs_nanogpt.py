@@ -15,6 +15,12 @@ nanoGPT runs with its README's CPU flags (--device=cpu --compile=False --eval_it
 --max_iters=2000 --lr_decay_iters=2000 --dropout=0.0); on a CPU it computes in fp32 whatever
 its --dtype says (its autocast context is a no-op there), so --dtype bf16 changes gptcore only.
 Both are timed whole (data loading, evaluation, checkpointing), wall clock, one after the other.
+
+Besides the two runs' files it writes shakespeare-vs-nanogpt[-compile][-bf16]-<stamp>.json: per
+run the whole command's wall time, the validation curve (step, seconds into the training loop,
+val loss; nanoGPT's seconds are the sum of its own per-iteration times, which include its
+evaluations and checkpoints, gptcore's the run's own clock) and the first evaluation at or below
+TARGET_VAL_LOSS, nanoGPT's README figure for this recipe.
 """
 import argparse
 import json
@@ -26,11 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import RESULTS
+from harness import RESULTS, environment, results_path
 from record import record
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = ROOT / "gptcore" / "datasets" / "tinyshakespeare.txt"
+TARGET_VAL_LOSS = 1.88          # nanoGPT's README: "validation loss ... 1.88" on a CPU
 
 
 def prepare_nanogpt_data(nanogpt):
@@ -66,10 +73,37 @@ def gptcore_command(threads, iters, compile_, dtype, out_dir):
     return command + (["--compile"] if compile_ else [])
 
 
-def nanogpt_val_loss(stdout):
-    """The last 'step N: train loss X, val loss Y' line's Y (nanoGPT's evaluation)."""
-    found = re.findall(r"step \d+: train loss [\d.]+, val loss ([\d.]+)", stdout)
-    return float(found[-1]) if found else None
+def nanogpt_curve(stdout):
+    """[(step, seconds, val loss)] from nanoGPT's log: its 'step N: ... val loss Y' lines, each
+    timed by the sum of the 'iter I: ... time T ms' lines up to and including iteration N (the
+    iteration that evaluates and checkpoints reports that time too)."""
+    elapsed, curve, pending = 0.0, [], None
+    for line in stdout.splitlines():
+        found = re.match(r"step (\d+): train loss [\d.]+, val loss ([\d.]+)", line)
+        if found:
+            pending = (int(found.group(1)), float(found.group(2)))
+        found = re.match(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", line)
+        if found:
+            elapsed += float(found.group(2)) / 1e3
+            if pending is not None and int(found.group(1)) == pending[0]:
+                curve.append((pending[0], round(elapsed, 2), pending[1]))
+                pending = None
+    if pending is not None:         # an evaluation after the last iteration line
+        curve.append((pending[0], round(elapsed, 2), pending[1]))
+    return curve
+
+
+def gptcore_curve(run_dir):
+    """[(step, seconds, val loss)] from the newest checkpoint's history (gptcore.training)."""
+    from gptcore.training import checkpoint
+    history = checkpoint.load_state(checkpoint.resolve(run_dir))["history"]
+    return [(step, None if t is None else round(t, 2), round(loss, 4)) for step, t, loss in
+            zip(history["val_steps"], history["val_seconds"], history["val_losses"])]
+
+
+def reached(curve, target=TARGET_VAL_LOSS):
+    """The first (step, seconds, val loss) of `curve` at or below `target`, or None."""
+    return next((point for point in curve if point[2] <= target), None)
 
 
 def main(argv=None):
@@ -92,23 +126,40 @@ def main(argv=None):
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     suffix = ("-compile" if args.compile else "") + ("-bf16" if args.dtype == "bf16" else "")
-    rows = []
-    for kind, command in [
+    runs = []
+    for kind, command, run_dir in [
             (f"nanogpt-shakespeare-char{suffix}",
              nanogpt_command(args.nanogpt, args.threads, args.max_iters, args.compile,
-                             args.work / "nanogpt")),
+                             args.work / "nanogpt"), None),
             (f"train-shakespeare-char{suffix}",
              gptcore_command(args.threads, args.max_iters, args.compile, args.dtype,
-                             args.work / "gptcore"))]:
+                             args.work / "gptcore"), args.work / "gptcore")]:
         status, path = record(kind, command, args.results)
         result = json.loads(path.read_text())
-        val = (result["result"] or {}).get("val_loss") if kind.startswith("train") else \
-            nanogpt_val_loss(result["stdout"])
-        rows.append((kind, status, result["wall_s"], val, path.name))
-    print("\n| run | exit | wall s | val loss | results file |\n|---|---:|---:|---:|---|")
-    for kind, status, wall, val, name in rows:
-        print(f"| {kind} | {status} | {wall} | {val} | {name} |")
-    return max(status for _, status, *_ in rows)
+        curve = nanogpt_curve(result["stdout"]) if run_dir is None else gptcore_curve(run_dir)
+        runs.append({"run": kind, "file": path.name, "returncode": status,
+                     "wall_s": result["wall_s"], "curve": curve, "reached": reached(curve)})
+    path = results_path(f"shakespeare-vs-nanogpt{suffix}", args.results)
+    path.write_text(json.dumps({"kind": path.name.rsplit("-", 2)[0], "environment": environment(),
+                                "target_val_loss": TARGET_VAL_LOSS, "threads": args.threads,
+                                "runs": runs}, indent=1) + "\n")
+    print("\n" + "\n".join(comparison_table(runs)))
+    print(f"written {path}")
+    return max(run["returncode"] for run in runs)
+
+
+def comparison_table(runs, target=TARGET_VAL_LOSS):
+    """Markdown: per run, its whole command's wall time, final val loss and when it first
+    reached `target` (bench/readme_tables.py prints the same table)."""
+    lines = [f"| run | exit | whole command s | steps | val loss at the end | first val loss "
+             f"<= {target} (step, s into training) |", "|---|---:|---:|---:|---:|---|"]
+    for run in runs:
+        last = run["curve"][-1] if run["curve"] else (None, None, None)
+        hit = run["reached"]
+        when = f"step {hit[0]}, {hit[1]:.1f} s" if hit else "not reached"
+        lines.append(f"| {run['run']} | {run['returncode']} | {run['wall_s']:.1f} | {last[0]} | "
+                     f"{last[2]} | {when} |")
+    return lines
 
 
 if __name__ == "__main__":

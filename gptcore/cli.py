@@ -133,7 +133,7 @@ def main(argv=None):
     from gptcore.multimodal import cli as cli_multimodal
     cli_multimodal.add_command(sub)
     from gptcore.diffusion import cli as cli_diffusion
-    cli_diffusion.add_commands(sub)
+    cli_diffusion.add_command(sub)
     from gptcore.embed import cli as cli_embed
     cli_embed.add_command(sub)
     from gptcore.export import cli as cli_export

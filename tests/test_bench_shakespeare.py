@@ -43,5 +43,15 @@ def test_commands_carry_the_recipe():
     ours = script.gptcore_command(2, 2000, True, "bf16", "/o")
     assert ours[:2] == ["env", "OMP_NUM_THREADS=2"] and "--steps" not in ours
     assert ours[-1] == "--compile" and ours[ours.index("--dtype") + 1] == "bf16"
-    assert script.nanogpt_val_loss("step 250: train loss 1.9, val loss 2.01\nstep 500: "
-                                   "train loss 1.5, val loss 1.73\n") == 1.73
+
+
+def test_nanogpt_curve_times_each_evaluation_by_its_iterations():
+    """nanoGPT prints 'step N: ...' before the 'iter N: ... time' line of the iteration that
+    evaluated; the curve's seconds sum the iteration times up to and including that one."""
+    log = ("step 0: train loss 4.2, val loss 4.19\niter 0: loss 4.2, time 500.00ms, mfu -100%\n"
+           "iter 1: loss 4.0, time 30.00ms, mfu 0.04%\niter 2: loss 3.9, time 20.00ms, mfu 0%\n"
+           "step 3: train loss 1.9, val loss 1.87\niter 3: loss 1.8, time 250.00ms, mfu 0%\n")
+    curve = _script().nanogpt_curve(log)
+    assert curve == [(0, 0.5, 4.19), (3, 0.8, 1.87)]
+    assert _script().reached(curve) == (3, 0.8, 1.87)
+    assert _script().reached(curve[:1]) is None

@@ -44,6 +44,18 @@ def test_sample_detects_a_diffusion_checkpoint(checkpoints, capsys):
     assert "steps" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
+def test_sample_refuses_the_other_samplers_options(checkpoints, capsys):
+    """Each option belongs to one sampler; given to the other it is an error, not ignored."""
+    root, _ = checkpoints
+    assert cli.main(["sample", "--ckpt", str(root / "names"), "--steps", "4"]) == 2
+    assert "--steps: expected no value for an autoregressive checkpoint" in \
+        capsys.readouterr().err
+    assert cli.main(["sample", "--ckpt", str(root / "names-diffusion"),
+                     "--max-new-tokens", "4"]) == 2
+    assert "--max-new-tokens: expected no value for a diffusion checkpoint" in \
+        capsys.readouterr().err
+
+
 def test_sample_rejects_a_schedule_that_does_not_fit(checkpoints, capsys):
     root, _ = checkpoints
     assert cli.main(["sample", "--ckpt", str(root / "names-diffusion"), "--block-length", "5"]) == 2

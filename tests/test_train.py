@@ -107,6 +107,29 @@ def test_ref_and_fast_backend_train_the_same():
     assert losses["ref"][-5:].mean() < losses["ref"][:5].mean()    # and it does learn
 
 
+def test_grad_accum_equals_the_large_batch():
+    """grad_accum micro-batches of equal length give the step of their concatenation. Adam's
+    eps = 1 makes the update follow the gradient's scale, so a sum where a mean is due fails."""
+    seqs = torch.randint(0, 27, (12, 9))
+    halves = [{"idx": seqs[i:i + 2, :-1], "targets": seqs[i:i + 2, 1:]} for i in range(0, 12, 2)]
+    recipe = TrainConfig(steps=3, lr=0.05, eps=1.0, grad_clip=0, schedule="constant")
+    states = []
+    for accum, batches in ((2, lambda i: halves[i]),
+                           (1, lambda i: {k: torch.cat([halves[2 * i][k], halves[2 * i + 1][k]])
+                                          for k in ("idx", "targets")})):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig.preset("microgpt"))
+        summary = train(model, batches, dataclasses.replace(recipe, grad_accum=accum),
+                        progress=False)
+        states.append((model.state_dict(), summary))
+    (a, sa), (b, sb) = states
+    # fp32 sums in another order (two half means vs one mean): ~1e-7 relative per step
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert sa["tokens"] == sb["tokens"] == 3 * 4 * 8
+    assert sa["train_loss"] == pytest.approx(sb["train_loss"], rel=1e-5)
+
+
 def test_checkpoint_resume_is_exact(tmp_path):
     """A run killed after step 7 (checkpoint every 3 steps) and resumed ends exactly where an
     uninterrupted run ends."""
@@ -183,6 +206,7 @@ def test_lr_schedule():
     ("schedule", "step", "schedule: expected one of"),
     ("keep", 0, "keep: expected a positive int or None, got 0"),
     ("checkpoint_every", 1.5, "checkpoint_every: expected a positive int or None, got 1.5"),
+    ("grad_accum", 0, "grad_accum: expected a positive int, got 0"),
 ])
 def test_train_config_names_a_bad_field(field, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -1,9 +1,7 @@
 """The command line of the masked-diffusion GPT (`gptcore train --preset names-diffusion[-moe]`
-trains through gptcore.training.recipes with diffusion_train.DiffusionPreset): `gptcore sample
---ckpt DIR` on a diffusion checkpoint (this module adds --steps, --block-length and --remasking
-to `sample` and routes diffusion checkpoints here), and `gptcore compare --ar CKPT --diffusion
-CKPT`."""
-import functools
+trains through gptcore.training.recipes with diffusion_train.DiffusionPreset): its sampler,
+which `gptcore sample --ckpt DIR` calls for a diffusion checkpoint (DiffusionPreset.sampler), and
+`gptcore compare --ar CKPT --diffusion CKPT`."""
 import json
 import sys
 import time
@@ -15,18 +13,7 @@ from gptcore.diffusion import train as diffusion_train
 from gptcore.training import checkpoint, data, recipes
 from gptcore.training.args import NONNEGATIVE_FLOAT, NONNEGATIVE_INT, POSITIVE_INT, option_error
 from gptcore.training.objective import evaluate
-
-AR_TEMPERATURE = 0.5     # `gptcore sample`'s default for AR checkpoints (microgpt's)
-
-
-def _is_diffusion_checkpoint(directory):
-    """Whether `directory` (a run or one checkpoint) holds a diffusion GPT's checkpoint; False
-    for anything else, which the autoregressive path then reports."""
-    try:
-        config = checkpoint.read_config(checkpoint.resolve(directory)).get("config") or {}
-    except ValueError:
-        return False
-    return (config.get("extra") or {}).get("objective") == diffusion_train.OBJECTIVE
+from gptcore.training.sample_cli import AR_TEMPERATURE
 
 
 def _valid(name):
@@ -34,15 +21,14 @@ def _valid(name):
     return 2 <= len(name) <= 15 and name.isascii() and name.isalpha() and name.islower()
 
 
-def sample_command(autoregressive, args):
-    """`gptcore sample`: diffusion checkpoints go to the remasking sampler, others to `autoregressive`."""
-    if not _is_diffusion_checkpoint(args.ckpt):
-        if args.temperature is None:
-            args.temperature = AR_TEMPERATURE
-        return autoregressive(args)
+def sample_diffusion(args):
+    """`gptcore sample` on a diffusion checkpoint: the remasking sampler, each sample marked
+    when it is not in the training set."""
+    args.remasking = args.remasking or "low_confidence"
     if args.temperature is None:
         args.temperature = diffusion_train.DEFAULT_TEMPERATURE
-    for option, value in (("--top-k", args.top_k), ("--top-p", args.top_p)):
+    for option, value in (("--top-k", args.top_k), ("--top-p", args.top_p),
+                          ("--max-new-tokens", args.max_new_tokens)):
         if value is not None:
             print(f"gptcore sample: {option}: expected no value for a diffusion checkpoint (it "
                   f"applies to autoregressive ones), got {value}", file=sys.stderr)
@@ -123,11 +109,11 @@ def compare_command(args):
     """`gptcore compare`: the AR and diffusion checkpoints side by side, then 10 samples each."""
     for kind, directory in (("ar", args.ar), ("diffusion", args.diffusion)):
         try:
-            checkpoint.resolve(directory, f"--{kind}")
+            objective = recipes.checkpoint_objective(directory, f"--{kind}")
         except ValueError as err:
             print(f"gptcore compare: {err}", file=sys.stderr)
             return 2
-        if _is_diffusion_checkpoint(directory) != (kind == "diffusion"):
+        if (objective == diffusion_train.OBJECTIVE) != (kind == "diffusion"):
             print(f"gptcore compare: --{kind}: {directory!r} is "
                   f"{'not ' if kind == 'diffusion' else ''}a diffusion checkpoint", file=sys.stderr)
             return 2
@@ -155,20 +141,8 @@ def compare_command(args):
     return 0
 
 
-def add_commands(sub):
-    """Registers `compare` and the diffusion options of `sample` (after cli_model's commands)."""
-    sample = sub.choices["sample"]
-    sample.add_argument("--steps", type=POSITIVE_INT,
-                        help="diffusion: denoising steps (default: one per "
-                        "generated token)")
-    sample.add_argument("--block-length", type=POSITIVE_INT,
-                        help="diffusion: tokens per semi-autoregressive "
-                        "block (default: the whole generated length)")
-    sample.add_argument("--remasking", choices=("low_confidence", "random"),
-                        default="low_confidence", help="diffusion: which predictions to commit")
-    # no fixed default temperature: AR_TEMPERATURE for AR checkpoints, the sampler's for diffusion
-    sample.set_defaults(func=functools.partial(sample_command, sample.get_default("func")),
-                        temperature=None)
+def add_command(sub):
+    """Registers `compare` (the sampler is reached through `gptcore sample`)."""
     p = sub.add_parser("compare", help="an autoregressive and a diffusion checkpoint side by side")
     p.add_argument("--ar", required=True, metavar="CKPT", help="checkpoint of an AR preset")
     p.add_argument("--diffusion", required=True, metavar="CKPT",

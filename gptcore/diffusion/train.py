@@ -113,6 +113,7 @@ class DiffusionPreset:
     """The objective plug-in of the diffusion presets (gptcore.training.recipes)."""
     name = OBJECTIVE
     supports_parallel = False
+    sampler = "gptcore.diffusion.cli:sample_diffusion"
 
     @staticmethod
     def model_config(preset, tokenizer, meta):

@@ -1,5 +1,5 @@
-"""`gptcore train` and `gptcore sample`: train a preset and sample from its checkpoint
-(`gptcore eval` lives in eval_cli.py)."""
+"""`gptcore train`: train a preset (`gptcore sample` lives in sample_cli.py, `gptcore eval` in
+eval_cli.py)."""
 import json
 import sys
 
@@ -7,9 +7,8 @@ import torch
 
 from gptcore import parallel
 from gptcore.training import checkpoint, data, overrides, precision, recipes, stop, stream
-from gptcore.training.args import (NONNEGATIVE_FLOAT, NONNEGATIVE_INT, POSITIVE_FLOAT,
-                                   POSITIVE_INT, int_at_least, option_error, probability,
-                                   writable_directory)
+from gptcore.training.args import (NONNEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT,
+                                   int_at_least, writable_directory)
 
 
 def check_train_args(args):
@@ -87,93 +86,6 @@ def train_command(args):
     return 0
 
 
-STREAM_SAMPLE_TOKENS = 500          # nanoGPT's sample.py default
-
-
-def stream_prompt(tok, text):
-    """The ids a stream model's sample starts from: the prompt, or a newline (nanoGPT's start)
-    when the prompt is empty and the vocabulary has one, else BOS."""
-    if text:
-        ids = tok.encode(text)
-        if not ids:
-            raise ValueError(f"--prompt: expected text that encodes to tokens, got {text!r}")
-        return ids
-    try:
-        return tok.encode("\n") or [tok.bos]
-    except ValueError:
-        return [tok.bos]
-
-
-def sample_stream(args, model, tok):
-    """Samples of a stream-trained checkpoint, printed as the tokens come: the prompt, then
-    --max-new-tokens tokens (the text may outgrow block_size), samples separated by a rule."""
-    prompt = stream_prompt(tok, args.prompt)
-    max_new = args.max_new_tokens or STREAM_SAMPLE_TOKENS
-    generator = torch.Generator().manual_seed(args.seed)
-    samples = []
-    for n in range(args.n):
-        if n:
-            print("\n" + "-" * 40)
-        ids = list(prompt)
-        text = shown = tok.decode(ids)
-        print(text, end="", flush=True)
-        for token in model.stream(prompt, max_new, temperature=args.temperature,
-                                  top_k=args.top_k, top_p=args.top_p, generator=generator,
-                                  exclude=[tok.bos]):
-            ids.append(token)
-            text = tok.decode(ids)
-            # byte-level BPE can split a character over tokens: wait until it is whole
-            if not text.endswith("\ufffd"):
-                print(text[len(shown):], end="", flush=True)
-                shown = text
-        print(text[len(shown):], flush=True)
-        samples.append(text)
-    print(json.dumps({"samples": samples, "temperature": args.temperature,
-                      "max_new_tokens": max_new}))
-    return 0
-
-
-def sample_command(args):
-    try:
-        model, meta = checkpoint.load_model(args.ckpt, argument="--ckpt")
-        tok = data.tokenizer_from_dict(meta["tokenizer"])
-        if meta.get("data_mode") == "stream":
-            model.eval()
-            stream_prompt(tok, args.prompt)                # a bad prompt: before any output
-            return sample_stream(args, model, tok)
-        prompt = [tok.bos] + tok.encode(args.prompt)
-        room = model.config.block_size - len(prompt)
-        if args.max_new_tokens is not None:
-            room = min(room, args.max_new_tokens)
-        if room < 1:
-            raise ValueError(f"--prompt: expected at most {model.config.block_size - 2} tokens "
-                             f"(block_size {model.config.block_size} less BOS and one new "
-                             f"token), got {len(prompt) - 1}")
-    except ValueError as err:
-        print(f"gptcore sample: {option_error(err, prompt='--prompt', text='--prompt')}",
-              file=sys.stderr)
-        return 2
-    model.eval()
-    generator = torch.Generator().manual_seed(args.seed)
-    idx = torch.tensor([prompt] * args.n)
-    out = model.generate(idx, room, temperature=args.temperature, top_k=args.top_k,
-                         top_p=args.top_p, stop_token=tok.bos, generator=generator)
-    samples = []
-    for row in out.tolist():
-        body = row[1:]
-        body = body[:body.index(tok.bos)] if tok.bos in body else body
-        samples.append(tok.decode(body))
-    known = set(recipes.training_documents(meta))
-    novel = [s for s in samples if s not in known]
-    for s in samples:
-        print(s + ("" if s in known else "  (new)"))
-    fraction = len(novel) / max(len(samples), 1)
-    print(f"{len(novel)}/{len(samples)} samples are not in the training set", file=sys.stderr)
-    print(json.dumps({"samples": samples, "novel_fraction": round(fraction, 3),
-                      "temperature": args.temperature}))
-    return 0
-
-
 def add_commands(sub):
     """Registers `train`, `sample` and `eval` on the `gptcore` argument parser's subparsers."""
     p = sub.add_parser("train", help="train a preset (microgpt, names, names-moe, ...)",
@@ -223,18 +135,6 @@ def add_commands(sub):
                           "preset's)")
     overrides.add_options(p, recipes.TrainConfig, "recipe (default: the preset's)")
     p.set_defaults(func=train_command)
-    p = sub.add_parser("sample", help="sample from a checkpoint written by `gptcore train`")
-    p.add_argument("--ckpt", required=True, metavar="DIR")
-    p.add_argument("-n", type=POSITIVE_INT, default=20, help="number of samples")
-    p.add_argument("--temperature", type=NONNEGATIVE_FLOAT, default=0.5, help="0: greedy")
-    p.add_argument("--top-k", type=POSITIVE_INT, help="sample among the k likeliest tokens")
-    p.add_argument("--top-p", type=probability, help="sample within the smallest set of "
-                   "tokens holding this much probability (nucleus sampling)")
-    p.add_argument("--prompt", default="", help="text every sample starts with")
-    p.add_argument("--max-new-tokens", type=POSITIVE_INT, metavar="N", help="tokens to sample "
-                   "after the prompt (default: 500 for a stream checkpoint, printed as they "
-                   "come; up to block_size or the end of the document otherwise)")
-    p.add_argument("--seed", type=NONNEGATIVE_INT, default=0)
-    p.set_defaults(func=sample_command)
-    from gptcore.training import eval_cli
+    from gptcore.training import eval_cli, sample_cli
+    sample_cli.add_command(sub)
     eval_cli.add_command(sub)

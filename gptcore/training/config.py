@@ -9,7 +9,8 @@ SCHEDULES = ("cosine", "linear", "constant")
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 1000               # optimizer steps (the upper bound under a time budget)
-    batch_size: int = 64            # documents per step (of the whole job under torchrun)
+    batch_size: int = 64            # documents per micro-batch (of the whole job under torchrun)
+    grad_accum: int = 1             # micro-batches per optimizer step (gradients summed, as nanoGPT)
     lr: float = 3e-3                # peak learning rate
     schedule: str = "cosine"        # decay after warm-up: "cosine", "linear" or "constant"
     warmup: int = 0                 # linear warm-up steps
@@ -29,7 +30,7 @@ class TrainConfig:
     threads: int = 1                # torch threads: toy models lose to thread overhead
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_every", "threads"):
+        for name in ("steps", "batch_size", "grad_accum", "eval_every", "threads"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")

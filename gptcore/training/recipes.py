@@ -28,6 +28,7 @@ class NextTokenPreset:
     (packed or padded), the next-token loss, its token-weighted validation mean."""
     name = "next_token"
     supports_parallel = True
+    sampler = "gptcore.training.sample_cli:sample_next_token"
 
     @staticmethod
     def model_config(preset, tokenizer, meta):
@@ -87,14 +88,34 @@ OBJECTIVES = {"next_token": NextTokenPreset,
               "diffusion": "gptcore.diffusion.train:DiffusionPreset"}
 
 
-def objective_of(preset):
-    """The objective plug-in that trains `preset`."""
-    name = GPTConfig.preset(preset).extra.get("objective", NextTokenPreset.name)
-    entry = OBJECTIVES[name]
+def load_entry(entry):
+    """An OBJECTIVES value or a plug-in's sampler: the object itself, or "module:attribute"
+    imported on first use (so that an application is imported only when it is used)."""
     if isinstance(entry, str):
         module, _, attribute = entry.partition(":")
         entry = getattr(importlib.import_module(module), attribute)
     return entry
+
+
+def plugin(name):
+    """The objective plug-in called `name` (a key of OBJECTIVES)."""
+    return load_entry(OBJECTIVES[name])
+
+
+def objective_of(preset):
+    """The objective plug-in that trains `preset`."""
+    return plugin(GPTConfig.preset(preset).extra.get("objective", NextTokenPreset.name))
+
+
+def checkpoint_objective(directory, argument="ckpt"):
+    """The name of the objective the checkpoint in `directory` (a run or one checkpoint) was
+    trained with; ValueError naming `argument` for a directory that holds none."""
+    config = checkpoint.read_config(checkpoint.resolve(directory, argument)).get("config") or {}
+    name = (config.get("extra") or {}).get("objective", NextTokenPreset.name)
+    if name not in OBJECTIVES:
+        raise ValueError(f"{argument}: expected a checkpoint trained with one of "
+                         f"{sorted(OBJECTIVES)}, got objective {name!r} in {directory!r}")
+    return name
 
 
 def load_corpus(data_file=None, tokenizer="char", vocab_size=512):

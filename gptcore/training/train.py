@@ -77,8 +77,8 @@ def train(model, batches, config=TrainConfig(), *, objective=None, context=None,
           resume=True, meta=None, name="", progress=True, clock=time.perf_counter):
     """Trains `model` as `config` says and returns a summary dict.
 
-    batches: a callable step -> batch (deterministic in step: resumes see the same data) or an
-    iterable of batches. objective: a gptcore.training.objective.Objective (default NextToken
+    batches: a callable i -> batch (deterministic in i: resumes see the same data; step s
+    reads i = s * config.grad_accum + micro-batch) or an iterable of batches. objective: a gptcore.training.objective.Objective (default NextToken
     without validation); its evaluate(model) runs every config.eval_every steps and at the end.
     context: gptcore.parallel.Context in a torchrun job (losses and tokens are the job's,
     clipping sees every rank's experts, checkpoints go through torch.distributed.checkpoint);
@@ -98,16 +98,19 @@ def train(model, batches, config=TrainConfig(), *, objective=None, context=None,
     c = config
     objective = objective or NextToken()
     context = context or Local()
-    get_batch = batches if callable(batches) else iter(batches).__next__
+    get_batch = batches if callable(batches) else (lambda step, it=iter(batches): next(it))
     device = next(checkpoint.unwrap(model).parameters()).device
     seed_everything(c.seed)
     optimizer = make_optimizer(model, c.lr, c.betas, c.eps, c.weight_decay, c.lr_scales)
-    history = {"train_steps": [], "train_losses": [], "val_steps": [], "val_losses": []}
+    # val_seconds: the run's seconds when each validation loss was known (time to a target loss)
+    history = {"train_steps": [], "train_losses": [], "val_steps": [], "val_losses": [],
+               "val_seconds": []}
     start_step, elapsed_before, tokens = 0, 0.0, 0
     if out_dir is not None and resume and checkpoint.checkpoints(out_dir):
         checkpoint.check_compatible(out_dir, model, meta)
         state = context.load(checkpoint.resolve(out_dir, "out_dir"), model, optimizer)
         start_step, history = state["step"], state["history"]
+        history.setdefault("val_seconds", [None] * len(history["val_steps"]))  # older runs
         elapsed_before, tokens = state["seconds"], state["tokens"]
         rng.set_state(state["rng"])
 
@@ -145,15 +148,19 @@ def train(model, batches, config=TrainConfig(), *, objective=None, context=None,
         factor = lr_factor(progress_frac, step, c.warmup, c.schedule, c.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = c.lr * factor * group.get("lr_scale", 1.0)
-        batch = get_batch(step)
-        loss, logged = context.loss(model, objective, batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        logged_sum, step_units = 0.0, 0
+        for micro in range(c.grad_accum):      # the step's mean loss over its micro-batches
+            batch = get_batch(step * c.grad_accum + micro)
+            loss, logged = context.loss(model, objective, batch)
+            (loss / c.grad_accum).backward()
+            logged_sum += logged.item()
+            step_units += count_tokens(batch)
         if c.grad_clip:
             context.clip_grad_norm_(model, c.grad_clip)
         optimizer.step()
         step += 1
-        loss_value, step_tokens = context.step_stats(logged.item(), count_tokens(batch))
+        loss_value, step_tokens = context.step_stats(logged_sum / c.grad_accum, step_units)
         tokens += step_tokens
         history["train_steps"].append(step)
         history["train_losses"].append(loss_value)
@@ -162,6 +169,7 @@ def train(model, batches, config=TrainConfig(), *, objective=None, context=None,
             if val is not None:
                 history["val_steps"].append(step)
                 history["val_losses"].append(val)
+                history["val_seconds"].append(elapsed_before + clock() - t0)
         if bar is not None:
             bar.update(1)
             if step % 50 == 0 or step == c.steps:
@@ -191,6 +199,7 @@ def train(model, batches, config=TrainConfig(), *, objective=None, context=None,
     if val_loss is not None and (not history["val_steps"] or history["val_steps"][-1] != step):
         history["val_steps"].append(step)
         history["val_losses"].append(val_loss)
+        history["val_seconds"].append(elapsed_before + clock() - t0)
     save(step, seconds)
     losses = history["train_losses"]
     tail = losses[-max(1, len(losses) // 10):] if losses else []
