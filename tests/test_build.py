@@ -66,3 +66,19 @@ def test_isa_from_the_environment(level, ok):
         assert run.returncode == 0 and run.stdout.split()[-1] == level, run.stderr[-2000:]
     else:
         assert run.returncode != 0 and "GPTCORE_ISA: expected one of" in run.stderr
+
+
+@pytest.mark.parametrize("cap", [None, "AVX512_CORE_BF16"])
+def test_amx_route_follows_the_cpu_and_onednns_cap(cap):
+    """bf16 goes to oneDNN's AMX path exactly where oneDNN may use AMX: the CPU has AMX-BF16
+    (Linux lists amx_bf16) and ONEDNN_MAX_CPU_ISA does not cap it below AMX."""
+    code = ("from gptcore import _C; "
+            "print(dict(_C.build_info())['paths'].get('attention bf16', ''))")
+    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")}
+    if cap:
+        env["ONEDNN_MAX_CPU_ISA"] = cap
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    with open("/proc/cpuinfo") as f:
+        amx = " amx_bf16" in f.read()
+    assert ("oneDNN on AMX" in out) == (amx and cap is None), out

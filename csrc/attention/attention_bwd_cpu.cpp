@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include "attention_common.h"
+#include "attention_onednn.h"
 #include "checks.h"
 
 namespace gptcore::attn {
@@ -221,6 +222,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_bwd_cpu(
     double softcap) {
   checks::attention_inputs("attention_bwd", q, k, v, sinks, 4);
   checks::attention_grads("attention_bwd", q, out, dout, lse, dlse);
+  // torch's backward takes no gradient of lse: only calls that did not use it go there
+  if (onednn_attention_applies(q, k, sinks, left, right, softcap) && !dlse.any().item<bool>()) {
+    auto [dq, dk, dv] = onednn_attention_bwd(dout, q, k, v, out, lse, scale, right == 0);
+    return {dq, dk, dv, q.new_empty({0})};
+  }
   return run_backward(dout, dlse, q, k, v, nullptr, nullptr, out, lse, sinks, scale, left, right,
                       softcap);
 }

@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "attention_bf16.h"
+#include "attention_onednn.h"
 #include "attention_cols.h"
 #include "attention_common.h"
 #include "checks.h"
@@ -305,6 +306,8 @@ std::tuple<at::Tensor, at::Tensor> attention_fwd_cpu(const at::Tensor& q, const 
                                                      double scale, int64_t left, int64_t right,
                                                      double softcap) {
   checks::attention_inputs("attention_fwd", q, k, v, sinks, 4);
+  if (onednn_attention_applies(q, k, sinks, left, right, softcap))
+    return onednn_attention_fwd(q, k, v, scale, right == 0);
   return run_forward(q, k, v, nullptr, nullptr, sinks, scale, left, right, softcap);
 }
 

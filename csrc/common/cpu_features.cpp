@@ -3,6 +3,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
+#include <cstdlib>
+
+#if GPTCORE_X86
+#include <cpuid.h>
+#endif
 
 #include "blas.h"
 
@@ -56,6 +62,42 @@ const char* isa_name(Isa level) {
 
 bool cpu_has_bf16_dot() { return cpu_isa() >= Isa::kAvx512Bf16; }
 
+namespace {
+
+bool cpu_and_os_have_amx_bf16() {
+#if GPTCORE_X86
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false;  // OSXSAVE
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool amx = (d & (1u << 22)) && (d & (1u << 24));                    // AMX-BF16, AMX-TILE
+  unsigned lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return amx && (lo & (3u << 17)) == (3u << 17);                            // XTILECFG, XTILEDATA
+#else
+  return false;
+#endif
+}
+
+bool onednn_isa_cap_allows_amx() {
+  for (const char* name : {"ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"}) {
+    const char* value = std::getenv(name);
+    if (value == nullptr || *value == '\0') continue;
+    std::string cap(value);
+    std::transform(cap.begin(), cap.end(), cap.begin(), [](unsigned char ch) {
+      return static_cast<char>(std::toupper(ch));
+    });
+    return cap == "ALL" || cap == "DEFAULT" || cap.find("AMX") != std::string::npos;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool onednn_bf16_on_amx() {
+  static const bool on_amx = cpu_and_os_have_amx_bf16() && onednn_isa_cap_allows_amx();
+  return on_amx;
+}
+
 std::vector<std::pair<std::string, std::string>> op_paths() {
   const std::string level = isa_name(active_isa());
   const std::string sgemm = blas_available() ? "BLAS sgemm" : "our tiles";
@@ -77,19 +119,28 @@ std::vector<std::pair<std::string, std::string>> op_paths() {
              ">= 16 rows, AVX-512 row kernels below; backward: " + sgemm +
                  " tiles of >= 16 rows, AVX-512 softmax and small-row kernels"
            : sgemm + " for tiles of >= 16 rows, AVX2 softmax and small-row kernels"},
-      {"attention bf16", use_avx512_bf16()
-                             ? "AVX512_BF16 vdpbf16ps tiles, fp32 accumulation (forward); "
-                               "backward as fp32"
-                             : "bf16 converted to fp32, then as fp32"},
+      {"attention bf16",
+       use_avx512_bf16()
+           ? std::string(onednn_bf16_on_amx()
+                             ? "torch's flash attention (oneDNN on AMX) for >= 16 query rows "
+                               "without sinks, softcap or window (causal only when Sq == Sk); "
+                               "else "
+                             : "") +
+                 "AVX512_BF16 vdpbf16ps tiles, fp32 accumulation (forward); backward as fp32"
+           : "bf16 converted to fp32, then as fp32"},
       {"moe_experts fp32",
        (use_avx512() ? "AVX-512 small-row kernel for <= 64 rows per expert, " + sgemm +
                            " tiles above"
                      : sgemm + " tiles") +
            ", at::mm (BLAS) for experts of >= 256 rows"},
-      {"moe_experts bf16", use_avx512_bf16()
-                               ? "AVX512_BF16 vdpbf16ps fused experts for <= 2 rows per "
-                                 "expert (or odd H, I), blocked vdpbf16ps GEMMs for more"
-                               : (cpu_has_bf16_dot() ? "at::mm (oneDNN bf16)" : "fp32 tiles")},
+      {"moe_experts bf16",
+       use_avx512_bf16()
+           ? std::string("AVX512_BF16 vdpbf16ps fused experts for <= 2 rows per expert (or odd "
+                         "H, I), ") +
+                 (onednn_bf16_on_amx()
+                      ? "blocked vdpbf16ps GEMMs below 8, at::mm (oneDNN on AMX) from 8"
+                      : "blocked vdpbf16ps GEMMs for more")
+           : (cpu_has_bf16_dot() ? "at::mm (oneDNN bf16)" : "fp32 tiles")},
       {"moe_experts mxfp4", use_avx512()
                                 ? "AVX-512 fused decode + fp32 FMA for <= 64 rows per expert, "
                                   "else dequantised tiles + " + sgemm

@@ -41,6 +41,11 @@ inline bool use_avx512_bf16() { return active_isa() >= Isa::kAvx512Bf16; }
 // A property of the CPU, not of the level chosen with set_isa.
 bool cpu_has_bf16_dot();
 
+// True when torch's bf16 matmul (oneDNN) runs on AMX tiles: the CPU has AMX-BF16, the OS
+// enables the tile state, and ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA) does not cap oneDNN
+// below AMX. A property of the CPU and of oneDNN's settings, not of the level chosen with set_isa.
+bool onednn_bf16_on_amx();
+
 // Which path and which GEMM library each op and dtype takes at the active level (build_info).
 std::vector<std::pair<std::string, std::string>> op_paths();
 

@@ -13,6 +13,11 @@ namespace gptcore {
 // (docs/cpu-isa.md, "Measurements behind the code").
 constexpr int64_t kBf16FusedMaxRows = 2;
 
+// Average rows per expert from which, on a CPU where oneDNN's bf16 matmul runs on AMX tiles
+// (onednn_bf16_on_amx), whole experts through at::mm beat the blocked vdpbf16ps GEMMs (measured
+// crossover 4-8 rows on a Sapphire Rapids class Xeon; docs/cpu-isa.md).
+constexpr int64_t kBf16AmxMinRows = 8;
+
 // The raw bits of a contiguous bf16 tensor, as the vdpbf16ps kernels (bf16_kernels.h) take them.
 inline const uint16_t* bf16_bits(const at::Tensor& t) {
   return reinterpret_cast<const uint16_t*>(t.data_ptr<at::BFloat16>());
@@ -33,9 +38,10 @@ at::Tensor bf16_fused_experts(const at::Tensor& x, const at::Tensor& indices,
                               float limit, bool gate_up_kmajor, bool down_kmajor);
 
 // Above kBf16FusedMaxRows (csrc/moe_bf16_blocked_cpu.cpp): whether the blocked vdpbf16ps GEMMs
-// run (AVX512_BF16, x and both weights bf16, H and I even), and the same y as bf16_fused_experts.
+// run (AVX512_BF16, x and both weights bf16, H and I even, and not kBf16AmxMinRows rows per
+// expert on an AMX CPU), and the same y as bf16_fused_experts.
 bool bf16_blocked_experts_apply(const at::Tensor& x, const at::Tensor& gate_up,
-                                const at::Tensor& down);
+                                const at::Tensor& down, int64_t top_k);
 at::Tensor bf16_blocked_experts(const at::Tensor& x, const at::Tensor& indices,
                                 const at::Tensor& weights, const at::Tensor& gate_up,
                                 const at::Tensor& down, const at::Tensor& gate_up_bias,

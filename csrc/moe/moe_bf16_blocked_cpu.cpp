@@ -32,9 +32,11 @@ int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 }  // namespace
 
 bool bf16_blocked_experts_apply(const at::Tensor& x, const at::Tensor& gate_up,
-                                const at::Tensor& down) {
+                                const at::Tensor& down, int64_t top_k) {
+  const bool amx_faster = onednn_bf16_on_amx() &&
+                          x.size(0) * top_k >= kBf16AmxMinRows * gate_up.size(0);
   // bf16_gemm_avx512 reads A rows in pairs: H and I even keep every read inside the weights
-  return use_avx512_bf16() && x.scalar_type() == at::kBFloat16 &&
+  return use_avx512_bf16() && !amx_faster && x.scalar_type() == at::kBFloat16 &&
          gate_up.scalar_type() == at::kBFloat16 && down.scalar_type() == at::kBFloat16 &&
          x.size(1) % 2 == 0 && down.size(2) % 2 == 0;
 }

@@ -416,8 +416,9 @@ at::Tensor moe_experts_fwd_cpu(const at::Tensor& x, const at::Tensor& indices,
   const at::Tensor gub = optional_float(gate_up_bias), db = optional_float(down_bias);
   Problem p = make_problem(x, indices, gu.size(0), dn.size(2), activation, alpha, limit, gub, db);
 #if GPTCORE_X86
-  // The blocked bf16 GEMMs read row-major weight rows only.
-  if (!gu_kmajor && !dn_kmajor && bf16_blocked_experts_apply(x, gu, dn))
+  // The blocked bf16 GEMMs read row-major weight rows only; where they do not run, bf16
+  // experts run whole through at::mm (oneDNN) in experts_forward.
+  if (!gu_kmajor && !dn_kmajor && bf16_blocked_experts_apply(x, gu, dn, indices.size(1)))
     return bf16_blocked_experts(x, indices, weights, gu, dn, gub, db, p.act, p.alpha, p.limit);
 #endif
   p.gate_up = float_weight_rows(gu_kmajor ? gu.transpose(1, 2) : gu);
