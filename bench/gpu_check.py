@@ -7,6 +7,8 @@ fits a 10-minute slot on one H100/H200 (`--quick`, or `make gpu-check QUICK=1`: 
   tests-tf32    the fp32 suites again under torch.set_float32_matmul_precision("high") (full)
   attention     timed against torch SDPA (flash backend) and FlexAttention at README's shapes
   moe           timed against a torch per-expert GEMM loop (and vLLM's fused_moe if installed)
+  shakespeare   `gptcore train --preset shakespeare-char-gpu` on the GPU, 500 steps (full
+                only): its JSON summary (val loss, tokens/s) is the stage's last output line
 
 Each stage runs in its own process with its own time box, inside the whole run's budget: a stage
 that fails, hangs or crashes the GPU context costs only its own results. The results file,
@@ -56,13 +58,17 @@ def stages(quick):
     found = [
         Stage("environment", _python(bench, "environment"), 20 if quick else 30),
         Stage("smoke", _python(bench, "smoke"), 40 if quick else 60),
-        Stage("tests", _python("-m", "pytest", *suites, *test_args), 60 if quick else 260, cuda),
+        Stage("tests", _python("-m", "pytest", *suites, *test_args), 60 if quick else 210, cuda),
         Stage("tests-tf32", _python("-m", "pytest", *TESTS, "-q", "-k", "not float16"), 90,
               dict(cuda, GPTCORE_TEST_FP32_PRECISION="high")),
         Stage("attention", _python(bench, "attention", *size), 25 if quick else 70),
         Stage("moe", _python(bench, "moe", *size), 25 if quick else 60),
+        Stage("shakespeare", _python("-m", "gptcore", "train", "--preset", "shakespeare-char-gpu",
+                                     "--device", "cuda", "--steps", "500", "--eval-every", "250",
+                                     "--quiet", "--out", str(Path(tempfile.gettempdir()) /
+                                                            "gpu-check-shakespeare")), 50),
     ]
-    return [s for s in found if not (quick and s.name == "tests-tf32")]
+    return [s for s in found if not (quick and s.name in ("tests-tf32", "shakespeare"))]
 
 
 def _tail(text, limit=4000):

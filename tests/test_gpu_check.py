@@ -29,13 +29,16 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
 
 def test_the_boxes_fit_the_slots():
     """The full run fits 10 minutes and the quick one 3 (with room for the build check and
-    process start-up), every stage runs in both but the TF32 pass, which is full only."""
+    process start-up), every stage runs in both but the TF32 pass and the Shakespeare run,
+    which are full only."""
     full, quick = gpu_check.stages(False), gpu_check.stages(True)
     assert sum(s.box for s in full) <= 570 and sum(s.box for s in quick) <= 170
     assert [s.name for s in full] == ["environment", "smoke", "tests", "tests-tf32",
-                                      "attention", "moe"]
+                                      "attention", "moe", "shakespeare"]
     assert [s.name for s in quick] == ["environment", "smoke", "tests", "attention", "moe"]
-    assert "--quick" in quick[-1].argv and "--quick" not in full[-1].argv
+    assert "--quick" in quick[-1].argv and "--quick" not in full[-2].argv
+    train = full[-1].argv
+    assert train[train.index("--preset") + 1] == "shakespeare-char-gpu" and "cuda" in train
     tests = next(s for s in full if s.name == "tests")
     assert tests.env == {"GPTCORE_TEST_DEVICE": "cuda"}
     tf32 = next(s for s in full if s.name == "tests-tf32")
