@@ -82,6 +82,9 @@ class Pools:
                 self.by.setdefault(self.key(e, full=True), []).append(e)
                 if kind != "audio":
                     self.by.setdefault(self.key(e, full=False), []).append(e)
+        # the shape-colour keys with both an image and a video: where cross-modal pairs come from
+        self.linked = sorted(k for k, v in self.by.items() if k[0] == "shape-colour"
+                             and {e.kind for e in v} == {"image", "video"})
 
     @staticmethod
     def key(example, full):
@@ -97,14 +100,11 @@ class Pools:
         if first == "text":
             x = rng.choice(self.sets[second])
             return caption_item(x), input_item(x)
-        if kind == "text+image-video":
-            v = rng.choice(self.sets["video"])
-            image = rng.choice([e for e in self.by[self.key(v, False)] if e.kind == "image"])
-            return mixed_item(v, image), input_item(v)
-        if kind == "image-video":
-            image = rng.choice(self.sets["image"])
-            v = rng.choice([e for e in self.by[self.key(image, False)] if e.kind == "video"])
-            return input_item(image), input_item(v)
+        if kind in ("text+image-video", "image-video"):
+            group = self.by[rng.choice(self.linked)]
+            image = rng.choice([e for e in group if e.kind == "image"])
+            v = rng.choice([e for e in group if e.kind == "video"])
+            return (mixed_item(v, image) if kind[0] == "t" else input_item(image)), input_item(v)
         x = rng.choice(self.sets[first])
         twins = [e for e in self.by[self.key(x, True)] if e is not x] or [x]
         return input_item(x), input_item(rng.choice(twins))
@@ -145,9 +145,10 @@ def directions(pools, n_queries, n_candidates, seed):
             for kind, examples in pools.sets.items()}
     cand = {kind: [input_item(e) for e in c[:n_candidates]] for kind, (_, c) in half.items()}
     q = {kind: rng.sample(first, min(n_queries, len(first))) for kind, (first, _) in half.items()}
-    videos = q["video"]
+    linked = set(pools.linked)
     mixed = [mixed_item(v, rng.choice([e for e in pools.by[pools.key(v, False)]
-                                       if e.kind == "image"])) for v in videos]
+                                       if e.kind == "image"]))
+             for v in q["video"] if pools.key(v, False) in linked]
     return [Direction("text->image", [caption_item(e) for e in q["image"]], cand["image"]),
             Direction("text->audio", [caption_item(e) for e in q["audio"]], cand["audio"]),
             Direction("text->video", [caption_item(e) for e in q["video"]], cand["video"]),
