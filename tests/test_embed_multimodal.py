@@ -139,7 +139,7 @@ def test_the_demo_runs_end_to_end_at_a_toy_size(tmp_path, capsys):
     from gptcore.embed import multimodal_demo
     args = argparse.Namespace(threads=1, seed=0, n_train=48, n_eval=24, queries=6, d_embed=32,
                               time_budget=0.5, per_pair=2, lr=2e-3, temperature=0.05,
-                              quiet=True, plot=str(tmp_path / "r.png"))
+                              quiet=True, plot=str(tmp_path / "r.png"), cpu_time=False)
     summary = multimodal_demo.run(args)
     json.dumps(summary)
     assert set(summary["recall"]) == {"unified", "full-dim", "late fusion", "text pipeline"}

@@ -58,6 +58,8 @@ def add_multimodal_command(sub):
                    help="held-out examples of each kind (half queries, half candidates)")
     p.add_argument("--queries", type=POSITIVE_INT, default=100, help="queries per direction")
     p.add_argument("--threads", type=POSITIVE_INT, default=2, help="torch threads")
+    p.add_argument("--cpu-time", action="store_true", help="count each budget in this "
+                   "process's CPU time (fair on a shared machine) instead of wall time")
     p.add_argument("--plot", default="multimodal-embed-retrieval.png", metavar="PNG",
                    help="where the recall-vs-dimension plot goes ('' for none)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
