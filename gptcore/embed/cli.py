@@ -48,9 +48,10 @@ def add_multimodal_command(sub):
     p.add_argument("--seed", type=NONNEGATIVE_INT, default=0)
     p.add_argument("--d-embed", type=int_at_least(32), default=128,
                    help="embedding size, a multiple of 32; prefixes d/32 .. d")
-    p.add_argument("--per-pair", type=POSITIVE_INT, default=16,
+    p.add_argument("--per-pair", type=POSITIVE_INT, default=8,
                    help="pairs of each of the 8 kinds per step")
-    p.add_argument("--lr", type=POSITIVE_FLOAT, default=2e-3)
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=3e-3,
+                   help="encoders' and heads' learning rate (the trunk's: 0.3x)")
     p.add_argument("--temperature", type=POSITIVE_FLOAT, default=0.05, help="InfoNCE temperature")
     p.add_argument("--n-train", type=int_at_least(48), default=1500,
                    help="training examples of each kind")
