@@ -67,6 +67,8 @@ ARGPARSE = [
     ("embed-demo --lr 0", "--lr", "expected a number > 0"),
     ("embed-demo --d-embed 8", "--d-embed", "expected an integer >= 16"),
     ("multimodal-demo --time-budget -4", "--time-budget", "expected a number > 0"),
+    ("multimodal-embed-demo --n-train 3", "--n-train", "expected an integer >= 48"),
+    ("multimodal-embed-demo --per-pair 0", "--per-pair", "expected an integer >= 1"),
     ("multimodal-demo --threads -1", "--threads", "expected an integer >= 0"),
 ]
 
@@ -103,6 +105,8 @@ OURS = [
     ("compare --ar {ar} --diffusion {partial}", "--diffusion", "only an unfinished one"),
     ("embed-demo --d-embed 24", "--d-embed", "expected a multiple of 16 (the prefixes are d/16 .. d), got 24"),
     ("embed-demo --batch-size 1000000", "--batch-size", "got 1000000"),
+    ("multimodal-embed-demo --d-embed 40", "--d-embed", "expected a multiple of 32"),
+    ("multimodal-embed-demo --queries 900", "--queries", "expected at most --n-eval / 2 = 200"),
     ("multimodal-demo --json {root}/no/such/dir/out.json", "--json",
      "expected a file in an existing directory"),
 ]

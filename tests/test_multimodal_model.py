@@ -149,8 +149,8 @@ def test_captioner_batch_mixes_kinds_and_captions_decode():
     logits, loss = model(batch)
     assert logits.shape == (batch["layout"].source.shape[0], len(model.vocab))
     loss.backward()
-    for part in ("gpt", "encoders", "projectors"):
-        assert all(p.grad is not None for p in getattr(model, part).parameters()), part
+    for part in (model.gpt, model.inputs.encoders, model.inputs.projectors):
+        assert all(p.grad is not None for p in part.parameters()), part
     captions = model.caption([caption_item(model.vocab, e, with_caption=False) for e in examples],
                              max_words=3)
     assert len(captions) == 6 and all(len(c.split()) <= 3 for c in captions)
@@ -186,8 +186,8 @@ def test_batches_take_the_given_count_of_each_kind():
 def test_llava_stage_one_trains_only_the_projectors():
     model = _tiny_captioner()
     model.set_trainable(gpt=False, encoders=False)
-    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {"projectors"}
+    trainable = {n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"projectors"} and not model.gpt.wte.weight.requires_grad
     model.set_trainable()
     assert all(p.requires_grad for p in model.parameters())
 
@@ -215,13 +215,13 @@ def test_train_lr_scales_per_parameter_group():
     groups = make_optimizer(model, 1e-3, (0.9, 0.95), 1e-8, 0.0, {"gpt.": 0.5}).param_groups
     assert sorted((g["lr_scale"], g["lr"]) for g in groups) == [(0.5, 5e-4)] * 2 + [(1.0, 1e-3)] * 2
     gpt_before = [p.detach().clone() for p in model.gpt.parameters()]
-    enc_before = [p.detach().clone() for p in model.encoders.parameters()]
+    enc_before = [p.detach().clone() for p in model.inputs.encoders.parameters()]
     sets = {kind: data.make_dataset(kind, 4, seed=3) for kind in data.MAKERS}
     train(model, batches(model, sets, per_kind=2, seed=0),
           TrainConfig(steps=3, lr=3e-3, lr_scales={"gpt.": 0.0}), objective=Objective(caption_loss),
           progress=False)
     assert all(torch.equal(a, p) for a, p in zip(gpt_before, model.gpt.parameters()))
-    assert any(not torch.equal(a, p) for a, p in zip(enc_before, model.encoders.parameters()))
+    assert any(not torch.equal(a, p) for a, p in zip(enc_before, model.inputs.encoders.parameters()))
 
 
 def test_greedy_captions_never_emit_bos_or_placeholders():

@@ -5,13 +5,20 @@ import torch
 import torch.nn.functional as F
 
 
-def info_nce(a, b, temperature):
+def info_nce(a, b, temperature, same=None):
     """Symmetric in-batch InfoNCE. a, b (N, k), rows L2-normalised; (a[i], b[i]) is a positive
-    pair and every b[j], j != i, a negative for a[i] (and a[j] for b[i]). Returns the mean of
-    the a->b and b->a cross-entropies, a scalar."""
+    pair and every b[j], j != i, a negative for a[i] (and a[j] for b[i]). same: optional pair
+    of (N, N) bool masks (for a->b, for b->a): same[0][i, j] says b[j] answers a[i] as well as
+    b[i] does, so it is left out of a[i]'s negatives (no false negatives when a batch holds
+    several items of one class). Returns the mean of the two cross-entropies, a scalar."""
     logits = a @ b.T / temperature                                   # (N, N) cosine / tau
     labels = torch.arange(a.shape[0], device=a.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    rows, cols = logits, logits.T
+    if same is not None:
+        eye = torch.eye(a.shape[0], dtype=torch.bool, device=a.device)
+        rows = rows.masked_fill(same[0] & ~eye, float("-inf"))
+        cols = cols.masked_fill(same[1] & ~eye, float("-inf"))
+    return 0.5 * (F.cross_entropy(rows, labels) + F.cross_entropy(cols, labels))
 
 
 def check_dims(dims, d_embed, weights=None):
@@ -28,12 +35,13 @@ def check_dims(dims, d_embed, weights=None):
     return dims, weights
 
 
-def matryoshka_loss(a, b, dims, *, weights=None, temperature=0.05):
+def matryoshka_loss(a, b, dims, *, weights=None, temperature=0.05, same=None):
     """sum_k weights[k] * info_nce(normalize(a[:, :dims[k]]), normalize(b[:, :dims[k]])).
 
     a, b (N, d_embed): raw (unnormalised) embeddings of the two sides of N positive pairs.
     dims: strictly increasing prefix sizes, e.g. (16, 32, 64, 128, 256); weights: one per dim
-    (default all 1). temperature: a positive float (fixed) or a scalar tensor (learnable)."""
+    (default all 1). temperature: a positive float (fixed) or a scalar tensor (learnable).
+    same: the false-negative masks of info_nce, or None."""
     if a.ndim != 2 or a.shape != b.shape:
         raise ValueError(f"a, b: expected two (N, d_embed) tensors of one shape, "
                          f"got {tuple(a.shape)} and {tuple(b.shape)}")
@@ -43,5 +51,5 @@ def matryoshka_loss(a, b, dims, *, weights=None, temperature=0.05):
     total = a.new_zeros(())
     for k, w in zip(dims, weights):
         total = total + w * info_nce(F.normalize(a[:, :k], dim=-1), F.normalize(b[:, :k], dim=-1),
-                                     temperature)
+                                     temperature, same)
     return total

@@ -5,9 +5,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from gptcore.multimodal import data, mel
-from gptcore.multimodal.encoders import AudioEncoder, TemporalProjector, VideoEncoder, ViT
-from gptcore.multimodal.projector import Projector
+from gptcore.multimodal import data
+from gptcore.multimodal.inputs import InputEncoders
 from gptcore.multimodal.splice import gather, layout
 
 SPECIALS = ("<bos>", "<eos>", "<image>", "<audio>", "<video>")
@@ -75,33 +74,13 @@ class Captioner(nn.Module):
         super().__init__()
         self.config = c = config or CaptionerConfig()
         self.gpt, self.vocab = gpt, vocab
-        d_model = gpt.config.d_model
-        pixels = {"stem": c.stem, "pixel_mean": c.pixel_mean, "pixel_std": c.pixel_std}
-        frame_encoder = ViT(data.FRAME_SIZE, c.patch, c.d_enc, c.enc_layers, c.enc_heads, **pixels)
-        temporal = TemporalProjector(c.d_enc, frame_encoder.grid, c.video_pool, c.temporal)
-        max_audio_tokens = mel_frames(max(data.DURATIONS.values()), c.hop) // 2 + 1
-        self.encoders = nn.ModuleDict({
-            "image": ViT(data.IMAGE_SIZE, c.patch, c.d_enc, c.enc_layers, c.enc_heads, **pixels),
-            "audio": AudioEncoder(c.n_mels, c.d_enc, c.enc_layers, c.enc_heads, max_audio_tokens),
-            "video": VideoEncoder(frame_encoder, temporal)})
-        self.projectors = nn.ModuleDict({kind: Projector(c.projector, c.d_enc, d_model)
-                                         for kind in self.encoders})
-        self.register_buffer("filterbank", mel.mel_filterbank(c.n_mels, c.n_fft, data.SAMPLE_RATE),
-                             persistent=False)
+        self.inputs = InputEncoders(c, gpt.config.d_model)
 
     def features(self, kind, raw):
-        """What the encoder of `kind` reads: images and videos as they are; log-mel frames
-        (frames, n_mels) for audio."""
-        if kind == "audio":
-            return mel.log_mel(raw, self.filterbank, self.config.n_fft, self.config.hop)
-        return raw
+        return self.inputs.features(kind, raw)
 
     def n_tokens(self, kind, features):
-        if kind == "image":
-            return self.encoders["image"].grid ** 2
-        if kind == "audio":
-            return (features.shape[0] + 1) // 2
-        return self.config.video_pool ** 2
+        return self.inputs.n_tokens(kind, features)
 
     def collate(self, items):
         """items: (token_ids, [(kind, raw input), ...]) per sequence -> a batch dict."""
@@ -118,16 +97,7 @@ class Captioner(nn.Module):
 
     def encode(self, features_by_kind):
         """{kind: list of features} -> {kind: projected tokens (sum n, d_model)}."""
-        out = {}
-        for kind, feats in features_by_kind.items():
-            if not feats:
-                continue
-            if kind == "audio":
-                tokens, _ = self.encoders[kind](feats)                 # (sum n, d_enc)
-            else:
-                tokens = self.encoders[kind](torch.stack(feats)).flatten(0, 1)
-            out[kind] = self.projectors[kind](tokens)                  # (sum n, d_model)
-        return out
+        return self.inputs(features_by_kind)
 
     def forward(self, batch):
         packed = gather(batch["layout"], batch["token_ids"], self.encode(batch["features"]),
@@ -164,16 +134,12 @@ class Captioner(nn.Module):
 
     def set_trainable(self, gpt=True, encoders=True, projectors=True):
         """Freeze or unfreeze the parts (LLaVA stage 1 trains only the projectors)."""
-        for module, flag in ((self.gpt, gpt), (self.encoders, encoders),
-                             (self.projectors, projectors)):
+        for module, flag in ((self.gpt, gpt), (self.inputs.encoders, encoders),
+                             (self.inputs.projectors, projectors)):
             module.requires_grad_(flag)
 
     def config_dict(self):
         return {"captioner": asdict(self.config), "gpt": self.gpt.config.to_dict()}
-
-
-def mel_frames(seconds, hop):
-    return int(seconds * data.SAMPLE_RATE) // hop + 1
 
 
 def caption_item(vocab, example, with_caption=True):
