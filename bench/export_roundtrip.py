@@ -71,7 +71,7 @@ def llama_cpp_greedy(path, prompt, new, block_size):
     import numpy as np
     from llama_cpp import Llama
     llm = Llama(model_path=path, n_ctx=block_size, n_threads=torch.get_num_threads(),
-                verbose=False)
+                logits_all=True, verbose=False)       # scores rows are kept only with logits_all
     ids = list(prompt)
     llm.eval(ids)
     for _ in range(new):
