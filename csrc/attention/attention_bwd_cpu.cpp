@@ -7,6 +7,7 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include "attention_bwd_tiles.h"
 #include "attention_common.h"
 #include "attention_onednn.h"
 #include "checks.h"
@@ -31,6 +32,24 @@ struct Grads {
   int64_t part_stride;  // elements per chunk slice
 };
 
+// Our register-tile product at the active ISA level (attention_bwd_tiles.h).
+BwdGemm bwd_gemm() {
+#if GPTCORE_X86
+  if (use_avx512()) return bwd_gemm_avx512;
+  if (use_avx2()) return bwd_gemm_avx2;
+#endif
+  return bwd_gemm_portable;
+}
+
+// dst (D x ld) = the first D values of `rows` rows of src (row stride `stride`), transposed;
+// columns rows..ld are zero.
+template <typename T>
+void pack_cols(const T* src, int64_t stride, int64_t rows, int64_t D, int64_t ld, float* dst) {
+  for (int64_t d = 0; d < D; ++d) std::fill(dst + d * ld + rows, dst + (d + 1) * ld, 0.0f);
+  for (int64_t j = 0; j < rows; ++j)
+    for (int64_t d = 0; d < D; ++d) dst[d * ld + j] = static_cast<float>(src[j * stride + d]);
+}
+
 template <typename T>
 void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, const T* k,
                const T* v, const Grads& gr, T* dk, T* dv) {
@@ -40,14 +59,17 @@ void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, co
   const Layout &ql = pb.q_in, &kvl = pb.kv_in, &dol = pb.dout_in, kvo = pb.kv_layout(D),
                ll = pb.q_layout(1), pl = pb.q_layout(Dp);
   const int64_t Lq = pb.len_q[ch.n], shift = pb.len_k[ch.n] - Lq;
-  std::vector<float> krow(kBwdKeys * Dp), vrow(kBwdKeys * Dp), dk_acc(kBwdKeys * Dp),
+  const BwdGemm gemm = bwd_gemm();
+  // K (keys x Dp) for dQ, K^T and V^T (D x BKp) for S and dP: B operands of the tiles.
+  std::vector<float> krow(kBwdKeys * Dp), kt(D * BKp), vt(D * BKp), dk_acc(kBwdKeys * Dp),
       dv_acc(kBwdKeys * Dp), qs(Mmax * Dp), dos(Mmax * Dp), s(Mmax * BKp), dp(Mmax * BKp),
       slope(pb.softcap > 0 ? Mmax * BKp : 0), lse_r(Mmax), delta_r(Mmax);
   float* dq_part = gr.dq_part + ch.c * gr.part_stride;
   for (int64_t j0 = ch.j0; j0 < ch.j1; j0 += kBwdKeys) {
-    const int64_t nk = std::min(kBwdKeys, ch.j1 - j0);
+    const int64_t nk = std::min(kBwdKeys, ch.j1 - j0), nkp = round_up(nk, 16);
     pack_rows(k + kvl.at(ch.n, ch.h, j0), kvl.row, nk, D, Dp, 1.0f, krow.data());
-    pack_rows(v + kvl.at(ch.n, ch.h, j0), kvl.row, nk, D, Dp, 1.0f, vrow.data());
+    pack_cols(k + kvl.at(ch.n, ch.h, j0), kvl.row, nk, D, BKp, kt.data());
+    pack_cols(v + kvl.at(ch.n, ch.h, j0), kvl.row, nk, D, BKp, vt.data());
     std::fill(dk_acc.begin(), dk_acc.end(), 0.0f);
     std::fill(dv_acc.begin(), dv_acc.end(), 0.0f);
     const auto [p_lo, p_hi] = pb.band.positions(j0, j0 + nk, shift, shift + Lq);
@@ -63,7 +85,7 @@ void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, co
           delta_r[g * rows + i] = gr.delta[ll.at(ch.n, h, i0 + i)];
         }
       }
-      ker.gemm_abt(M, nk, D, qs.data(), Dp, krow.data(), Dp, s.data(), BKp);  // S = Qs K^T
+      gemm(M, nkp, D, qs.data(), Dp, 1, kt.data(), BKp, s.data(), BKp, false);  // S = Qs K^T
       if (pb.softcap > 0) {
         apply_softcap(s.data(), BKp, M, nk, pb.softcap);
         for (int64_t r = 0; r < M; ++r)  // d(c tanh(x / c))/dx = 1 - (s / c)^2
@@ -73,7 +95,7 @@ void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, co
           }
       }
       const bool masked = !pb.band.all_visible(i0 + shift, i1 + shift, j0, j0 + nk);
-      ker.gemm_abt(M, nk, D, dos.data(), Dp, vrow.data(), Dp, dp.data(), BKp);  // dP = dO V^T
+      gemm(M, nkp, D, dos.data(), Dp, 1, vt.data(), BKp, dp.data(), BKp, false);  // dP = dO V^T
       for (int64_t r = 0; r < M; ++r) {
         float* prow = s.data() + r * BKp;
         float* dsrow = dp.data() + r * BKp;
@@ -88,11 +110,12 @@ void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, co
         if (pb.softcap > 0)
           for (int64_t j = 0; j < nk; ++j) dsrow[j] *= slope[r * BKp + j];
       }
-      ker.gemm_atb_acc(nk, Dp, M, s.data(), BKp, dos.data(), Dp, dv_acc.data(), Dp);  // dV += P^T dO
-      ker.gemm_atb_acc(nk, Dp, M, dp.data(), BKp, qs.data(), Dp, dk_acc.data(), Dp);  // dK += dS^T Qs
-      for (int64_t g = 0; g < G; ++g)                                                 // dQ += dS K
-        ker.gemm_ab_acc(rows, Dp, nk, dp.data() + g * rows * BKp, BKp, krow.data(), Dp,
-                        dq_part + pl.at(ch.n, ch.h * G + g, i0), pl.row);
+      // P^T and dS^T are read in place: A(j, r) = s[r * BKp + j].
+      gemm(nk, Dp, M, s.data(), 1, BKp, dos.data(), Dp, dv_acc.data(), Dp, true);  // dV += P^T dO
+      gemm(nk, Dp, M, dp.data(), 1, BKp, qs.data(), Dp, dk_acc.data(), Dp, true);  // dK += dS^T Qs
+      for (int64_t g = 0; g < G; ++g)                                               // dQ += dS K
+        gemm(rows, Dp, nk, dp.data() + g * rows * BKp, BKp, 1, krow.data(), Dp,
+             dq_part + pl.at(ch.n, ch.h * G + g, i0), pl.row, true);
     }
     for (int64_t j = 0; j < nk; ++j) {
       T* dkr = dk + kvo.at(ch.n, ch.h, j0 + j);
