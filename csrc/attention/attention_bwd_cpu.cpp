@@ -16,8 +16,8 @@ namespace gptcore::attn {
 namespace {
 
 // Keys per backward tile and rows (G x query positions) per Q tile, chosen by cache budget
-// (not tuned): the nine 64 x 64 fp32 tiles (S, dP, softcap slopes, Q, dO, K, V, dK, dV at
-// D=64) take 144 KB, inside the 512 KB L2.
+// (not tuned): the ten 64 x 64 fp32 tiles (S, dP, softcap slopes, Q, dO, K, K^T, V^T, dK,
+// dV at D=64) take 160 KB, inside a 512 KB L2.
 constexpr int64_t kBwdKeys = 64;
 constexpr int64_t kBwdRows = 64;
 // Rows (or keys) per strip of a masked tile: two of the 6-row register tiles.
