@@ -1,7 +1,8 @@
 """The SIMD paths of the C++ attention at every ISA level against gptcore.ref, outputs and
 gradients: the AVX-512 column-layout forward (pieces of >= 16 query rows) and the row kernels
 of smaller pieces, over tails of every width below the 16-lane vector, D=1 and D=80, Sq != Sk,
-no keys at all, and scores large enough that most exponentials underflow."""
+no keys at all, and scores large enough that most exponentials underflow; and the register
+tiles of the backward's products (csrc/attention_bwd_*.cpp) over their row and vector tails."""
 import pytest
 import torch
 
@@ -20,6 +21,19 @@ def test_tails(w, isa):
     causal = dict(causal=True) if w % 2 else dict()
     _dense(1, 1, 1, 16 + w, 37 + w, 1 + w, causal, torch.float32, FP32_TOL)
     _dense(1, 1, 1, 1 + w, 130 + w, 16 + w, causal, torch.float32, FP32_TOL)
+
+
+# Head dims of 1 to 5 zmm vectors (two 64-column passes at 80 and 131) and odd ones.
+BWD_DIMS = (48, 80, 131, 16, 64, 5)
+
+
+@pytest.mark.parametrize("w", range(6))
+def test_backward_tiles(w, isa):
+    """The backward's 6-row tiles over every row tail w: GQA of 3 heads makes 3 * (13 + w)
+    score rows (and 64 // 3 rows per head in a tile), 70 + 5w keys a second key block with a
+    tail of 6 + 5w rows in dV and dK; causal and windowed on odd w."""
+    opts = dict(causal=True, window=9) if w % 2 else dict()
+    _dense(2, 3, 1, 13 + w, 70 + 5 * w, BWD_DIMS[w], opts, torch.float32, FP32_TOL)
 
 
 # (B, Hq, Hkv, Sq, Sk, D, options): GQA groups that make pieces of >= 16 rows, masks, sinks,
@@ -59,3 +73,17 @@ def test_build_info_names_the_path(isa):
     expected = {"portable": "portable", "avx2": "AVX2", "avx512": "AVX-512",
                 "avx512_bf16": "AVX-512"}[isa]
     assert expected in attention, attention
+
+
+def test_backward_deterministic(isa):
+    """One long sequence of one head: its keys are split into chunks run on several threads,
+    each adding dQ into its own slice. Two runs at the same thread count agree bit for bit."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 300, 40, requires_grad=True) for _ in range(3))
+    grad = torch.randn(1, 2, 300, 40)
+
+    def grads():
+        out = gptcore.attention(q, k, v, causal=True)
+        return torch.autograd.grad(out, (q, k, v), grad)
+    for first, second in zip(grads(), grads()):
+        assert torch.equal(first, second)

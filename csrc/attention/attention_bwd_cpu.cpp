@@ -7,6 +7,7 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include "attention_bwd_tiles.h"
 #include "attention_common.h"
 #include "attention_onednn.h"
 #include "checks.h"
@@ -15,10 +16,12 @@ namespace gptcore::attn {
 namespace {
 
 // Keys per backward tile and rows (G x query positions) per Q tile, chosen by cache budget
-// (not tuned): the nine 64 x 64 fp32 tiles (S, dP, softcap slopes, Q, dO, K, V, dK, dV at
-// D=64) take 144 KB, inside the 512 KB L2.
+// (not tuned): the ten 64 x 64 fp32 tiles (S, dP, softcap slopes, Q, dO, K, K^T, V^T, dK,
+// dV at D=64) take 160 KB, inside a 512 KB L2.
 constexpr int64_t kBwdKeys = 64;
 constexpr int64_t kBwdRows = 64;
+// Rows (or keys) per strip of a masked tile: two of the 6-row register tiles.
+constexpr int64_t kStrip = 12;
 
 struct Chunk {
   int64_t n, h, c, j0, j1;  // sequence, kv head, chunk index, key range
@@ -31,6 +34,24 @@ struct Grads {
   int64_t part_stride;  // elements per chunk slice
 };
 
+// Our register-tile product at the active ISA level (attention_bwd_tiles.h).
+BwdGemm bwd_gemm() {
+#if GPTCORE_X86
+  if (use_avx512()) return bwd_gemm_avx512;
+  if (use_avx2()) return bwd_gemm_avx2;
+#endif
+  return bwd_gemm_portable;
+}
+
+// dst (D x ld) = the first D values of `rows` rows of src (row stride `stride`), transposed;
+// columns rows..ld are zero.
+template <typename T>
+void pack_cols(const T* src, int64_t stride, int64_t rows, int64_t D, int64_t ld, float* dst) {
+  for (int64_t d = 0; d < D; ++d) std::fill(dst + d * ld + rows, dst + (d + 1) * ld, 0.0f);
+  for (int64_t j = 0; j < rows; ++j)
+    for (int64_t d = 0; d < D; ++d) dst[d * ld + j] = static_cast<float>(src[j * stride + d]);
+}
+
 template <typename T>
 void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, const T* k,
                const T* v, const Grads& gr, T* dk, T* dv) {
@@ -40,14 +61,23 @@ void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, co
   const Layout &ql = pb.q_in, &kvl = pb.kv_in, &dol = pb.dout_in, kvo = pb.kv_layout(D),
                ll = pb.q_layout(1), pl = pb.q_layout(Dp);
   const int64_t Lq = pb.len_q[ch.n], shift = pb.len_k[ch.n] - Lq;
-  std::vector<float> krow(kBwdKeys * Dp), vrow(kBwdKeys * Dp), dk_acc(kBwdKeys * Dp),
-      dv_acc(kBwdKeys * Dp), qs(Mmax * Dp), dos(Mmax * Dp), s(Mmax * BKp), dp(Mmax * BKp),
-      slope(pb.softcap > 0 ? Mmax * BKp : 0), lse_r(Mmax), delta_r(Mmax);
+  const BwdGemm gemm = bwd_gemm();
+  // K (keys x Dp) for dQ, K^T and V^T (D x BKp) for S and dP: B operands of the tiles.
+  // Kept per thread: a short sequence runs many chunks, each would allocate them again.
+  thread_local std::vector<float> krow, kt, vt, dk_acc, dv_acc, qs, dos, s, dp, slope, lse_r,
+      delta_r;
+  const std::pair<std::vector<float>*, int64_t> sizes[] = {
+      {&krow, kBwdKeys * Dp}, {&kt, D * BKp},        {&vt, D * BKp},   {&dk_acc, kBwdKeys * Dp},
+      {&dv_acc, kBwdKeys * Dp}, {&qs, Mmax * Dp},     {&dos, Mmax * Dp}, {&s, Mmax * BKp},
+      {&dp, Mmax * BKp}, {&slope, pb.softcap > 0 ? Mmax * BKp : 0}, {&lse_r, Mmax},
+      {&delta_r, Mmax}};
+  for (const auto& [buf, size] : sizes) buf->resize(size);
   float* dq_part = gr.dq_part + ch.c * gr.part_stride;
   for (int64_t j0 = ch.j0; j0 < ch.j1; j0 += kBwdKeys) {
     const int64_t nk = std::min(kBwdKeys, ch.j1 - j0);
     pack_rows(k + kvl.at(ch.n, ch.h, j0), kvl.row, nk, D, Dp, 1.0f, krow.data());
-    pack_rows(v + kvl.at(ch.n, ch.h, j0), kvl.row, nk, D, Dp, 1.0f, vrow.data());
+    pack_cols(k + kvl.at(ch.n, ch.h, j0), kvl.row, nk, D, BKp, kt.data());
+    pack_cols(v + kvl.at(ch.n, ch.h, j0), kvl.row, nk, D, BKp, vt.data());
     std::fill(dk_acc.begin(), dk_acc.end(), 0.0f);
     std::fill(dv_acc.begin(), dv_acc.end(), 0.0f);
     const auto [p_lo, p_hi] = pb.band.positions(j0, j0 + nk, shift, shift + Lq);
@@ -63,7 +93,28 @@ void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, co
           delta_r[g * rows + i] = gr.delta[ll.at(ch.n, h, i0 + i)];
         }
       }
-      ker.gemm_abt(M, nk, D, qs.data(), Dp, krow.data(), Dp, s.data(), BKp);  // S = Qs K^T
+      // Diagonal and window-edge tiles (masked) work in strips of kStrip rows (or keys): each
+      // computes only the 16-column span of keys its rows may see, and the products sum only
+      // over visible pairs (P and dS are exactly 0 elsewhere): half of a causal diagonal tile.
+      const bool masked = !pb.band.all_visible(i0 + shift, i1 + shift, j0, j0 + nk);
+      const auto visible = [&](int64_t r0, int64_t r1) {  // keys rows [r0, r1) may see, in [0, nk]
+        if (!masked) return std::pair<int64_t, int64_t>{0, nk};
+        const auto [lo, hi] = pb.band.keys(i0 + shift + r0, i0 + shift + r1, pb.len_k[ch.n]);
+        const int64_t l = std::clamp<int64_t>(lo - j0, 0, nk);
+        return std::pair<int64_t, int64_t>{l, std::clamp<int64_t>(hi - j0, l, nk)};
+      };
+      const int64_t strip = masked ? kStrip : rows;  // rows per strip of one head
+      for (int64_t g = 0; g < (masked ? G : 1); ++g)  // S = Qs K^T, dP = dO V^T
+        for (int64_t r0 = 0; r0 < (masked ? rows : M); r0 += masked ? kStrip : M) {
+          const int64_t r1 = masked ? std::min(r0 + kStrip, rows) : M, row = g * rows + r0;
+          const auto [lo, hi] = visible(r0, r1);
+          const int64_t c0 = lo / 16 * 16, c1 = round_up(hi, 16);
+          if (c1 <= c0) continue;
+          gemm(r1 - r0, c1 - c0, D, qs.data() + row * Dp, Dp, 1, kt.data() + c0, BKp,
+               s.data() + row * BKp + c0, BKp, false);
+          gemm(r1 - r0, c1 - c0, D, dos.data() + row * Dp, Dp, 1, vt.data() + c0, BKp,
+               dp.data() + row * BKp + c0, BKp, false);
+        }
       if (pb.softcap > 0) {
         apply_softcap(s.data(), BKp, M, nk, pb.softcap);
         for (int64_t r = 0; r < M; ++r)  // d(c tanh(x / c))/dx = 1 - (s / c)^2
@@ -72,27 +123,47 @@ void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, co
             slope[r * BKp + j] = 1.0f - t * t;
           }
       }
-      const bool masked = !pb.band.all_visible(i0 + shift, i1 + shift, j0, j0 + nk);
-      ker.gemm_abt(M, nk, D, dos.data(), Dp, vrow.data(), Dp, dp.data(), BKp);  // dP = dO V^T
       for (int64_t r = 0; r < M; ++r) {
         float* prow = s.data() + r * BKp;
         float* dsrow = dp.data() + r * BKp;
-        if (lse_r[r] == -INFINITY) {  // the row saw nothing: P = 0, no gradient
-          std::fill(prow, prow + nk, 0.0f);
-          std::fill(dsrow, dsrow + nk, 0.0f);
-          continue;
-        }
-        if (masked) pb.band.mask_row(prow, i0 + shift + r % rows, j0, nk);
-        ker.exp_row(prow, nk, lse_r[r]);                                  // P = exp(S - lse)
-        ker.ds_row(prow, dsrow, nk, delta_r[r]);                          // dS = P (dP - Delta)
+        auto [lo, hi] = visible(r % rows, r % rows + 1);
+        if (lse_r[r] == -INFINITY) hi = lo;  // the row saw nothing: P = 0, no gradient
+        std::fill(prow, prow + lo, 0.0f);
+        std::fill(dsrow, dsrow + lo, 0.0f);
+        std::fill(prow + hi, prow + nk, 0.0f);
+        std::fill(dsrow + hi, dsrow + nk, 0.0f);
+        if (hi == lo) continue;
+        ker.exp_row(prow + lo, hi - lo, lse_r[r]);                        // P = exp(S - lse)
+        ker.ds_row(prow + lo, dsrow + lo, hi - lo, delta_r[r]);           // dS = P (dP - Delta)
         if (pb.softcap > 0)
-          for (int64_t j = 0; j < nk; ++j) dsrow[j] *= slope[r * BKp + j];
+          for (int64_t j = lo; j < hi; ++j) dsrow[j] *= slope[r * BKp + j];
       }
-      ker.gemm_atb_acc(nk, Dp, M, s.data(), BKp, dos.data(), Dp, dv_acc.data(), Dp);  // dV += P^T dO
-      ker.gemm_atb_acc(nk, Dp, M, dp.data(), BKp, qs.data(), Dp, dk_acc.data(), Dp);  // dK += dS^T Qs
-      for (int64_t g = 0; g < G; ++g)                                                 // dQ += dS K
-        ker.gemm_ab_acc(rows, Dp, nk, dp.data() + g * rows * BKp, BKp, krow.data(), Dp,
-                        dq_part + pl.at(ch.n, ch.h * G + g, i0), pl.row);
+      // dV += P^T dO, dK += dS^T Qs: P^T and dS^T are read in place, A(j, r) = s[r * BKp + j].
+      if (!masked) {
+        gemm(nk, Dp, M, s.data(), 1, BKp, dos.data(), Dp, dv_acc.data(), Dp, true);
+        gemm(nk, Dp, M, dp.data(), 1, BKp, qs.data(), Dp, dk_acc.data(), Dp, true);
+      } else {
+        for (int64_t ja = 0; ja < nk; ja += kStrip) {
+          const int64_t jb = std::min(ja + kStrip, nk);
+          const auto [pa, pz] = pb.band.positions(j0 + ja, j0 + jb, i0 + shift, i1 + shift);
+          for (int64_t g = 0; g < G && pz > pa; ++g) {
+            const int64_t row = g * rows + pa - i0 - shift;
+            gemm(jb - ja, Dp, pz - pa, s.data() + row * BKp + ja, 1, BKp, dos.data() + row * Dp,
+                 Dp, dv_acc.data() + ja * Dp, Dp, true);
+            gemm(jb - ja, Dp, pz - pa, dp.data() + row * BKp + ja, 1, BKp, qs.data() + row * Dp,
+                 Dp, dk_acc.data() + ja * Dp, Dp, true);
+          }
+        }
+      }
+      for (int64_t g = 0; g < G; ++g)  // dQ += dS K
+        for (int64_t r0 = 0; r0 < rows; r0 += strip) {
+          const int64_t r1 = std::min(r0 + strip, rows);
+          const auto [lo, hi] = visible(r0, r1);
+          if (hi > lo)
+            gemm(r1 - r0, Dp, hi - lo, dp.data() + (g * rows + r0) * BKp + lo, BKp, 1,
+                 krow.data() + lo * Dp, Dp, dq_part + pl.at(ch.n, ch.h * G + g, i0 + r0), pl.row,
+                 true);
+        }
     }
     for (int64_t j = 0; j < nk; ++j) {
       T* dkr = dk + kvo.at(ch.n, ch.h, j0 + j);
@@ -117,8 +188,16 @@ void backward(const Problem& pb, const T* dout, const float* dlse, const T* q, c
     for (int64_t i = 0; i < pb.len_q[n]; ++i) {
       const T* o = out + ql.at(n, h, i);
       const T* d = dout + pb.dout_in.at(n, h, i);
+      // 16 partial sums in a fixed order: the compiler vectorises them, where one running sum
+      // would be a chain of dependent adds (a tenth of the backward at S = 64).
+      float part[16] = {};
+      int64_t c = 0;
+      for (; c + 16 <= D; c += 16)
+        for (int u = 0; u < 16; ++u)
+          part[u] += static_cast<float>(o[c + u]) * static_cast<float>(d[c + u]);
+      for (; c < D; ++c) part[c % 16] += static_cast<float>(o[c]) * static_cast<float>(d[c]);
       float acc = 0.0f;
-      for (int64_t c = 0; c < D; ++c) acc += static_cast<float>(o[c]) * static_cast<float>(d[c]);
+      for (int u = 0; u < 16; ++u) acc += part[u];
       delta[ll.at(n, h, i)] = acc - dlse[ll.at(n, h, i)];
     }
   });

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "attention_bwd_tiles.h"
 #include "attention_kernels.h"
 
 namespace gptcore {
@@ -59,6 +60,20 @@ void ds_row(const float* p, float* dp, int64_t n, float delta) {
 }
 
 }  // namespace
+
+void bwd_gemm_portable(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda,
+                       int64_t a_step, const float* b, int64_t ldb, float* c, int64_t ldc,
+                       bool accumulate) {
+  for (int64_t m = 0; m < M; ++m) {
+    float* crow = c + m * ldc;
+    if (!accumulate) std::fill(crow, crow + N, 0.0f);
+    for (int64_t k = 0; k < K; ++k) {
+      const float amk = a[m * lda + k * a_step];
+      const float* brow = b + k * ldb;
+      for (int64_t n = 0; n < N; ++n) crow[n] += amk * brow[n];
+    }
+  }
+}
 
 const AttentionKernels kAttentionPortable = {gemm_abt, gemm_ab_acc, gemm_atb_acc, row_max, exp_row, ds_row};
 
