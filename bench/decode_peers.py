@@ -11,6 +11,7 @@ Peers that do not install beside this torch raise PeerMissing with the reason, w
 benchmark prints and records instead of a row."""
 import time
 
+import numpy as np
 import torch
 
 
@@ -61,14 +62,18 @@ def llamacpp_decoder(path, threads, n_ctx):
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=threads,
                           n_threads_batch=threads, verbose=False)
 
+    def greedy():
+        """The argmax of the last evaluated position's logits (llm.scores holds them only with
+        logits_all=True, which would copy every position's)."""
+        logits = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        return int(np.ctypeslib.as_array(logits, shape=(llm.n_vocab(),)).argmax())
+
     def decode(ids, new):
-        tokens = ids[0].tolist()
         llm.reset()
-        llm.eval(tokens)                                     # prefill (not counted)
+        llm.eval(ids[0].tolist())                            # prefill (not counted)
         llama_cpp.llama_perf_context_reset(llm.ctx)
         for _ in range(new - 1):
-            token = int(llm.scores[llm.n_tokens - 1].argmax())
-            llm.eval([token])
+            llm.eval([greedy()])
         perf = llama_cpp.llama_perf_context(llm.ctx)
         return perf.t_eval_ms / 1e3 / perf.n_eval
 
