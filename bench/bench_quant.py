@@ -1,13 +1,16 @@
 """Weight-only quantised linear layers, CPU: decode GEMV rows (gptcore.quantized_linear at bf16 /
 int8 / int4 / MXFP4 vs torch's F.linear on the fp32 weight, same inputs), with the weight bytes
 streamed per call as GB/s beside the read roof; and whole-model batch-1 decode of the Llama
-config of bench_models.py (random weights; 64 greedy tokens after a 128-token prompt) for
-transformers fp32 (the peer) and bf16, and gptcore.patch + gptcore.quantize at each format.
+config of bench_models.py (random weights; 64 greedy tokens after a 128-token prompt), seconds
+per decode token by each tool's own timing (bench/decode_peers.py), weight bytes per token beside
+the read roof: transformers fp32 (the peer of every row) and bf16; gptcore.patch +
+gptcore.quantize at each format; gptcore.GPT of the same shapes at each format; torchao int8/int4
+weight-only (compiled) and optimum-quanto qint8/qint4; llama.cpp (llama-cpp-python) on the same
+weights as GGUF F32 / BF16 / Q8_0 / Q4_0 (bench/gguf_llama.py), whose ratio at the same format
+each row's note gives. Peers need `pip install -e .[bench-peers]`; those missing are named in
+the output and in the JSON's environment.peers_missing.
 
-    python bench/bench_quant.py [--quick] [--json bench/results/quant-<stamp>.json]
-
-Peers not in this run (torchao, optimum-quanto, llama-cpp-python) are not installed in the
-project's environment; see docs/quantize.md."""
+    python bench/bench_quant.py [--quick] [--json bench/results/quant-<stamp>.json]"""
 import argparse
 import gc
 import sys
@@ -51,6 +54,18 @@ def _model(quick, dtype=torch.float32):
                                                          dtype=dtype).eval()
 
 
+def _gpt(quick):
+    """A gptcore.GPT of the Llama config's shapes (its own random weights): RoPE, RMSNorm,
+    SwiGLU, GQA."""
+    _, o = CONFIGS["llama"]
+    torch.manual_seed(0)
+    return gptcore.GPT(gptcore.GPTConfig(
+        vocab_size=32000, block_size=256, n_layer=1 if quick else o["num_hidden_layers"],
+        d_model=o["hidden_size"], n_head=o["num_attention_heads"],
+        n_kv_head=o["num_key_value_heads"], d_ff=o["intermediate_size"], mlp="swiglu",
+        norm_eps=1e-6)).eval()
+
+
 def _weight_bytes(model):
     """Bytes of the weights one decode token reads: every linear layer (the embedding reads one row)."""
     from gptcore.nn import QuantizedLinear
@@ -63,31 +78,107 @@ def _weight_bytes(model):
     return total
 
 
+def _gguf_bytes(path):
+    """Bytes of a GGUF file's weights one decode token reads (all but the embedding table)."""
+    import gguf
+    return sum(int(t.n_bytes) for t in gguf.GGUFReader(str(path)).tensors
+               if t.name != "token_embd.weight")
+
+
+def _variants(quick, tmp, notes):
+    """{name: (format, seconds-per-decode-token function (ids, new), weight bytes per token)}."""
+    from decode_peers import (PeerMissing, gpt_decode, hf_decode, llamacpp_decoder,
+                              quanto_model, torchao_model)
+    from gguf_llama import llama_to_gguf
+
+    def hf(model):
+        return lambda ids, new: hf_decode(model, ids, new)
+
+    out = {"hf fp32": ("fp32", hf(_model(quick)), _weight_bytes(_model(quick))),
+           "hf bf16": ("bf16", hf(_model(quick, torch.bfloat16)),
+                       _weight_bytes(_model(quick, torch.bfloat16)))}
+    for fmt in FORMATS:
+        model = gptcore.quantize(gptcore.patch(_model(quick)), fmt, skip=(),
+                                 keep_original=False)
+        out[f"gptcore {fmt}"] = (fmt, hf(model), _weight_bytes(model))
+    gpt = _gpt(quick)
+    out["gptcore.GPT fp32"] = ("fp32", lambda ids, new: gpt_decode(gpt, ids, new),
+                               _weight_bytes(gpt))
+    for fmt in FORMATS:
+        q = gptcore.quantize(_gpt(quick), fmt, skip=(), keep_original=False)
+        out[f"gptcore.GPT {fmt}"] = (fmt, lambda ids, new, q=q: gpt_decode(q, ids, new),
+                                     _weight_bytes(q))
+    for tool, make in (("torchao", torchao_model), ("quanto", quanto_model)):
+        for fmt in ("int8", "int4"):
+            if (tool, fmt) in NOT_RUN:
+                notes[f"{tool} {fmt}"] = NOT_RUN[tool, fmt]
+                continue
+            try:
+                model = make(_model(quick), fmt)
+            except PeerMissing as e:
+                notes[f"{tool} {fmt}"] = str(e)
+                continue
+            except Exception as e:                          # installed but fails on this model
+                notes[f"{tool} {fmt}"] = f"{type(e).__name__}: {e}"
+                continue
+            nominal = gptcore.quantize(_model(quick), fmt, skip=(), keep_original=False)
+            out[f"{tool} {fmt}"] = (fmt, hf(model), _weight_bytes(nominal))
+    source = _model(quick)
+    for gfmt, fmt in LLAMACPP.items():
+        path = tmp / f"llama-{gfmt}.gguf"
+        llama_to_gguf(source, path, gfmt)
+        try:
+            decode = llamacpp_decoder(path, torch.get_num_threads(), 256)
+        except PeerMissing as e:
+            notes["llama.cpp"] = str(e)
+            break
+        out[f"llama.cpp {gfmt}"] = (fmt, decode, _gguf_bytes(path))
+    return out
+
+
+# Peers left out, and why (measured on the Sapphire Rapids machine, 2026-12-05).
+NOT_RUN = {("quanto", "int4"): "optimum-quanto 0.2.7 qint4: quantize + freeze + one forward of a "
+           "single 512x256 layer did not finish in 300 s (timed out) beside torch 2.13 CPU"}
+
+# llama.cpp's formats and the gptcore format each is compared with (Q4_0: int4 with G = 32).
+LLAMACPP = {"F32": "fp32", "BF16": "bf16", "Q8_0": "int8", "Q4_0": "int4"}
+
+
 def decode_rows(quick):
+    """Decode seconds per token of every variant (each tool's own timing, min over interleaved
+    rounds), as rows against transformers fp32, with the ratio to llama.cpp at the same format."""
+    import tempfile
+    from pathlib import Path
     prompt, new = (16, 8) if quick else (128, 64)
     ids = torch.randint(0, 32000, (1, prompt), generator=torch.Generator().manual_seed(1))
-
-    def decode(model):
-        def run():
-            with torch.no_grad():
-                model.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False)
-        return run
-
-    peer = _model(quick)
-    variants = {"hf fp32": (peer, None), "hf bf16": (_model(quick, torch.bfloat16), None)}
-    for fmt in FORMATS:
-        model = gptcore.quantize(gptcore.patch(_model(quick)), fmt, keep_original=False)
-        variants[f"gptcore {fmt}"] = (model, fmt)
-    best = time_interleaved({name: decode(m) for name, (m, _) in variants.items()}, repeat=REPEAT)
+    notes = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        variants = _variants(quick, Path(tmp), notes)
+        best = dict.fromkeys(variants, float("inf"))
+        for _ in range(1 + REPEAT):                        # the first round warms up (compiles)
+            for name, (_, fn, _) in variants.items():
+                best[name] = min(best[name], fn(ids, new))
+    llama = {fmt: best[f"llama.cpp {g}"] for g, fmt in LLAMACPP.items() if f"llama.cpp {g}" in best}
     rows = []
-    for name, (model, _) in variants.items():
-        per_token = best[name] / new
-        rows.append(Row("decode", f"llama {name} {new} tok after {prompt}", best[name],
-                        best["hf fp32"], "hf fp32", bytes=_weight_bytes(model) * new,
-                        stream="read", note=f"{1 / per_token:.1f} tok/s (prefill included)"))
+    for name, (fmt, _, nbytes) in variants.items():
+        vs = f", {llama[fmt] / best[name]:.2f}x llama.cpp {fmt}" if fmt in llama else ""
+        rows.append(Row("decode", f"llama {name} ({new} tok after {prompt})", best[name],
+                        best["hf fp32"], "hf fp32", bytes=nbytes, stream="read",
+                        note=f"{1 / best[name]:.1f} tok/s{vs}"))
+    for peer, why in notes.items():
+        print(f"  no row for {peer}: {why}", file=sys.stderr)
     del variants
     gc.collect()
-    return rows
+    return rows, notes
+
+
+def _installed(dist):
+    """The installed version of distribution `dist`, None when absent."""
+    from importlib import metadata
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def main():
@@ -99,8 +190,11 @@ def main():
     start = time.perf_counter()
     env = environment()
     roofs = measure_roofs()
-    rows = gemv_rows(args.quick) + decode_rows(args.quick)
-    report(rows, roofs, args.json, env)
+    decode, missing = decode_rows(args.quick)
+    env["peers_missing"] = missing
+    env["peer_versions"] = {p: _installed(p) for p in ("llama_cpp_python", "torchao",
+                                                       "optimum-quanto", "gguf")}
+    report(gemv_rows(args.quick) + decode, roofs, args.json, env)
     print(f"wall time {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
 
