@@ -1,5 +1,5 @@
-"""gptcore.linear_cross_entropy (the LM head with its loss, chunked over tokens): the C++ op
-against gptcore.ref, loss and both gradients, over odd shapes (one token, zero tokens, every
+"""gptcore.linear_cross_entropy (the LM head with its loss, chunked over tokens): the C++ op and
+the Triton backend's (chunked torch, run on CPU tensors here) against gptcore.ref, loss and both gradients, over odd shapes (one token, zero tokens, every
 token ignored, vocabularies that split into several chunks), with and without z-loss; the
 reference against F.cross_entropy and a per-token loop; bad input."""
 import math
@@ -44,9 +44,10 @@ def _run(x, w, target, z_loss):
 @pytest.mark.parametrize("ignore_every", [0, 3, 1], ids=["all-kept", "some-ignored", "all-ignored"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_cpp_matches_ref(dtype, shape, ignore_every, z_loss):
+@pytest.mark.parametrize("backend", ["cpp", "triton"])
+def test_matches_ref(backend, dtype, shape, ignore_every, z_loss):
     x, w, target = _inputs(*shape, dtype, ignore_every)
-    with gptcore.backend("cpp"):
+    with gptcore.backend(backend):
         got = _run(x, w, target, z_loss)
     with gptcore.backend("ref"):
         want = _run(x, w, target, z_loss)

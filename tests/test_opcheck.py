@@ -12,7 +12,6 @@ BACKENDS = {"cpp": "", "triton": "triton_", "ref": "ref_"}
 # ops a backend does not serve (calls fall back to the reference, with a warning)
 NOT_SERVED = {("triton", "mxfp4_quantize"), ("triton", "mxfp4_dequantize")}
 NOT_SERVED |= {("triton", "quantized_linear")}
-NOT_SERVED |= {("triton", "linear_cross_entropy_fwd"), ("triton", "linear_cross_entropy_bwd")}
 
 
 def samples():

@@ -1,6 +1,7 @@
 // gptcore::linear_cross_entropy_fwd / _bwd on CPU tensors: the LM head (x @ weight^T) and its
 // cross-entropy over chunks of tokens, so only one chunk's fp32 logits (rows, V) exist at a time.
-// With gradients wanted, the chunk's logits become its gradient in place,
+// One exp pass over a chunk's logits gives both the loss and, with gradients wanted, the
+// chunk's gradient (in the logits' memory),
 //   g = (softmax(logits) (1 + 2 z lse) - onehot(target)) * kept / n_kept,
 // and dx = g @ weight, dweight += g^T @ x_chunk follow from it (the same three GEMMs as the
 // unfused head's forward and backward). The GEMMs and row passes are ATen's (MKL / oneDNN and
@@ -28,6 +29,7 @@ void check_inputs(const char* op, const at::Tensor& x, const at::Tensor& weight,
                    ": weight must have x's dtype ", x.scalar_type(), ", got ",
                    weight.scalar_type());
   checks::shape(op, "weight", weight, {weight.size(0), x.size(1)});
+  checks::positive(op, "weight.size(0) (the vocabulary)", weight.size(0));
   checks::cpu(op, "target", target);
   TORCH_CHECK_TYPE(target.scalar_type() == at::kLong, "gptcore.", op,
                    ": target must be an int64 tensor, got ", target.scalar_type());
@@ -50,9 +52,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_cross_entropy_fwd_cpu(
   const auto xf = x.to(at::kFloat).contiguous();
   const auto wf = weight.to(at::kFloat).contiguous();
   const auto kept = target.ne(ignore_index);                              // (N,)
-  const double scale = 1.0 / std::max<int64_t>(kept.sum().item<int64_t>(), 1);
-  const auto safe_target = at::where(kept, target, 0).unsqueeze(1);       // (N, 1)
-  const auto kept_scaled = kept.to(at::kFloat).mul_(scale);               // (N,)
+  const double scale = 1.0 / std::max<int64_t>(kept.count_nonzero().item<int64_t>(), 1);
+  // no op mixing dtypes or wrapping scalars here: each would add a copy_ of a small vector
+  const auto dropped = kept.logical_not();
+  const auto safe_target = at::where(kept, target, at::zeros_like(target)).unsqueeze(1);  // (N, 1)
+  const auto kept_scaled = at::full({N}, scale, xf.options()).masked_fill_(dropped, 0.0);  // (N,)
   auto dx = with_grad ? at::empty({N, d}, xf.options()) : at::empty({0}, x.options());
   auto dweight = with_grad ? at::zeros({V, d}, wf.options()) : at::empty({0}, weight.options());
   auto loss = at::zeros({}, xf.options());
@@ -64,15 +68,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_cross_entropy_fwd_cpu(
     const auto tc = safe_target.narrow(0, start, rows);                   // (rows, 1)
     const auto wc = kept_scaled.narrow(0, start, rows);                   // (rows,)
     auto logits = at::mm(xc, wf.t());                                     // (rows, V)
-    const auto lse = at::logsumexp(logits, 1);                            // (rows,)
-    auto per_token = lse - logits.gather(1, tc).squeeze(1);
+    const auto picked = logits.gather(1, tc).squeeze(1);                  // (rows,)
+    const auto row_max = logits.amax(1);                                  // (rows,)
+    // one exp pass serves the loss and the gradient: e = exp(logits - max), in place
+    auto e = logits.sub_(row_max.unsqueeze(1)).exp_();
+    const auto sum = e.sum(1);                                            // (rows,)
+    const auto lse = sum.log().add_(row_max);                             // (rows,)
+    auto per_token = lse - picked;
     if (z_loss > 0) per_token.add_(lse * lse, z_loss);
     loss.add_(at::dot(per_token, wc));
     if (!with_grad) continue;
-    auto g = logits.sub_(lse.unsqueeze(1)).exp_();                        // softmax, in place
-    const auto row_scale = z_loss > 0 ? wc * (lse * (2 * z_loss) + 1) : wc;
-    g.mul_(row_scale.unsqueeze(1));
-    g.scatter_add_(1, tc, wc.neg().unsqueeze(1));                         // - onehot * scale
+    // softmax (1 + 2 z lse) * kept / n_kept = e * row_scale, then - onehot * kept / n_kept
+    auto row_scale = wc / sum;
+    if (z_loss > 0) row_scale.mul_(lse * (2 * z_loss) + 1);
+    auto g = e.mul_(row_scale.unsqueeze(1));
+    g.scatter_add_(1, tc, wc.neg().unsqueeze(1));
     auto dx_rows = dx.narrow(0, start, rows);                             // (rows, d)
     at::mm_out(dx_rows, g, wf);
     dweight.addmm_(g.t(), xc);                                            // (V, d)

@@ -37,9 +37,9 @@ def check_fwd(x, weight, target, ignore_index, z_loss, with_grad, dtypes=FLOAT_D
     validate.tensor("weight", weight, ndim=2, dtypes=dtypes)
     validate.same_dtype(("x", "weight"), (x, weight))
     validate.same_device("weight", weight, x)
-    if weight.shape[1] != x.shape[1]:
-        raise ValueError(f"weight: expected shape (V, {x.shape[1]}) (x's last dim), got "
-                         f"{tuple(weight.shape)}")
+    if weight.shape[0] < 1 or weight.shape[1] != x.shape[1]:
+        raise ValueError(f"weight: expected shape (V, {x.shape[1]}) (x's last dim, V >= 1), "
+                         f"got {tuple(weight.shape)}")
     validate.tensor("target", target, ndim=1, dtypes=(torch.int64,))
     validate.same_device("target", target, x)
     if target.shape[0] != x.shape[0]:
