@@ -7,7 +7,7 @@ from gptcore.ops import (MXFP4Tensor, attention, attention_varlen, available_bac
                          load_balancing_loss, moe, moe_experts, mxfp4_dequantize, mxfp4_quantize,
                          rms_norm, route, router_z_loss)
 from gptcore.ops import scaled_dot_product_attention, sdpa_override
-from gptcore.ops import gated_activation, gelu
+from gptcore.ops import gated_activation, gelu, linear_cross_entropy
 from gptcore.ops import QuantizedWeight, quantize_weight, quantized_linear
 
 from gptcore.model import GPT, GPTConfig
@@ -21,7 +21,7 @@ __all__ = ["MXFP4Tensor", "attention", "attention_varlen", "available_backends",
            "load_balancing_loss", "moe", "moe_experts", "mxfp4_dequantize", "mxfp4_quantize",
            "patch", "rms_norm", "route", "router_z_loss", "__version__"]
 __all__ += ["GPT", "GPTConfig"]
-__all__ += ["gated_activation", "gelu"]
+__all__ += ["gated_activation", "gelu", "linear_cross_entropy"]
 __all__ += ["load_quantized", "quantize", "save_quantized"]
 __all__ += ["QuantizedWeight", "quantize_weight", "quantized_linear"]
 __all__ += ["register_transformers", "scaled_dot_product_attention", "sdpa_override", "unpatch"]

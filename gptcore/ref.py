@@ -154,6 +154,20 @@ def gated_activation(gate_up, kind):
     return (act * up).to(gate_up.dtype)                                    # (..., I)
 
 
+# ----------------------------------------------------------------------------- LM head + loss
+
+def linear_cross_entropy(x, weight, target, ignore_index=-100, z_loss=0.0):
+    """The LM head and its loss: x (N, d) @ weight (V, d)^T -> logits (N, V) in fp32, then
+    mean over kept tokens (target != ignore_index) of lse - logits[target] + z_loss * lse**2,
+    lse = logsumexp of a row. No kept token: 0 (not 0/0)."""
+    logits = _acc(x) @ _acc(weight).t()                                     # (N, V)
+    lse = torch.logsumexp(logits, dim=-1)                                   # (N,)
+    kept = target != ignore_index                                           # (N,)
+    picked = logits.gather(1, torch.where(kept, target, 0)[:, None])[:, 0]  # (N,)
+    per_token = (lse - picked + z_loss * lse * lse) * kept
+    return per_token.sum() / kept.sum().clamp(min=1)
+
+
 # ----------------------------------------------------------------------------- routing
 
 def _top_k(scores, top_k):

@@ -36,6 +36,7 @@ gu, dn = r(3, 8, 8), r(3, 8, 4)                          # E = 3, I = 4, H = 8
 x32, gub4, gus4 = r(3, 32), torch.zeros(3, 64, 16, dtype=torch.uint8), torch.zeros(3, 64, 1, dtype=torch.uint8)
 dnb4, dns4 = torch.zeros(3, 32, 16, dtype=torch.uint8), torch.zeros(3, 32, 1, dtype=torch.uint8)
 EXP = ("silu", 1.702, 7.0)
+idx2 = torch.tensor([4, -100])                         # a token id and an ignored token
 
 # (op, arguments): every one of these is wrong in one way.
 CALLS = {
@@ -111,6 +112,13 @@ CALLS = {
     "gelu_bwd": [(r(2, 4), r(2, 8), "tanh"), (r(2, 8), r(2, 8), "fast")],
     "gated_activation_fwd": [(r(2, 7), "swiglu"), (r(2, 8), "relu"), (r(2, 8).int(), "geglu")],
     "gated_activation_bwd": [(r(2, 8), r(2, 8), "swiglu"), (r(2, 4), r(2, 8), "relu")],
+    "linear_cross_entropy_fwd": [
+        (r(2, 8), r(5, 4), idx2, -100, 0.0, True), (r(2, 8), r(5, 8).double(), idx2, -100, 0.0, True),
+        (r(2, 8), r(5, 8), idx2 + 5, -100, 0.0, True), (r(2, 8), r(5, 8), idx2.int(), -100, 0.0, True),
+        (r(2, 8), r(5, 8), idx2[:1], -100, 0.0, True), (r(2, 8), r(5, 8), idx2, -100, -1.0, True),
+    ],
+    "linear_cross_entropy_bwd": [(r(2), r(2, 8), r(5, 8), idx2, -100, 0.0, r(2, 8), r(5, 8)),
+                                 (r(()), r(2, 8), r(5, 8), idx2, -100, 0.0, r(2, 4), r(5, 8))],
 }
 # Only the C++ route_bwd reads logits at the given ids; the reference recomputes the routing and
 # the Triton kernel compares ids with columns, so an id out of range cannot reach memory there.
@@ -135,6 +143,8 @@ GOOD = {
     "gelu_bwd": (r(2, 8), r(2, 8), "tanh"),
     "gated_activation_fwd": (r(2, 8), "swiglu"),
     "gated_activation_bwd": (r(2, 4), r(2, 8), "geglu"),
+    "linear_cross_entropy_fwd": (r(2, 8), r(5, 8), idx2, -100, 0.0, True),
+    "linear_cross_entropy_bwd": (r(()), r(2, 8), r(5, 8), idx2, -100, 0.0, r(2, 8), r(5, 8)),
 }
 ATTENTION = {"attention_fwd", "attention_bwd", "attention_varlen_fwd", "attention_varlen_bwd"}
 

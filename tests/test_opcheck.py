@@ -43,6 +43,7 @@ def samples():
     xn, rn = r(4, 8), r(4, 8)
     _, hn, rstd_n = ops.ref_rms_norm_fwd(xn, rn, None, 1e-5)
     xa, gu = r(3, 5, 6, grad=True), r(4, 10, grad=True)
+    xl, wl, tl = r(5, 4, grad=True), r(7, 4, grad=True), torch.tensor([0, 6, -100, 3, 2])
     quantized = [gptcore.quantize_weight(r(5, 40), fmt)
                  for fmt in ("bf16", "int8", "int4", "mxfp4")]
     return {
@@ -69,6 +70,9 @@ def samples():
         "gelu_bwd": [(r(3, 5, 6), xa, "none"), (r(3, 5, 6), xa, "tanh")],
         "gated_activation_fwd": [(gu, "swiglu"), (gu, "geglu")],
         "gated_activation_bwd": [(r(4, 5), gu, "swiglu"), (r(4, 5), gu, "geglu")],
+        "linear_cross_entropy_fwd": [(xl, wl, tl, -100, 0.0, True), (xl, wl, tl, -100, 1e-3, True),
+                                     (xl.detach(), wl.detach(), tl.clamp(min=0), 2, 0.0, False)],
+        "linear_cross_entropy_bwd": [(r(()), xl, wl, tl, -100, 0.0, r(5, 4), r(7, 4))],
         "quantized_linear": [(r(rows, 40), w.data, w.scales, w.format, w.group_size, r(5))
                              for rows in (1, 9) for w in quantized],   # GEMV and tiled paths
     }

@@ -1,4 +1,5 @@
-// The activation kernels at each ISA level: the same loops (activation_rows.h) compiled in
+// The activation kernels at each ISA level: the same loops (activation_rows.h, and for GELU
+// gelu_rows.h or the vectors of gelu_simd.h) compiled in
 // activation_portable.cpp, activation_avx2.cpp and activation_avx512.cpp; the last two are
 // called only when cpu_features.h says so. No ATen here.
 #pragma once

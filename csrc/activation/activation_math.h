@@ -65,9 +65,17 @@ static inline float gelu_tanh_grad(float x) {
 // GELU, exact: x Phi(x) with Phi(x) = (1 + erf(x / sqrt 2)) / 2; derivative Phi(x) + x phi(x).
 static inline float gelu_erf(float x) { return 0.5f * x * (1.f + erf_approx(x * 0.7071067812f)); }
 
+// erf_approx(x / sqrt 2)'s exp(-x^2 / 2) is the density phi's too: one exp serves both.
 static inline float gelu_erf_grad(float x) {
-  const float cdf = 0.5f * (1.f + erf_approx(x * 0.7071067812f));
-  return cdf + x * 0.3989422804f * exp_clamped(-0.5f * x * x);
+  const float e = exp_clamped(-0.5f * x * x);
+  const float t = 1.f / (1.f + 0.3275911f * 0.7071067812f * std::fabs(x));
+  float p = 1.061405429f;
+  p = p * t - 1.453152027f;
+  p = p * t + 1.421413741f;
+  p = p * t - 0.284496736f;
+  p = p * t + 0.254829592f;
+  const float cdf = 0.5f * (1.f + std::copysign(1.f - p * t * e, x));
+  return cdf + x * 0.3989422804f * e;
 }
 
 }  // namespace gptcore::activation_math

@@ -1,4 +1,4 @@
-// GELU and the gated activations (SwiGLU, GeGLU) over fp32 rows: plain loops with `omp simd`,
+// The gated activations (SwiGLU, GeGLU) over fp32 rows: plain loops with `omp simd`,
 // vectorised at the width of the file that includes this header (activation_{portable,avx2,
 // avx512}.cpp), so one rule serves every ISA level. The backward passes recompute the
 // activation from its input instead of storing it. No ATen here.
@@ -10,29 +10,6 @@
 
 namespace gptcore::activation_rows {
 namespace m = activation_math;
-
-// y[i] = gelu(x[i]) for i in [begin, end).
-static void gelu_forward(const float* x, float* y, int64_t begin, int64_t end, bool tanh_form) {
-  if (tanh_form) {
-#pragma omp simd
-    for (int64_t i = begin; i < end; ++i) y[i] = m::gelu_tanh(x[i]);
-  } else {
-#pragma omp simd
-    for (int64_t i = begin; i < end; ++i) y[i] = m::gelu_erf(x[i]);
-  }
-}
-
-// dx[i] = dy[i] * gelu'(x[i]).
-static void gelu_backward(const float* dy, const float* x, float* dx, int64_t begin, int64_t end,
-                          bool tanh_form) {
-  if (tanh_form) {
-#pragma omp simd
-    for (int64_t i = begin; i < end; ++i) dx[i] = dy[i] * m::gelu_tanh_grad(x[i]);
-  } else {
-#pragma omp simd
-    for (int64_t i = begin; i < end; ++i) dx[i] = dy[i] * m::gelu_erf_grad(x[i]);
-  }
-}
 
 // Rows [begin, end) of gate_up (rows, 2I), gate = [0, I), up = [I, 2I): y (rows, I) = act(gate) * up.
 static void gated_forward(const float* gate_up, float* y, int64_t begin, int64_t end, int64_t I,

@@ -10,6 +10,7 @@ from torch import nn
 from gptcore.model.config import GPTConfig
 from gptcore.nn import MLP, Attention, Block, MoE, RMSNorm, packed_positions
 from gptcore.ops import packing
+from gptcore.ops.losses import linear_cross_entropy
 
 
 def _microgpt_tensor(value):
@@ -116,24 +117,30 @@ class GPT(nn.Module):
         return self._trunk(x, positions, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
 
     def forward(self, idx=None, targets=None, *, inputs_embeds=None, cu_seqlens=None,
-                max_seqlen=None):
+                max_seqlen=None, return_logits=False):
         """idx (B, T) int64 -> (logits (B, T, vocab), loss or None).
 
-        loss: mean next-token cross-entropy over targets (same shape as idx) != -1.
+        loss: mean next-token cross-entropy over targets (same shape as idx) != -1, computed
+        by gptcore.linear_cross_entropy with the LM head, chunk by chunk: with targets the
+        logits are None unless return_logits=True (which forms them as well).
         inputs_embeds (B, T, d_model) replaces the token embeddings (positions are still
         added or rotated). Packed: cu_seqlens int32 (N+1,), idx (T,) (or inputs_embeds (T, d))
         holds N sequences, positions restart in each; logits (T, vocab)."""
         h = self.hidden_states(idx, inputs_embeds=inputs_embeds, cu_seqlens=cu_seqlens,
                                max_seqlen=max_seqlen)
-        logits = self.lm_head(h)
         if targets is None:
-            return logits, None
-        if targets.shape != logits.shape[:-1]:
-            raise ValueError(f"targets: expected shape {tuple(logits.shape[:-1])}, got "
+            return self.lm_head(h), None
+        if targets.shape != h.shape[:-1]:
+            raise ValueError(f"targets: expected shape {tuple(h.shape[:-1])}, got "
                              f"{tuple(targets.shape)}")
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                               ignore_index=-1)
-        return logits, loss
+        head = self.lm_head
+        if not isinstance(head, nn.Linear) or head.bias is not None:    # a quantized head
+            logits = head(h)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                   ignore_index=-1)
+            return logits, loss
+        loss = linear_cross_entropy(h, head.weight.to(h.dtype), targets, ignore_index=-1)
+        return (head(h) if return_logits else None), loss
 
     def aux_loss(self):
         """moe_aux_coef * the load-balancing losses of the last forward's MoE layers (0 if dense)."""
