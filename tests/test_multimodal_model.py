@@ -123,9 +123,9 @@ def test_packed_and_padded_batches_give_the_same_logits():
     packed = splice(token_ids, inputs, ph, gpt.wte)
     plan = packed.layout
     logits, loss = gpt(inputs_embeds=packed.inputs_embeds, targets=plan.targets,
-                       cu_seqlens=plan.cu_seqlens, max_seqlen=plan.max_seqlen, return_logits=True)
+                       cu_seqlens=plan.cu_seqlens, max_seqlen=plan.max_seqlen)
     embeds, targets, mask = to_padded(packed)
-    padded_logits, padded_loss = gpt(inputs_embeds=embeds, targets=targets, return_logits=True)
+    padded_logits, padded_loss = gpt(inputs_embeds=embeds, targets=targets)
     # the same sums in another order (varlen vs batched attention kernels)
     torch.testing.assert_close(logits, padded_logits[mask], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(loss, padded_loss, rtol=1e-5, atol=1e-6)

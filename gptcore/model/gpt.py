@@ -117,12 +117,13 @@ class GPT(nn.Module):
         return self._trunk(x, positions, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
 
     def forward(self, idx=None, targets=None, *, inputs_embeds=None, cu_seqlens=None,
-                max_seqlen=None, return_logits=False):
+                max_seqlen=None, return_logits=True):
         """idx (B, T) int64 -> (logits (B, T, vocab), loss or None).
 
-        loss: mean next-token cross-entropy over targets (same shape as idx) != -1, computed
-        by gptcore.linear_cross_entropy with the LM head, chunk by chunk: with targets the
-        logits are None unless return_logits=True (which forms them as well).
+        loss: mean next-token cross-entropy over targets (same shape as idx) != -1.
+        return_logits=False (with targets): the loss through gptcore.linear_cross_entropy, the
+        LM head and the loss chunk by chunk, never forming the (tokens, vocab) logits, which
+        are then None; a quantized head keeps the plain path.
         inputs_embeds (B, T, d_model) replaces the token embeddings (positions are still
         added or rotated). Packed: cu_seqlens int32 (N+1,), idx (T,) (or inputs_embeds (T, d))
         holds N sequences, positions restart in each; logits (T, vocab)."""
@@ -134,13 +135,12 @@ class GPT(nn.Module):
             raise ValueError(f"targets: expected shape {tuple(h.shape[:-1])}, got "
                              f"{tuple(targets.shape)}")
         head = self.lm_head
-        if not isinstance(head, nn.Linear) or head.bias is not None:    # a quantized head
+        if return_logits or not isinstance(head, nn.Linear) or head.bias is not None:
             logits = head(h)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                    ignore_index=-1)
             return logits, loss
-        loss = linear_cross_entropy(h, head.weight.to(h.dtype), targets, ignore_index=-1)
-        return (head(h) if return_logits else None), loss
+        return None, linear_cross_entropy(h, head.weight.to(h.dtype), targets, ignore_index=-1)
 
     def aux_loss(self):
         """moe_aux_coef * the load-balancing losses of the last forward's MoE layers (0 if dense)."""

@@ -104,8 +104,7 @@ class Captioner(nn.Module):
                         self.gpt.wte)
         plan = packed.layout
         return self.gpt(inputs_embeds=packed.inputs_embeds, targets=plan.targets,
-                        cu_seqlens=plan.cu_seqlens, max_seqlen=plan.max_seqlen,
-                        return_logits=True)
+                        cu_seqlens=plan.cu_seqlens, max_seqlen=plan.max_seqlen)
 
     @torch.no_grad()
     def caption(self, items, max_words=8):
