@@ -172,6 +172,13 @@ def decode_rows(quick):
     return rows, notes
 
 
+def run(quick=False):
+    """`gptcore bench`'s entry: the GEMV rows and the decode table (a peer that is not installed
+    gets no row; why is printed on stderr)."""
+    decode, _ = decode_rows(quick)
+    return gemv_rows(quick) + decode
+
+
 def _installed(dist):
     """The installed version of distribution `dist`, None when absent."""
     from importlib import metadata
