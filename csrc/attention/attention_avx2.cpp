@@ -1,5 +1,5 @@
 // AVX2 + FMA attention micro-kernels: register-blocked 6x16 GEMM tiles (12 accumulators, as in
-// BLIS's Haswell sgemm kernel) and vectorised exp (Cephes-style range reduction + degree-6 poly).
+// BLIS's Haswell sgemm kernel) and vectorised softmax passes (exp256 from simd_avx2.h).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -18,28 +18,6 @@ constexpr int kRows = 6;  // 6 rows x 2 vectors = 12 accumulators + 2 B loads + 
 inline __m256i tail_mask(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),
                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
-// exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2/2; the degree-6 Taylor polynomial is
-// within 2 ulp on that range. x below ln(FLT_MIN) (including -inf) gives exactly 0.
-inline __m256 exp256(__m256 x) {
-  const __m256 lo = _mm256_set1_ps(-87.33654f), hi = _mm256_set1_ps(88.3762626f);
-  const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.0f / 720);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  const __m256i pow2 = _mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  const __m256 result = _mm256_mul_ps(p, _mm256_castsi256_ps(pow2));
-  return _mm256_and_ps(result, _mm256_cmp_ps(x, lo, _CMP_GE_OQ));
 }
 
 inline float hmax(__m256 v) {
