@@ -30,17 +30,21 @@ def check_ops_against_ref():
     q, k, v = (torch.randn(2, 4, 37, 40) for _ in range(3))
     with gptcore.backend("cpp"):
         out = gptcore.attention(q, k, v, causal=True)
-    expected = ref.attention(q, k, v, causal=True)
-    # fp32 kernels against the fp32 reference: only summation order differs
-    torch.testing.assert_close(out, expected, atol=2e-5, rtol=2e-5)
+    # The reference in fp64 is the truth: torch's own fp32 exp on this project's CI host once
+    # came out 1e-4 off in a fresh process (the fp32 ref, not our kernel, failed the check).
+    expected = ref.attention(q.double(), k.double(), v.double(), causal=True)
+    # fp32 kernel against the exact answer: fp32 rounding over 37 keys and 40 dims only
+    torch.testing.assert_close(out.double(), expected, atol=2e-5, rtol=2e-5)
     T, H, I, E = 19, 32, 48, 4
     x, logits = torch.randn(T, H), torch.randn(T, E)
     gate_up, down = torch.randn(E, 2 * I, H) / 6, torch.randn(E, H, I) / 7
     weights, indices = gptcore.route(logits, top_k=2)
     with gptcore.backend("cpp"):
         y = gptcore.moe_experts(x, indices, weights, gate_up, down)
-    torch.testing.assert_close(y, ref.moe_experts(x, indices, weights, gate_up, down),
-                               atol=1e-4, rtol=1e-4)  # fp32, sums over H and I of unit-scale terms
+    expected = ref.moe_experts(x.double(), indices, weights.double(), gate_up.double(),
+                               down.double())
+    # fp32 kernel against the exact answer: sums over H and I of unit-scale terms
+    torch.testing.assert_close(y.double(), expected, atol=1e-4, rtol=1e-4)
     print("ok   attention and moe_experts on the C++ backend equal gptcore.ref")
 
 
