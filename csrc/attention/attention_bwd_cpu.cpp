@@ -236,13 +236,15 @@ void backward(const Problem& pb, const T* dout, const float* dlse, const T* q, c
   });
   parallel_items(pb.nseq * pb.Hq, [&](int64_t item) {  // dQ = scale * (sum of slices, in order)
     const int64_t n = item / pb.Hq, h = item % pb.Hq;
+    std::vector<float> acc(D);
     for (int64_t i = 0; i < pb.len_q[n]; ++i) {
+      // slice by slice over a whole row: contiguous loops the compiler vectorises
+      const float* part = dq_part.data() + pl.at(n, h, i);
+      std::copy(part, part + D, acc.begin());
+      for (int64_t sl = 1; sl < nslices; ++sl)
+        for (int64_t c = 0; c < D; ++c) acc[c] += part[sl * part_stride + c];
       T* dst = dq + ql.at(n, h, i);
-      for (int64_t c = 0; c < D; ++c) {
-        float acc = 0.0f;
-        for (int64_t sl = 0; sl < nslices; ++sl) acc += dq_part[sl * part_stride + pl.at(n, h, i) + c];
-        dst[c] = static_cast<T>(acc * pb.scale);
-      }
+      for (int64_t c = 0; c < D; ++c) dst[c] = static_cast<T>(acc[c] * pb.scale);
     }
   });
 }
@@ -275,8 +277,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_backward(
   pb.dout_in = pb.strided(doc, true);
   TORCH_CHECK_VALUE(!sf.has_value() || sf->numel() == pb.Hq, "gptcore.attention: sinks must have ",
                     pb.Hq, " values, got ", sf->numel());
-  at::Tensor dq = at::empty(qc.sizes(), qc.options()), dk = at::zeros(kc.sizes(), kc.options()),
-             dv = at::zeros(vc.sizes(), vc.options());
+  // Dense dK and dV are written whole by the key chunks; packed rows outside every sequence
+  // (past cu_seqlens_k[-1]) are not, and get zero gradients.
+  const auto grad_kv = [&](const at::Tensor& t) {
+    return pb.dense && q.numel() > 0 ? at::empty(t.sizes(), t.options())
+                                     : at::zeros(t.sizes(), t.options());
+  };
+  at::Tensor dq = at::empty(qc.sizes(), qc.options()), dk = grad_kv(kc), dv = grad_kv(vc);
   at::Tensor dsinks = at::zeros({sf.has_value() ? pb.Hq : 0}, qc.options().dtype(at::kFloat));
   if (q.numel() == 0) {  // no query rows: nothing reads k, v or the sinks
     return {dq, dk, dv, sinks.has_value() ? dsinks.to(sinks->scalar_type()) : q.new_empty({0})};
