@@ -20,6 +20,7 @@ import torch
 
 import gptcore
 from bench_models import CONFIGS, QUICK
+from decode_peers import AMX
 from harness import Row, environment, measure_roofs, report, time_interleaved
 
 FORMATS = ("bf16", "int8", "int4", "mxfp4")
@@ -201,6 +202,7 @@ def main():
     env["peers_missing"] = missing
     env["peer_versions"] = {p: _installed(p) for p in ("llama_cpp_python", "torchao",
                                                        "optimum-quanto", "gguf")}
+    env["llamacpp_extra_buffers"] = "off (AMX CPU: see decode_peers.AMX)" if AMX else "default"
     report(gemv_rows(args.quick) + decode, roofs, args.json, env)
     print(f"wall time {time.perf_counter() - start:.0f} s", file=sys.stderr)
 

@@ -14,6 +14,8 @@ import time
 import numpy as np
 import torch
 
+from gptcore.cli import cpu_flags
+
 
 class PeerMissing(RuntimeError):
     """A peer that cannot run here; the message says why."""
@@ -53,14 +55,33 @@ def gpt_decode(model, ids, new):
     return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
 
 
+# On a CPU with AMX, llama-cpp-python 0.3.36's CPU backend segfaults in its first Q8_0 / Q4_0
+# decode when its extra buffer types (the AMX and repacked weight layouts) are on: seen on the
+# Sapphire Rapids VM, on our GGUF files and on llama.cpp's own llama_model_quantize output alike,
+# F32 and BF16 unaffected. There the peer runs with them off (llama_model_params.use_extra_bufts),
+# which bench_quant.py records; other CPUs get llama.cpp's defaults.
+AMX = "amx_tile" in cpu_flags()
+
+
 def llamacpp_decoder(path, threads, n_ctx):
     """A function (ids, new) -> seconds per decode token of llama.cpp on the GGUF file `path`."""
     try:
         import llama_cpp
     except ImportError as e:
         raise PeerMissing(f"llama-cpp-python not installed ({e})") from e
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=threads,
-                          n_threads_batch=threads, verbose=False)
+    low = llama_cpp.llama_cpp                      # the C API module Llama() takes its defaults from
+    defaults = low.llama_model_default_params
+    if AMX:
+        def without_extra_buffers():
+            params = defaults()
+            params.use_extra_bufts = False
+            return params
+        low.llama_model_default_params = without_extra_buffers
+    try:
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=threads,
+                              n_threads_batch=threads, verbose=False)
+    finally:
+        low.llama_model_default_params = defaults
 
     def greedy():
         """The argmax of the last evaluated position's logits (llm.scores holds them only with
