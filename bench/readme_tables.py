@@ -106,6 +106,10 @@ TARGETS = {
         *[(f"{m} prefill 2x512 {dt}", None, 1.1 if dt == "float32" else 1.3, None)
           for dt in ("float32", "bfloat16") for m in ("llama", "mixtral", "gpt_oss")],
         ("nanoGPT fwd+bwd B4 T1024 fp32", None, 1.2, None)]),
+    "quant": ("issue 29", [
+        (f"llama {side} {fmt} (64 tok after 128)", None, ratio, 80)
+        for side in ("gptcore", "gptcore.GPT")
+        for fmt, ratio in (("bf16", 2.0), ("int8", 3.5), ("int4", 5.0), ("mxfp4", 5.0))]),
 }
 
 
