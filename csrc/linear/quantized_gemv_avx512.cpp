@@ -76,7 +76,9 @@ void int4_block(const Rows& a, int64_t n) {
     for (int t = 0; t < NX; ++t) acc[r][t] = _mm512_setzero_ps();
   const auto* base = static_cast<const uint8_t*>(w.data) + n * w.row_bytes;
   const float* scales = static_cast<const float*>(w.scales) + n * w.scales_per_row;
-  const __m512i low4 = _mm512_set1_epi32(0xF), eight = _mm512_set1_epi32(8);
+  // The 16 values a code q + 8 stands for, q = -8..7; scaled once per block, then each nibble
+  // looks its weight up with one vpermps (which reads only the low 4 bits of each index lane).
+  const __m512 values = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
   for (int64_t b = 0; b < w.row_bytes; b += 16) {
     const __mmask16 m = lanes(w.row_bytes - b);
     __m512 x0[NX], x1[NX];
@@ -86,11 +88,10 @@ void int4_block(const Rows& a, int64_t n) {
     }
     for (int r = 0; r < R; ++r) {
       const __m512i codes = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, base + r * w.row_bytes + b));
-      const __m512 s = _mm512_set1_ps(scales[r * w.scales_per_row + 2 * b / w.group]);
-      const __m512 even = _mm512_mul_ps(
-          _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(codes, low4), eight)), s);
-      const __m512 odd = _mm512_mul_ps(
-          _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(codes, 4), eight)), s);
+      const __m512 table = _mm512_mul_ps(
+          values, _mm512_set1_ps(scales[r * w.scales_per_row + 2 * b / w.group]));
+      const __m512 even = _mm512_permutexvar_ps(codes, table);
+      const __m512 odd = _mm512_permutexvar_ps(_mm512_srli_epi32(codes, 4), table);
       for (int t = 0; t < NX; ++t) {
         acc[r][t] = _mm512_fmadd_ps(even, x0[t], acc[r][t]);
         acc[r][t] = _mm512_fmadd_ps(odd, x1[t], acc[r][t]);
