@@ -12,6 +12,12 @@
 namespace gptcore {
 namespace {
 
+// Weight rows stream from memory once per token; the hardware prefetcher alone leaves a decode
+// GEMV latency-bound (docs/quantize.md), so each block also prefetches the rows kAhead blocks on.
+constexpr int kAhead = 2;
+
+inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+
 inline __mmask16 lanes(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
 }
@@ -33,7 +39,16 @@ struct Rows {
   int64_t ldx;
   float* out;
   int64_t ldo;
+  int64_t n_end;   // rows past this one are not this call's: not prefetched
 };
+
+// Row `r` of the block kAhead blocks after the one at row n, or null past the call's rows.
+template <int R>
+inline const uint8_t* ahead(const Rows& a, int64_t n) {
+  return n + (kAhead + 1) * R <= a.n_end
+             ? static_cast<const uint8_t*>(a.w->data) + (n + kAhead * R) * a.w->row_bytes
+             : nullptr;
+}
 
 // bf16 and int8: slices of 16 columns, a group being a whole number of slices (or the row).
 template <int R, int NX>
@@ -45,10 +60,14 @@ void dense_block(const Rows& a, int64_t n) {
     for (int t = 0; t < NX; ++t) acc[r][t] = _mm512_setzero_ps();
   const auto* base = static_cast<const uint8_t*>(w.data) + n * w.row_bytes;
   const float* scales = is_bf16 ? nullptr : static_cast<const float*>(w.scales) + n * w.scales_per_row;
+  const uint8_t* next = ahead<R>(a, n);
+  const int64_t width = is_bf16 ? 2 : 1;  // bytes a weight takes
   for (int64_t k = 0; k < w.K; k += 16) {
     const __mmask16 m = lanes(w.K - k);
     __m512 xv[NX];
     for (int t = 0; t < NX; ++t) xv[t] = _mm512_maskz_loadu_ps(m, a.x + t * a.ldx + k);
+    if (next != nullptr && (k * width) % 64 == 0)  // a new cache line of each row
+      for (int r = 0; r < R; ++r) prefetch(next + r * w.row_bytes + k * width);
     for (int r = 0; r < R; ++r) {
       const uint8_t* row = base + r * w.row_bytes;
       __m512 wv;
@@ -79,8 +98,11 @@ void int4_block(const Rows& a, int64_t n) {
   // The 16 values a code q + 8 stands for, q = -8..7; scaled once per block, then each nibble
   // looks its weight up with one vpermps (which reads only the low 4 bits of each index lane).
   const __m512 values = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+  const uint8_t* next = ahead<R>(a, n);
   for (int64_t b = 0; b < w.row_bytes; b += 16) {
     const __mmask16 m = lanes(w.row_bytes - b);
+    if (next != nullptr && b % 64 == 0)  // a new cache line of each row
+      for (int r = 0; r < R; ++r) prefetch(next + r * w.row_bytes + b);
     __m512 x0[NX], x1[NX];
     for (int t = 0; t < NX; ++t) {
       x0[t] = _mm512_loadu_ps(a.x + t * a.ldx + 2 * b);
@@ -138,7 +160,7 @@ bool quantized_gemv_avx512_fits(const QWeight& w) {
 
 void quantized_gemv_avx512(const QWeight& w, int64_t n0, int64_t n1, const float* x, int64_t ldx,
                            int64_t T, float* out, int64_t ldo) {
-  by_rows<kQuantizedGemvMaxRows>(Rows{&w, x, ldx, out, ldo}, n0, n1, T);
+  by_rows<kQuantizedGemvMaxRows>(Rows{&w, x, ldx, out, ldo, n1}, n0, n1, T);
 }
 
 }  // namespace gptcore
