@@ -75,11 +75,19 @@ static void dequantize(const QWeight& w, int64_t n0, int64_t n1, float* dst, int
   for (int64_t n = n0; n < n1; ++n) dequantize_row<Mxfp4>(w, n, dst + (n - n0) * ld);
 }
 
+// Rows this far ahead of the one being decoded are prefetched, as in the AVX-512 GEMVs
+// (quantized_gemv_avx512.cpp; measured in docs/quantize.md).
+constexpr int64_t kAheadRows = 4;
+
 template <Mxfp4Row Mxfp4>
 static void gemv(const QWeight& w, int64_t n0, int64_t n1, const float* x, int64_t T, float* out,
                  int64_t ldo, float* row) {
   const int64_t K = w.K;
+  const auto* data = static_cast<const uint8_t*>(w.data);
   for (int64_t n = n0; n < n1; ++n) {
+    if (n + kAheadRows < n1)
+      for (int64_t b = 0; b < w.row_bytes; b += 64)
+        __builtin_prefetch(data + (n + kAheadRows) * w.row_bytes + b);
     dequantize_row<Mxfp4>(w, n, row);
     for (int64_t t = 0; t < T; ++t) {
       const float* xt = x + t * K;
