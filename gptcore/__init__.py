@@ -5,7 +5,7 @@ The algorithm lives in gptcore.ref (plain PyTorch); the efficiency lives in the 
 """
 from gptcore.ops import (MXFP4Tensor, attention, attention_varlen, available_backends, backend,
                          load_balancing_loss, moe, moe_experts, mxfp4_dequantize, mxfp4_quantize,
-                         rms_norm, route, router_z_loss)
+                         rms_norm, rotary, route, router_z_loss)
 from gptcore.ops import scaled_dot_product_attention, sdpa_override
 from gptcore.ops import gated_activation, gelu, linear_cross_entropy
 from gptcore.ops import QuantizedWeight, quantize_weight, quantized_linear
@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = ["MXFP4Tensor", "attention", "attention_varlen", "available_backends", "backend",
            "load_balancing_loss", "moe", "moe_experts", "mxfp4_dequantize", "mxfp4_quantize",
-           "patch", "rms_norm", "route", "router_z_loss", "__version__"]
+           "patch", "rms_norm", "rotary", "route", "router_z_loss", "__version__"]
 __all__ += ["GPT", "GPTConfig"]
 __all__ += ["gated_activation", "gelu", "linear_cross_entropy"]
 __all__ += ["load_quantized", "quantize", "save_quantized"]

@@ -136,6 +136,28 @@ def rms_norm(x, weight=None, eps=1e-6, residual=None):
     return y.to(x.dtype), h
 
 
+# ----------------------------------------------------------------------------- rotary
+
+def rotate(x, interleaved=False):
+    """The 90-degree turn of each pair of x (..., D): rotate-half pairs element i with i + D/2,
+    (x1, x2) -> (-x2, x1) (Llama / Hugging Face); interleaved pairs 2i with 2i + 1 (GPT-J)."""
+    if interleaved:
+        return torch.stack((-x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def rotary(q, k, cos, sin, interleaved=False):
+    """Rotary position embedding of q (B, S, Hq, D) and k (B, S, Hk, D): x * cos + rotate(x) *
+    sin with tables cos, sin (B or 1, S, D) shared by the heads, in fp32, in x's dtype."""
+    c, s = _acc(cos)[:, :, None], _acc(sin)[:, :, None]                 # (B or 1, S, 1, D)
+
+    def turn(x):
+        xf = _acc(x)
+        return (xf * c + rotate(xf, interleaved) * s).to(x.dtype)
+    return turn(q), turn(k)
+
+
 # ----------------------------------------------------------------------------- activations
 
 def gelu(x, approximate="none"):

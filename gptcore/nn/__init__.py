@@ -1,5 +1,5 @@
 """nn.Module building blocks over gptcore's functional API."""
-from gptcore.nn.attention import Attention, packed_positions, rotary
+from gptcore.nn.attention import Attention, packed_positions
 from gptcore.nn.block import Block
 from gptcore.nn.kv_cache import KVCache
 from gptcore.nn.mlp import MLP
@@ -7,6 +7,5 @@ from gptcore.nn.moe import MoE
 from gptcore.nn.norm import RMSNorm
 from gptcore.nn.quantized_linear import QuantizedLinear
 
-__all__ = ["Attention", "Block", "KVCache", "MLP", "MoE", "RMSNorm", "packed_positions",
-           "rotary"]
+__all__ = ["Attention", "Block", "KVCache", "MLP", "MoE", "RMSNorm", "packed_positions"]
 __all__ += ["QuantizedLinear"]

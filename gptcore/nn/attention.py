@@ -5,27 +5,7 @@ from torch import nn
 
 import gptcore
 from gptcore.nn.kv_cache import KVCache
-
-
-def rotary_tables(positions, head_dim, theta):
-    """cos, sin (S, D) of the rotate-half rotary embedding at `positions` (S,)."""
-    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device,
-                                       dtype=torch.float32) / head_dim)
-    angles = positions.float()[:, None] * inv_freq[None, :]           # (S, D/2)
-    return angles.cos().repeat(1, 2), angles.sin().repeat(1, 2)        # (S, D) each
-
-
-def apply_rotary(x, cos, sin):
-    """x (..., S, D) rotated by tables (S, D) that broadcast against it."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return (x.float() * cos + rotated * sin).to(x.dtype)
-
-
-def rotary(x, positions, theta):
-    """Rotary position embedding, rotate-half form (Llama / Hugging Face). x (B, H, S, D), D even."""
-    cos, sin = rotary_tables(positions, x.shape[-1], theta)
-    return apply_rotary(x, cos, sin)
+from gptcore.ops.rotary import rotary_tables
 
 
 class Attention(nn.Module):
@@ -78,15 +58,15 @@ class Attention(nn.Module):
         if cu_seqlens is not None:
             return self._forward_packed(x, positions, cu_seqlens, max_seqlen)
         B, S, _ = x.shape
-        q = self.q_proj(x).view(B, S, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, S, D)
+        q = self.q_proj(x).view(B, S, self.n_heads, self.head_dim)    # (B, S, H, D)
         k, v = self.kv_proj(x).view(B, S, 2, self.n_kv_heads, self.head_dim).unbind(2)
-        k, v = k.transpose(1, 2), v.transpose(1, 2)                    # (B, Hkv, S, D)
         if self.rope_theta is not None:
             if positions is None:
                 start = 0 if cache is None else cache.length
                 positions = torch.arange(start, start + S, device=x.device)
             cos, sin = self._rope_at(positions)                        # (S, D)
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            q, k = gptcore.rotary(q, k, cos=cos, sin=sin)              # one op, q and k
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H or Hkv, S, D)
         if cache is not None:
             k, v = cache.update(k, v)                                  # (B, Hkv, Sk, D)
         out = gptcore.attention(q, k, v, causal=self.causal, window=self.window, sinks=self.sinks)
@@ -102,8 +82,8 @@ class Attention(nn.Module):
             if positions is None:
                 positions = packed_positions(cu_seqlens, T)
             cos, sin = self._rope_at(positions)                        # (T, D)
-            q = apply_rotary(q, cos[:, None], sin[:, None])
-            k = apply_rotary(k, cos[:, None], sin[:, None])
+            q, k = gptcore.rotary(q[None], k[None], cos=cos, sin=sin)  # (1, T, H or Hkv, D)
+            q, k = q[0], k[0]
         out = gptcore.attention_varlen(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
                                        causal=self.causal, window=self.window, sinks=self.sinks)
         return self.o_proj(out.reshape(T, -1))                         # (T, d_model)
