@@ -2,7 +2,7 @@
 every backend: the C++ kernels at every ISA level this CPU has, the Triton kernel under the
 interpreter and the reference, outputs and gradients against gptcore.ref over odd shapes
 (zero sizes, D = 2, Hk = 0, rows not a multiple of any vector width); ref against a per-element
-loop and gradcheck in fp64; gptcore.nn.Attention with it against the unfused rotation."""
+loop and gradcheck in fp64; the angles from positions by complex multiplication."""
 import math
 
 import pytest
@@ -21,7 +21,7 @@ TOL = {torch.float32: 1e-6, torch.bfloat16: 8e-3, torch.float16: 1e-3}
 
 
 def _tables(B, S, D, per_batch, g):
-    """Angles of real positions and frequencies (rotate-half layout), or random tables."""
+    """cos, sin (B or 1, S, D) of random angles in the rotate-half layout (halves equal)."""
     angles = torch.rand(B if per_batch else 1, S, D // 2, generator=g) * 50
     return angles.cos().repeat(1, 1, 2), angles.sin().repeat(1, 1, 2)
 
