@@ -118,7 +118,9 @@ std::vector<std::pair<std::string, std::string>> op_paths() {
            ? "forward: AVX-512 column-layout tiles (our 512-bit GEMMs, vertical softmax) for "
              ">= 16 rows, AVX-512 row kernels below; backward: " + sgemm +
                  " tiles of >= 16 rows, AVX-512 softmax and small-row kernels"
-           : sgemm + " for tiles of >= 16 rows, AVX2 softmax and small-row kernels"},
+           : "forward: AVX2 column-layout tiles (our 256-bit GEMMs, vertical softmax) for >= 8 "
+             "rows, AVX2 row kernels below; backward: " + sgemm +
+                 " tiles of >= 16 rows, AVX2 softmax and small-row kernels"},
       {"attention bf16",
        use_avx512_bf16()
            ? std::string(onednn_bf16_on_amx()
