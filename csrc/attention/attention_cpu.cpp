@@ -103,7 +103,7 @@ template <typename T>
 void run_item(const Problem& pb, const Item& it, const T* q, const T* k, const T* v,
               const PackedKV* packed, float* o_out, float* lse_out) {
   const int64_t D = pb.D, Dp = pb.Dp, bq = it.i1 - it.i0, M = pb.G * bq;
-  const AttentionKernels& ker = kernels(M);
+  const AttentionKernels& ker = kernels();
   const Layout &ql = pb.q_in, &kvl = pb.kv_in;
   const int64_t shift = pb.len_k[it.n] - pb.len_q[it.n];  // position of row i is i + shift
   const int64_t BKp = round_up(kTileKeys, kPanel), Lk = pb.len_k[it.n];

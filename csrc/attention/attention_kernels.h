@@ -1,6 +1,7 @@
-// Attention tile micro-kernels on plain fp32 pointers, shared by the portable and SIMD builds.
-// Three GEMM shapes cover the forward and the flash-attention-2 backward, plus the row passes of
-// the online softmax. No ATen here: csrc/attention_avx2.cpp and *_avx512.cpp include this header.
+// Attention tile micro-kernels on plain fp32 pointers, shared by the portable and SIMD builds:
+// the row layout's two GEMMs (the forward's pieces below one column-layout vector: decode), the
+// row passes of the online softmax and the backward's dS, and the column-layout forward kernels.
+// No ATen here: csrc/attention_*_avx2.cpp and *_avx512.cpp include this header.
 #pragma once
 #include <cstdint>
 
@@ -19,9 +20,6 @@ struct AttentionKernels {
   // C (M x N) += A (M x K) * B (K x N).
   void (*gemm_ab_acc)(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda,
                       const float* b, int64_t ldb, float* c, int64_t ldc);
-  // C (M x N) += A^T * B, A (K x M), B (K x N).
-  void (*gemm_atb_acc)(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda,
-                       const float* b, int64_t ldb, float* c, int64_t ldc);
   // max of x[0..n) (-inf when n == 0).
   float (*row_max)(const float* x, int64_t n);
   // x[j] = exp(x[j] - shift) in place, shift finite; returns the sum. exp(-inf) gives 0.
