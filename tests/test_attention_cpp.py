@@ -1,6 +1,6 @@
 """The C++ CPU attention (csrc/attention/*.cpp) against gptcore.ref: outputs, lse and every
-gradient (q, k, v, sinks, through out and lse) over odd shapes, masks and dtypes, on the AVX2
-and the portable path; plus torch.compile and the C++ checks of varlen offsets (opcheck:
+gradient (q, k, v, sinks, through out and lse) over odd shapes, masks and dtypes, at every ISA
+level; plus torch.compile and the C++ checks of varlen offsets (opcheck:
 test_opcheck.py)."""
 import pytest
 import torch
@@ -98,18 +98,12 @@ VARLEN = [
 ]
 
 
-# Low precision runs the same kernels as fp32 after packing, so bf16 runs on the AVX2 path only.
+# Every level: the column layout (AVX2, AVX-512) and the row kernels see each sequence's own
+# length; bf16 is converted per tile (or runs vdpbf16ps tiles at avx512_bf16).
 @pytest.mark.parametrize("lens", VARLEN, ids=str)
-@pytest.mark.parametrize("dtype,avx2", [(torch.float32, True), (torch.float32, False),
-                                        (torch.bfloat16, True)], ids=["fp32-avx2",
-                                                                      "fp32-portable", "bf16-avx2"])
-def test_varlen(lens, dtype, avx2):
-    highest = _C.isa_levels()[-1]
-    _C.set_isa(highest if avx2 else "portable")
-    try:
-        _varlen(lens, dtype)
-    finally:
-        _C.set_isa(highest)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_varlen(lens, dtype, isa):
+    _varlen(lens, dtype)
 
 
 def _varlen(lens, dtype):

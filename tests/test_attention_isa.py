@@ -1,6 +1,7 @@
 """The SIMD paths of the C++ attention at every ISA level against gptcore.ref, outputs and
-gradients: the AVX-512 column-layout forward (pieces of >= 16 query rows) and the row kernels
-of smaller pieces, over tails of every width below the 16-lane vector, D=1 and D=80, Sq != Sk,
+gradients: the column-layout forward (pieces of >= 16 query rows on AVX-512, >= 8 on AVX2) and
+the row kernels of smaller pieces, over tails of every width below the 16-lane vector (and so
+below the 8-lane one), D=1 and D=80, Sq != Sk,
 no keys at all, and scores large enough that most exponentials underflow; and the register
 tiles of the backward's products (csrc/attention_bwd_*.cpp) over their row and vector tails."""
 import pytest
@@ -15,9 +16,10 @@ _C = pytest.importorskip("gptcore._C", reason="the C++ extension is not built")
 @pytest.mark.parametrize("w", range(16))
 def test_tails(w, isa):
     """w = every tail width below 16 lanes. Column layout: M = 16 + w query rows (padded to a
-    multiple of 16), D = 1 + w (the 4-row register tiles' tails), causal on odd w. Row kernels:
-    M = 1 + w rows, D = 16 + w (the masked K tail of the dot products), 130 + w keys (the tile
-    tail of 2 + w in exp_row)."""
+    multiple of 16 on AVX-512; of 8 on AVX2, where w and w - 8 are the tails and 16..31 columns
+    make tiles of 2, 3 and 3 + 1 vectors), D = 1 + w (the 4-row register tiles' tails), causal
+    on odd w. Row kernels: M = 1 + w rows (from 8 rows the AVX2 column layout), D = 16 + w (the
+    masked K tail of the dot products), 130 + w keys (the tile tail of 2 + w in exp_row)."""
     causal = dict(causal=True) if w % 2 else dict()
     _dense(1, 1, 1, 16 + w, 37 + w, 1 + w, causal, torch.float32, FP32_TOL)
     _dense(1, 1, 1, 1 + w, 130 + w, 16 + w, causal, torch.float32, FP32_TOL)
@@ -42,7 +44,8 @@ CASES = [
     (1, 8, 2, 37, 53, 80, dict(causal=True, window=20, sinks=True, softcap=3.0)),
     (2, 4, 1, 20, 300, 80, dict(window=(40, 7))),
     (1, 2, 2, 150, 40, 33, dict(causal=True, sinks=True)),
-    (1, 4, 2, 100, 260, 24, dict(window=(30, 5))),                  # one head per 64 columns
+    (1, 4, 2, 100, 260, 24, dict(window=(30, 5))),                  # 64 columns per head: 24-column
+                                                                    # AVX2 tiles span two heads
     (1, 4, 4, 24, 0, 8, dict()),                                    # no keys: zeros, lse -inf
 ]
 
@@ -70,8 +73,8 @@ def test_underflowing_scores(isa):
 def test_build_info_names_the_path(isa):
     path = _C.build_info()["paths"]
     attention = path.get("attention fp32", path.get("attention"))
-    expected = {"portable": "portable", "avx2": "AVX2", "avx512": "AVX-512",
-                "avx512_bf16": "AVX-512"}[isa]
+    expected = {"portable": "portable", "avx2": "AVX2 column-layout",
+                "avx512": "AVX-512 column-layout", "avx512_bf16": "AVX-512 column-layout"}[isa]
     assert expected in attention, attention
 
 

@@ -1,5 +1,7 @@
-// AVX2 + FMA attention micro-kernels: register-blocked 6x16 GEMM tiles (12 accumulators, as in
-// BLIS's Haswell sgemm kernel) and vectorised softmax passes (exp256 from simd_avx2.h).
+// AVX2 + FMA attention row kernels: the row layout's GEMMs for the forward's pieces below the
+// column layout's vector (fewer than 8 rows at avx2, 7 to 15 at avx512: decode), as dot products
+// up to 6 rows and register-blocked 6x16 tiles above (12 accumulators, as in BLIS's Haswell
+// sgemm kernel), and vectorised softmax passes (exp256 from simd_avx2.h).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -193,15 +195,6 @@ void gemm_ab(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const
   else gemm_ab_acc(M, N, K, a, lda, b, ldb, c, ldc);
 }
 
-void gemm_atb_acc(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
-                  int64_t ldb, float* c, int64_t ldc) {
-  thread_local std::vector<float> at;
-  at.resize(M * K);
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t m = 0; m < M; ++m) at[m * K + k] = a[k * lda + m];
-  gemm_ab_acc(M, N, K, at.data(), K, b, ldb, c, ldc);
-}
-
 float row_max(const float* x, int64_t n) {
   __m256 m = _mm256_set1_ps(-INFINITY);
   int64_t j = 0;
@@ -242,6 +235,6 @@ void ds_row(const float* p, float* dp, int64_t n, float delta) {
 
 }  // namespace
 
-const AttentionKernels kAttentionAvx2 = {gemm_abt, gemm_ab, gemm_atb_acc, row_max, exp_row, ds_row};
+const AttentionKernels kAttentionAvx2 = {gemm_abt, gemm_ab, row_max, exp_row, ds_row};
 
 }  // namespace gptcore

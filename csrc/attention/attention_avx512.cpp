@@ -1,7 +1,6 @@
 // AVX-512 attention row kernels (the online-softmax passes and the backward's dS) and the
-// small-row GEMMs of decode, with masked tails instead of scalar remainders. Tiles of more than
-// 6 rows keep the AVX2 register tiles (csrc/attention_avx2.cpp): the tables of
-// attention_blas.cpp send those to BLAS, and the forward runs them in column layout.
+// small-row GEMMs of decode, with masked tails instead of scalar remainders. Tiles of 7 to 15
+// rows (below the column layout's 16) keep the AVX2 register tiles (csrc/attention_avx2.cpp).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -141,14 +140,8 @@ void gemm_ab_acc(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, c
   }
 }
 
-void gemm_atb_acc(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
-                  int64_t ldb, float* c, int64_t ldc) {
-  kAttentionAvx2.gemm_atb_acc(M, N, K, a, lda, b, ldb, c, ldc);
-}
-
 }  // namespace
 
-const AttentionKernels kAttentionAvx512 = {gemm_abt, gemm_ab_acc, gemm_atb_acc,
-                                           row_max, exp_row, ds_row};
+const AttentionKernels kAttentionAvx512 = {gemm_abt, gemm_ab_acc, row_max, exp_row, ds_row};
 
 }  // namespace gptcore

@@ -19,7 +19,7 @@ void run_item_bf16(const Problem& pb, int64_t n, int64_t h, int64_t i0, int64_t 
                    int64_t k1, const c10::BFloat16* q, const c10::BFloat16* k,
                    const c10::BFloat16* v, float* o, float* lse_out) {
   const int64_t D = pb.D, Dp = pb.Dp, bq = i1 - i0, M = pb.G * bq;
-  const AttentionKernels& ker = kernels(M);
+  const AttentionKernels& ker = kernels();
   const Layout &ql = pb.q_in, &kvl = pb.kv_in;
   const int64_t shift = pb.len_k[n] - pb.len_q[n];  // position of row i is i + shift
   constexpr int64_t BK = kBf16TileKeys;

@@ -83,7 +83,7 @@ void run_chunk(const Problem& pb, const Chunk& ch, const T* dout, const T* q, co
     const auto [p_lo, p_hi] = pb.band.positions(j0, j0 + nk, shift, shift + Lq);
     for (int64_t i0 = p_lo - shift; i0 < p_hi - shift; i0 += bq) {
       const int64_t i1 = std::min(i0 + bq, p_hi - shift), rows = i1 - i0, M = G * rows;
-      const AttentionKernels& ker = kernels(M);
+      const AttentionKernels& ker = kernels();
       for (int64_t g = 0; g < G; ++g) {
         const int64_t h = ch.h * G + g;
         pack_rows(q + ql.at(ch.n, h, i0), ql.row, rows, D, Dp, pb.scale, qs.data() + g * rows * Dp);

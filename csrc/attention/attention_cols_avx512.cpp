@@ -110,10 +110,8 @@ void tile(int R, int V, int64_t K, const float* a, int64_t lda, int64_t a_step, 
   }
 }
 
-}  // namespace
-
-void cols_scores_avx512(const int64_t* rows, int64_t Mp, int64_t D, const float* k, int64_t ldk,
-                        const float* qt, float* st, float* colmax) {
+void cols_scores(const int64_t* rows, int64_t Mp, int64_t D, const float* k, int64_t ldk,
+                 const float* qt, float* st, float* colmax) {
   std::fill(colmax, colmax + Mp, -INFINITY);
   for (int64_t c = 0; c < Mp; c += 64) {
     const int V = static_cast<int>(std::min<int64_t>(64, Mp - c) / 16);
@@ -126,8 +124,8 @@ void cols_scores_avx512(const int64_t* rows, int64_t Mp, int64_t D, const float*
   }
 }
 
-void cols_softmax_avx512(float* st, const int64_t* rows, int64_t Mp, const float* colmax,
-                         float* m, float* l, float* alpha) {
+void cols_softmax(float* st, const int64_t* rows, int64_t Mp, const float* colmax, float* m,
+                  float* l, float* alpha) {
   for (int64_t c = 0; c < Mp; c += 16) {
     const int64_t lo = rows[c / 64 * 2], hi = rows[c / 64 * 2 + 1];
     __m512 mx = _mm512_loadu_ps(m + c);
@@ -153,8 +151,8 @@ void cols_softmax_avx512(float* st, const int64_t* rows, int64_t Mp, const float
   }
 }
 
-void cols_values_avx512(int64_t D, int64_t Mp, const int64_t* rows, const float* v,
-                        int64_t ldv, const float* pt, const float* alpha, float* ot) {
+void cols_values(int64_t D, int64_t Mp, const int64_t* rows, const float* v, int64_t ldv,
+                 const float* pt, const float* alpha, float* ot) {
   for (int64_t c = 0; c < Mp; c += 64) {
     const int V = static_cast<int>(std::min<int64_t>(64, Mp - c) / 16);
     const int64_t lo = rows[c / 32], n = rows[c / 32 + 1] - lo;
@@ -165,5 +163,10 @@ void cols_values_avx512(int64_t D, int64_t Mp, const int64_t* rows, const float*
     }
   }
 }
+
+}  // namespace
+
+// 16 lanes; rows[] per 64 columns, the width of the 4 x 4 tile.
+const ColsKernels kColsAvx512 = {16, 64, cols_scores, cols_softmax, cols_values};
 
 }  // namespace gptcore

@@ -1,7 +1,9 @@
 // The attention forward piece in column layout: Q^T, S^T and O^T hold one query row per
-// column, so the AVX-512 kernels (csrc/attention_cols_avx512.cpp) run the online softmax of 16
-// rows at once and read K and V in place. Scores are in base 2: Q is scaled by scale * log2(e),
-// so exp is exp2 and softcap takes cap * log2(e) (c tanh(s / c) scales with s).
+// column, so the kernels (csrc/attention_cols_avx512.cpp, 16 rows per vector, and
+// csrc/attention_cols_avx2.cpp, 8) run the online softmax of a vector of rows at once and read
+// K and V in place. One driver for both (ColsKernels): they differ in vector and tile width.
+// Scores are in base 2: Q is scaled by scale * log2(e), so exp is exp2 and softcap takes
+// cap * log2(e) (c tanh(s / c) scales with s).
 // Why: the row layout with MKL sgemm tiles spent most of its time in MKL, part of it packing
 // operands. Here the two GEMMs run at the FMA peak with no packing, the softmax passes take a
 // smaller share, and the forward gained on SDPA, full and causal
@@ -15,7 +17,16 @@
 #include "attention_cols.h"
 
 namespace gptcore::attn {
+
+const ColsKernels* cols_kernels() {
 #if GPTCORE_X86  // the kernels exist only on x86 builds
+  if (use_avx512()) return &kColsAvx512;
+  if (use_avx2()) return &kColsAvx2;
+#endif
+  return nullptr;
+}
+
+#if GPTCORE_X86
 namespace {
 
 constexpr float kLog2e = 1.44269504088896341f;
@@ -26,36 +37,37 @@ float* aligned_64(float* p) {
   return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
 }
 
-// For each 64-column chunk of the piece (M query rows, row i at position p0 + i % bq): the
+// For each `chunk`-column chunk of the piece (M query rows, row i at position p0 + i % bq): the
 // rows [lo, hi) of the key tile [j0, j0 + nk) that any of its query rows may see. Skipping the
 // rest saves a quarter of each causal diagonal tile; a chunk spanning two heads sees them all.
-void chunk_rows(const Problem& pb, int64_t p0, int64_t bq, int64_t M, int64_t Mp, int64_t j0,
-                int64_t nk, int64_t Lk, int64_t* rows) {
-  for (int64_t c = 0; c < Mp; c += 64) {
-    const int64_t last = std::min(M, c + 64) - 1;
+void chunk_rows(const Problem& pb, int64_t p0, int64_t bq, int64_t M, int64_t Mp, int64_t chunk,
+                int64_t j0, int64_t nk, int64_t Lk, int64_t* rows) {
+  for (int64_t c = 0; c < Mp; c += chunk) {
+    const int64_t last = std::min(M, c + chunk) - 1;
     const bool one_head = c / bq == last / bq;
     const int64_t first_p = p0 + (one_head ? c % bq : 0);
     const int64_t last_p = p0 + (one_head ? last % bq : bq - 1);
     const auto [lo, hi] = pb.band.keys(first_p, last_p + 1, Lk);
-    rows[c / 32] = std::clamp<int64_t>(lo - j0, 0, nk);
-    rows[c / 32 + 1] = std::clamp<int64_t>(hi - j0, rows[c / 32], nk);
+    int64_t* pair = rows + c / chunk * 2;
+    pair[0] = std::clamp<int64_t>(lo - j0, 0, nk);
+    pair[1] = std::clamp<int64_t>(hi - j0, pair[0], nk);
   }
 }
 
 }  // namespace
 
 template <typename T>
-void run_item_cols(const Problem& pb, int64_t n, int64_t h, int64_t i0, int64_t i1, int64_t k0,
-                   int64_t k1, const T* q, const T* k, const T* v, const PackedKV* packed,
-                   float* o_out, float* lse_out) {
+void run_item_cols(const ColsKernels& ker, const Problem& pb, int64_t n, int64_t h, int64_t i0,
+                   int64_t i1, int64_t k0, int64_t k1, const T* q, const T* k, const T* v,
+                   const PackedKV* packed, float* o_out, float* lse_out) {
   const int64_t D = pb.D, Dp = pb.Dp, G = pb.G, bq = i1 - i0, M = G * bq;
-  const int64_t Mp = round_up(M, 16), Lk = pb.len_k[n];
+  const int64_t Mp = round_up(M, ker.lanes), Lk = pb.len_k[n];
   const Layout &ql = pb.q_in, &kvl = pb.kv_in;
   const int64_t p0 = i0 + pb.len_k[n] - pb.len_q[n];  // position of row i0
   constexpr bool in_place = std::is_same_v<T, float>;
   thread_local std::vector<float> scratch, kbuf, vbuf;
-  thread_local std::vector<int64_t> rows;  // 2 per 64-column chunk (chunk_rows)
-  rows.resize(Mp / 32 + 2);
+  thread_local std::vector<int64_t> rows;  // 2 per chunk of ker.chunk columns (chunk_rows)
+  rows.resize((Mp + ker.chunk - 1) / ker.chunk * 2);
   // Q^T, S^T, O^T (D, Mp), (kColsKeys, Mp), (D, Mp) and m, l, alpha, colmax (Mp): one buffer,
   // 64-byte aligned, so no vector load of a row straddles two cache lines.
   scratch.resize((2 * D + kColsKeys + 4) * Mp + 16);
@@ -91,16 +103,16 @@ void run_item_cols(const Problem& pb, int64_t n, int64_t h, int64_t i0, int64_t 
       pack_rows(k + kvl.at(n, h, j0), kvl.row, nk, D, Dp, 1.0f, kbuf.data());
       pack_rows(v + kvl.at(n, h, j0), kvl.row, nk, D, Dp, 1.0f, vbuf.data());
     }
-    chunk_rows(pb, p0, bq, M, Mp, j0, nk, Lk, rows.data());
-    cols_scores_avx512(rows.data(), Mp, D, kt, ld, qt, st, colmax);
+    chunk_rows(pb, p0, bq, M, Mp, ker.chunk, j0, nk, Lk, rows.data());
+    ker.scores(rows.data(), Mp, D, kt, ld, qt, st, colmax);
     const bool masked = !pb.band.all_visible(p0, p0 + bq, j0, j0 + nk);
     if (pb.softcap > 0) apply_softcap(st, Mp, nk, Mp, pb.softcap * kLog2e);
     if (masked)
       for (int64_t j = 0; j < nk; ++j)
         for (int64_t g = 0; g < G; ++g) pb.band.mask_positions(&st[j * Mp + g * bq], j0 + j, p0, bq);
     const bool changed = masked || pb.softcap > 0;  // then colmax is stale
-    cols_softmax_avx512(st, rows.data(), Mp, changed ? nullptr : colmax, m, l, alpha);
-    cols_values_avx512(D, Mp, rows.data(), vt, ld, st, alpha, ot);
+    ker.softmax(st, rows.data(), Mp, changed ? nullptr : colmax, m, l, alpha);
+    ker.values(D, Mp, rows.data(), vt, ld, st, alpha, ot);
   }
   for (int64_t r = 0; r < M; ++r) {
     const float inv = l[r] > 0 ? 1.0f / l[r] : 0.0f;
@@ -110,9 +122,9 @@ void run_item_cols(const Problem& pb, int64_t n, int64_t h, int64_t i0, int64_t 
 }
 
 #define GPTCORE_INSTANTIATE(T)                                                                  \
-  template void run_item_cols<T>(const Problem&, int64_t, int64_t, int64_t, int64_t, int64_t,   \
-                                 int64_t, const T*, const T*, const T*, const PackedKV*,        \
-                                 float*, float*);
+  template void run_item_cols<T>(const ColsKernels&, const Problem&, int64_t, int64_t, int64_t, \
+                                 int64_t, int64_t, int64_t, const T*, const T*, const T*,       \
+                                 const PackedKV*, float*, float*);
 GPTCORE_INSTANTIATE(float)
 GPTCORE_INSTANTIATE(double)
 GPTCORE_INSTANTIATE(c10::Half)

@@ -14,9 +14,16 @@
 
 namespace gptcore::attn {
 
-// The tile kernels for tiles of `rows` query rows: portable loops without AVX2; else BLAS for
-// the GEMMs of large tiles and our AVX2 micro-kernels for small ones (csrc/attention_blas.cpp).
-const AttentionKernels& kernels(int64_t rows);
+// The row kernels of the active ISA level: the forward's pieces of fewer rows than one column-
+// layout vector (decode), the portable level's forward, and the softmax rows of the backward and
+// of the bf16 forward. (Larger forward pieces run in column layout: attention_cols.h.)
+inline const AttentionKernels& kernels() {
+#if GPTCORE_X86
+  if (use_avx512()) return kAttentionAvx512;
+  if (use_avx2()) return kAttentionAvx2;
+#endif
+  return kAttentionPortable;
+}
 
 // Element offset of row i of head h in sequence n: base[n] + h * head + i * row.
 struct Layout {

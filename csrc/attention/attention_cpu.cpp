@@ -103,7 +103,7 @@ template <typename T>
 void run_item(const Problem& pb, const Item& it, const T* q, const T* k, const T* v,
               const PackedKV* packed, float* o_out, float* lse_out) {
   const int64_t D = pb.D, Dp = pb.Dp, bq = it.i1 - it.i0, M = pb.G * bq;
-  const AttentionKernels& ker = kernels(M);
+  const AttentionKernels& ker = kernels();
   const Layout &ql = pb.q_in, &kvl = pb.kv_in;
   const int64_t shift = pb.len_k[it.n] - pb.len_q[it.n];  // position of row i is i + shift
   const int64_t BKp = round_up(kTileKeys, kPanel), Lk = pb.len_k[it.n];
@@ -240,14 +240,16 @@ void forward(const Problem& pb, const T* q, const T* k, const T* v, T* out, floa
   const bool pack = !bf16_dot && q_blocks > 1 && !(std::is_same_v<T, float> && pb.D == pb.Dp);
   const PackedKV packed = pack ? pack_kv(pb, k, v) : PackedKV{};
   const PackedKV* pk = pack ? &packed : nullptr;
+  const ColsKernels* cols = cols_kernels();
   const auto run = [&](const Item& it, float* o, float* l) {
 #if GPTCORE_X86
     if constexpr (is_bf16) {
       if (bf16_dot) return run_item_bf16(pb, it.n, it.h, it.i0, it.i1, it.k0, it.k1, q, k, v, o, l);
     }
-    // Pieces of >= 16 rows run in column layout on AVX-512 (attention_cols_cpu.cpp).
-    if (use_avx512() && pb.G * (it.i1 - it.i0) >= kColsMinRows)
-      return run_item_cols(pb, it.n, it.h, it.i0, it.i1, it.k0, it.k1, q, k, v, pk, o, l);
+    // Pieces of at least one vector of rows (16 on AVX-512, 8 on AVX2) run in column layout
+    // (attention_cols_cpu.cpp).
+    if (cols && pb.G * (it.i1 - it.i0) >= cols->lanes)
+      return run_item_cols(*cols, pb, it.n, it.h, it.i0, it.i1, it.k0, it.k1, q, k, v, pk, o, l);
 #endif
     run_item(pb, it, q, k, v, pk, o, l);
   };

@@ -31,15 +31,6 @@ void gemm_ab_acc(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, c
   }
 }
 
-void gemm_atb_acc(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
-                  int64_t ldb, float* c, int64_t ldc) {
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t m = 0; m < M; ++m) {
-      const float akm = a[k * lda + m];
-      for (int64_t n = 0; n < N; ++n) c[m * ldc + n] += akm * b[k * ldb + n];
-    }
-}
-
 float row_max(const float* x, int64_t n) {
   float best = -INFINITY;
   for (int64_t j = 0; j < n; ++j) best = std::fmax(best, x[j]);
@@ -75,6 +66,6 @@ void bwd_gemm_portable(int64_t M, int64_t N, int64_t K, const float* a, int64_t 
   }
 }
 
-const AttentionKernels kAttentionPortable = {gemm_abt, gemm_ab_acc, gemm_atb_acc, row_max, exp_row, ds_row};
+const AttentionKernels kAttentionPortable = {gemm_abt, gemm_ab_acc, row_max, exp_row, ds_row};
 
 }  // namespace gptcore

@@ -116,9 +116,11 @@ std::vector<std::pair<std::string, std::string>> op_paths() {
       {"attention fp32",
        use_avx512()
            ? "forward: AVX-512 column-layout tiles (our 512-bit GEMMs, vertical softmax) for "
-             ">= 16 rows, AVX-512 row kernels below; backward: " + sgemm +
-                 " tiles of >= 16 rows, AVX-512 softmax and small-row kernels"
-           : sgemm + " for tiles of >= 16 rows, AVX2 softmax and small-row kernels"},
+             ">= 16 rows, AVX-512 row kernels below; backward: our AVX-512 register tiles, "
+             "AVX-512 softmax rows"
+           : "forward: AVX2 column-layout tiles (our 256-bit GEMMs, vertical softmax) for >= 8 "
+             "rows, AVX2 row kernels below; backward: our AVX2 register tiles, AVX2 softmax "
+             "rows"},
       {"attention bf16",
        use_avx512_bf16()
            ? std::string(onednn_bf16_on_amx()

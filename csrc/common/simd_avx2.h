@@ -37,4 +37,26 @@ static inline __m256 exp256(__m256 x) {
                        _mm256_cmp_ps(x, lo, _CMP_GE_OQ));
 }
 
+// 2^x for x <= 0 (the column-layout softmax, scores in base 2): n = round(x), 2^(x - n) by its
+// degree-6 Taylor polynomial in ln2 (|x - n| <= 1/2, within 2 ulp), 2^n built in the exponent
+// field (AVX2 has no vscalefps). x is clamped to -126 first so that 2^n stays a normal number;
+// inputs below -126 (-inf included) then give exactly 0 through the compare mask.
+static inline __m256 exp2_256(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-126.0f);
+  const __m256 xc = _mm256_max_ps(x, lo);
+  const __m256 n = _mm256_round_ps(xc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 r = _mm256_sub_ps(xc, n);
+  __m256 p = _mm256_set1_ps(1.5403530393e-4f);  // ln2^6 / 720
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3333558146e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(9.6181291076e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.5504108665e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(2.4022650696e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(6.9314718056e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i pow2 =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(pow2)),
+                       _mm256_cmp_ps(x, lo, _CMP_GE_OQ));
+}
+
 }  // namespace gptcore
