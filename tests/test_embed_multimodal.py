@@ -152,6 +152,14 @@ def test_contrast_pairs_differ_from_their_twin_in_one_stated_attribute(kind):
         PairBatches(pools, per_pair=4, seed=1, contrast=0.8)
 
 
+def test_every_evaluation_query_has_an_answer_among_the_candidates():
+    pools = Pools(60, seed=5)                       # 30 candidate videos: most triples have none
+    for d in directions(pools, 20, 30, seed=0):
+        correct = d.correct()
+        assert 0 < len(d.queries) <= 20, d.name
+        assert correct.any(1).all(), f"{d.name}: {int((~correct.any(1)).sum())} unanswerable"
+
+
 def test_hidden_directions_judge_only_the_hidden_attribute(pools):
     hidden = [d for d in directions(pools, 5, 12, seed=0) if d.hidden]
     assert [d.hidden for d in hidden] == ["quadrant", "timbre", "speed"]

@@ -187,27 +187,35 @@ class Direction:
 
 
 def directions(pools, n_queries, n_candidates, seed):
-    """The evaluation directions over held-out pools: queries from `pools`, candidates from the
-    second half of each kind's pool (so an example never retrieves itself)."""
+    """The evaluation directions over held-out pools: queries from the first half of each kind's
+    pool, candidates from the second half (so an example never retrieves itself). Each direction
+    keeps the first n_queries of its queries (in a seeded random order) that at least one
+    candidate answers: with 200 candidate videos and 144 (shape, colour, direction) triples,
+    31% of text -> video queries had none, which capped recall@1 and @10 at 69%."""
     rng = random.Random(seed)
     half = {kind: (examples[:len(examples) // 2], examples[len(examples) // 2:])
             for kind, examples in pools.sets.items()}
     cand = {kind: [input_item(e) for e in c[:n_candidates]] for kind, (_, c) in half.items()}
-    q = {kind: rng.sample(first, min(n_queries, len(first))) for kind, (first, _) in half.items()}
+    q = {kind: rng.sample(first, len(first)) for kind, (first, _) in half.items()}
     linked = set(pools.linked)
     mixed = [mixed_item(v, rng.choice([e for e in pools.by[pools.key(v, False)]
                                        if e.kind == "image"]))
              for v in q["video"] if pools.key(v, False) in linked]
-    return [Direction("text->image", [caption_item(e) for e in q["image"]], cand["image"]),
-            Direction("text->audio", [caption_item(e) for e in q["audio"]], cand["audio"]),
-            Direction("text->video", [caption_item(e) for e in q["video"]], cand["video"]),
-            Direction("image->video", [input_item(e) for e in q["image"]], cand["video"]),
-            Direction("audio->audio", [Item((e,), named(e)) for e in q["audio"]],
-                      cand["audio"]),
-            Direction("text+image->video", mixed, cand["video"]),
-            *(Direction(f"{kind}->{kind}", [only(e, hidden) for e in q[kind]], cand[kind], hidden)
-              for kind, hidden in (("image", "quadrant"), ("audio", "timbre"),
-                                   ("video", "speed")))]
+    every = [Direction("text->image", [caption_item(e) for e in q["image"]], cand["image"]),
+             Direction("text->audio", [caption_item(e) for e in q["audio"]], cand["audio"]),
+             Direction("text->video", [caption_item(e) for e in q["video"]], cand["video"]),
+             Direction("image->video", [input_item(e) for e in q["image"]], cand["video"]),
+             Direction("audio->audio", [Item((e,), named(e)) for e in q["audio"]],
+                       cand["audio"]),
+             Direction("text+image->video", mixed, cand["video"]),
+             *(Direction(f"{kind}->{kind}", [only(e, hidden) for e in q[kind]], cand[kind],
+                         hidden)
+               for kind, hidden in (("image", "quadrant"), ("audio", "timbre"),
+                                    ("video", "speed")))]
+    for d in every:
+        answered = d.correct().any(1).tolist()
+        d.queries = [query for query, ok in zip(d.queries, answered) if ok][:n_queries]
+    return every
 
 
 def only(example, name):
