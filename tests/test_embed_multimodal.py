@@ -8,12 +8,13 @@ import math
 import pytest
 import torch
 
+from gptcore.embed import multimodal_demo
 from gptcore.embed.loss import matryoshka_loss
 from gptcore.embed.multimodal import MultimodalEmbedder
 from gptcore.embed.multimodal_task import (PAIRS, Item, PairBatches, Pools, answers, chance,
                                            directions, recall)
 from gptcore.multimodal import data
-from gptcore.multimodal.captioner import Vocab
+from gptcore.multimodal.captioner import CaptionerConfig, Vocab
 
 
 @pytest.fixture(scope="module")
@@ -21,18 +22,24 @@ def pools():
     return Pools(24, seed=3)
 
 
-def _model(fusion="early"):
+def _model(fusion="early", inputs=None):
     torch.manual_seed(0)
     return MultimodalEmbedder(Vocab.for_captions(), d_embed=16, matryoshka_dims=(4, 8, 16),
-                              fusion=fusion).eval()
+                              fusion=fusion, inputs=inputs).eval()
 
 
+# the encoders as the captioner has them, and as the demo's systems use them (pooled images,
+# stacked video frames)
+INPUTS = {"frames": CaptionerConfig(stem=32), "stacked": multimodal_demo.INPUTS}
+
+
+@pytest.mark.parametrize("inputs", list(INPUTS))
 @pytest.mark.parametrize("fusion", ["early", "late"])
-def test_a_packed_mixed_batch_equals_each_item_alone(pools, fusion):
+def test_a_packed_mixed_batch_equals_each_item_alone(pools, fusion, inputs):
     image, audio, video = (pools.sets[k][0].data for k in ("image", "audio", "video"))
     items = ["a red circle", image, audio, video, ("moving left", image),
              (image, "a long rising low tone", audio), "a short steady high tone"]
-    model = _model(fusion)
+    model = _model(fusion, INPUTS[inputs])
     together = model.embed(items)
     alone = torch.cat([model.embed([item]) for item in items])
     # fp32 sums in another order (packed attention tiles, batched encoders): a few ulps of 1
@@ -124,6 +131,33 @@ def test_every_pair_kind_is_a_pair_that_answers(pools):
     assert batch["same"][0].diagonal().all() and batch["same"][1].diagonal().all()
     again = PairBatches(pools, per_pair=3, seed=0)(5)
     assert [i.attributes for i in again["a"]] == [i.attributes for i in batch["a"]]
+    counts = dict(zip(PAIRS, range(1, 9)))
+    assert len(PairBatches(pools, per_pair=counts, seed=0)(5)["a"]) == sum(counts.values())
+
+
+@pytest.mark.parametrize("kind", PAIRS)
+def test_contrast_pairs_differ_from_their_twin_in_one_stated_attribute(kind):
+    pools = Pools(120, seed=3)                       # enough examples for most neighbours
+    batch = PairBatches(pools, per_pair=4, seed=1, kinds=(kind,), contrast=0.5)(2)
+    found = 0
+    for (qa, ta), (qb, tb) in zip(zip(batch["a"][:2], batch["b"][:2]),
+                                  zip(batch["a"][2:], batch["b"][2:])):
+        changed = [k for k in ta.attributes if ta.attributes[k] != tb.attributes[k]]
+        if len(changed) == 1:                        # else no neighbour: a random target
+            found += 1
+            assert changed[0] in qa.attributes and changed[0] in qb.attributes
+            assert not answers([qa], [tb]).item() and not answers([qb], [ta]).item()
+    assert found >= 1
+    with pytest.raises(ValueError, match="contrast"):
+        PairBatches(pools, per_pair=4, seed=1, contrast=0.8)
+
+
+def test_every_evaluation_query_has_an_answer_among_the_candidates():
+    pools = Pools(60, seed=5)                       # 30 candidate videos: most triples have none
+    for d in directions(pools, 20, 30, seed=0):
+        correct = d.correct()
+        assert 0 < len(d.queries) <= 20, d.name
+        assert correct.any(1).all(), f"{d.name}: {int((~correct.any(1)).sum())} unanswerable"
 
 
 def test_hidden_directions_judge_only_the_hidden_attribute(pools):
@@ -135,9 +169,9 @@ def test_hidden_directions_judge_only_the_hidden_attribute(pools):
         assert 0 < chance(d.correct()) <= 1 and len(values) >= 2
 
 
-def test_the_demo_runs_end_to_end_at_a_toy_size(tmp_path, capsys):
-    from gptcore.embed import multimodal_demo
-    args = argparse.Namespace(threads=1, seed=0, n_train=48, n_eval=24, queries=6, d_embed=32,
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_demo_runs_end_to_end_at_a_toy_size(tmp_path, capsys, jobs):
+    args = argparse.Namespace(jobs=jobs, threads=1, seed=0, n_train=48, n_eval=24, queries=6, d_embed=32,
                               time_budget=0.5, per_pair=2, lr=2e-3, temperature=0.05,
                               quiet=True, plot=str(tmp_path / "r.png"), cpu_time=False)
     summary = multimodal_demo.run(args)

@@ -8,8 +8,9 @@ import torch
 import gptcore
 from gptcore.multimodal import data
 from gptcore.multimodal.captioner import Captioner, CaptionerConfig, Vocab, caption_item
-from gptcore.multimodal.encoders import (AudioEncoder, PatchEmbed, TemporalProjector, VideoEncoder,
-                                         ViT)
+from gptcore.multimodal.encoders import (AudioEncoder, PatchEmbed, StackedVideoEncoder,
+                                         TemporalProjector, VideoEncoder, ViT, grid_pool)
+from gptcore.multimodal.inputs import InputEncoders
 from gptcore.multimodal.projector import Projector
 from gptcore.multimodal.splice import IGNORE, splice, to_padded
 
@@ -91,6 +92,61 @@ def test_temporal_projector_sees_order_frame_averaging_does_not():
     assert (conv(x) - conv(reverse)).abs().max() > 1e-3
     with pytest.raises(ValueError, match="tokens per frame"):
         conv(torch.randn(1, 3, 5, 8))
+
+
+@pytest.mark.parametrize("grid, pool", [(4, 2), (5, 2), (6, 4), (3, 3), (1, 1), (6, 1)])
+def test_grid_pool_is_the_mean_over_each_cell(grid, pool):
+    """Against a loop over cells; adaptive pooling's cell i spans rows floor(i*g/p) to
+    ceil((i+1)*g/p), so cells overlap when pool does not divide grid (5 -> 2)."""
+    torch.manual_seed(0)
+    tokens = torch.randn(2, grid * grid, 3, dtype=torch.float64)
+    got = grid_pool(tokens, grid, pool)
+    assert got.shape == (2, pool * pool, 3)
+    cells = tokens.view(2, grid, grid, 3)
+    span = [(i * grid // pool, -(-(i + 1) * grid // pool)) for i in range(pool)]
+    for r, (r0, r1) in enumerate(span):
+        for c, (c0, c1) in enumerate(span):
+            want = cells[:, r0:r1, c0:c1].mean(dim=(1, 2))
+            diff = (got[:, r * pool + c] - want).abs().max().item()
+            assert diff < 1e-12, f"cell ({r}, {c}): max difference {diff}"   # float64 means
+
+
+@pytest.mark.parametrize("stem", [0, 8])
+def test_stacked_video_encoder_is_one_vit_over_the_frames_as_channels(stem):
+    """Against a loop over clips: frame t's channel c is input channel 3t + c."""
+    torch.manual_seed(0)
+    clip = ViT(8, 4, 16, 1, 2, channels=5 * 3, stem=stem, pixel_mean=0.2, pixel_std=0.5)
+    enc = StackedVideoEncoder(clip, pool=1)
+    videos = torch.randn(2, 5, 3, 8, 8, requires_grad=True)
+    out = enc(videos)
+    assert out.shape == (2, 1, 16)
+    by_hand = torch.stack([clip(torch.cat(list(video), dim=0)[None]).mean(1)   # pool 1: the mean
+                           for video in videos])                               # of the 2x2 grid
+    torch.testing.assert_close(out, by_hand)       # the same ops batched: fp32 rounding
+    assert (enc(videos.flip(1)) - out).abs().max() > 1e-3        # the frames' order is seen
+    _check_backward(enc, out, videos)
+    with pytest.raises(ValueError, match="pool"):
+        StackedVideoEncoder(clip, pool=3)
+
+
+@pytest.mark.parametrize("image_pool", [0, 1, 3])
+def test_pooled_image_tokens_are_the_vit_tokens_pooled(image_pool):
+    torch.manual_seed(0)
+    config = CaptionerConfig(d_enc=16, enc_layers=1, enc_heads=2, image_pool=image_pool,
+                             temporal="stack", video_pool=1)
+    inputs = InputEncoders(config, d_model=8)
+    images = [data.make_image(torch.Generator().manual_seed(i)).data for i in range(3)]
+    tokens = inputs({"image": images})["image"]
+    grid = inputs.encoders["image"].grid
+    n = inputs.n_tokens("image", images[0])
+    assert n == (image_pool or grid) ** 2 and tokens.shape == (3 * n, 8)
+    vit_tokens = inputs.encoders["image"](torch.stack(images))                # (3, g*g, 16)
+    want = grid_pool(vit_tokens, grid, image_pool) if image_pool else vit_tokens
+    torch.testing.assert_close(tokens, inputs.projectors["image"](want).flatten(0, 1))
+    video = data.make_video(torch.Generator().manual_seed(0)).data
+    assert inputs({"video": [video]})["video"].shape == (1, 8)
+    with pytest.raises(ValueError, match="image_pool"):
+        InputEncoders(CaptionerConfig(image_pool=grid + 1), d_model=8)
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp2x_gelu"])

@@ -6,6 +6,7 @@ Systems: "unified" (MultimodalEmbedder, early fusion, Matryoshka loss); "full-di
 trained on the full dimension only: the Matryoshka baseline); "late fusion" (separate towers);
 "text pipeline" (the captioner writes a caption for every input, a text-only embedder trained
 on true captions embeds it: 4/5 of the time to the captioner, 1/5 to the embedder)."""
+import multiprocessing
 import time
 
 import torch
@@ -13,7 +14,7 @@ import torch
 from gptcore.embed.multimodal import MultimodalEmbedder
 from gptcore.embed.multimodal_task import Pools, PairBatches, chance, directions, recall
 from gptcore.multimodal import demo as captioner_demo
-from gptcore.multimodal.captioner import Vocab
+from gptcore.multimodal.captioner import CaptionerConfig, Vocab
 from gptcore.multimodal.captioner import caption_item as captioner_prompt
 from gptcore.training.config import TrainConfig
 from gptcore.training.objective import Objective
@@ -38,6 +39,12 @@ def pair_loss(view, dims=None):
         return model.loss(a, b, dims, same=batch["same"])
     return loss_fn
 
+
+# The encoders of every system, the captioner's included: images pooled to 2x2 tokens, video
+# frames stacked as channels through one ViT. One training step (64 pairs, one thread, Zen 5)
+# took 0.26 s of CPU with the captioner's encoders (36 image tokens, a ViT per frame) and
+# 0.09 s with these (docs/embeddings.md).
+INPUTS = CaptionerConfig(stem=32, temporal="stack", image_pool=2)
 
 # the trunk learns at 0.3x the encoders' rate, as the captioner's text model (multimodal/demo.py):
 # text->image pairs alone, 30 s, lr 3e-3: recall@1 63% at 1x, 97% at 0.3x (docs/embeddings.md)
@@ -87,39 +94,28 @@ def generated_captions(captioner, pools, batch_size=64):
     return out
 
 
+SYSTEMS = ("unified", "full-dim", "late fusion", "text pipeline")
+
+
 def run(args):
-    """The whole demo; returns the JSON summary (a dict)."""
+    """The whole demo; returns the JSON summary (a dict). The systems train args.jobs at a time,
+    each in a process of its own (forked after the data are drawn) with args.threads threads."""
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    vocab = Vocab.for_captions()
     train_pools, eval_pools = Pools(args.n_train, args.seed), Pools(args.n_eval, args.seed + 100)
     dirs = directions(eval_pools, args.queries, args.n_eval // 2, args.seed)
-    d = args.d_embed
-    dims = tuple(d // f for f in (32, 16, 8, 4, 2, 1))
+    dims = tuple(args.d_embed // f for f in (32, 16, 8, 4, 2, 1))
     data_seconds = time.perf_counter() - start
-    results, trained = {}, {}
-
-    def embedder(fusion):
-        torch.manual_seed(args.seed)
-        return MultimodalEmbedder(vocab, d_embed=d, matryoshka_dims=dims, fusion=fusion,
-                                  temperature=args.temperature)
-
-    for system, fusion, loss_dims in (("unified", "early", None), ("full-dim", "early", (d,)),
-                                      ("late fusion", "late", None)):
-        model = embedder(fusion)
-        trained[system] = fit(model, train_pools, raw, args.time_budget, args, system, loss_dims)
-        results[system] = evaluate(model, dirs, raw, dims)
-
-    captioner = captioner_demo.build(vocab, seed=args.seed)
-    trained["captioner"] = captioner_demo.fit(
-        captioner, train_pools.sets, 0.8 * args.time_budget, per_kind=captioner_demo.PER_KIND,
-        lr=3e-3, seed=args.seed, progress=not args.quiet, name="captioner", clock=clock(args))
-    text_model = embedder("early")
-    trained["text pipeline"] = fit(text_model, train_pools, as_text(lambda e: e.caption),
-                                   0.2 * args.time_budget, args, "text embedder")
-    captions = generated_captions(captioner, eval_pools)
-    results["text pipeline"] = evaluate(text_model, dirs, as_text(lambda e: captions[id(e)]),
-                                        dims)
+    _SHARED.update(args=args, train_pools=train_pools, eval_pools=eval_pools, dirs=dirs,
+                   dims=dims)
+    if args.jobs > 1:
+        with multiprocessing.get_context("fork").Pool(min(args.jobs, len(SYSTEMS))) as pool:
+            done = pool.map(train_system, SYSTEMS, chunksize=1)
+    else:
+        done = [train_system(system) for system in SYSTEMS]
+    _SHARED.clear()
+    results = {system: result for system, (result, _) in zip(SYSTEMS, done)}
+    trained = {name: t for _, summaries in done for name, t in summaries.items()}
     summary = summarise(results, dirs, dims, trained, time.perf_counter() - start, data_seconds,
                         args.cpu_time)
     print(tables(summary))
@@ -127,6 +123,37 @@ def run(args):
         plot(summary, args.plot)
         print(f"plot: {args.plot}")
     return summary
+
+
+_SHARED = {}      # run()'s data, read by train_system in this process or in a forked one
+
+
+def train_system(system):
+    """Trains and evaluates one of SYSTEMS on run()'s data; (results, {name: train summary})."""
+    args, pools, dirs, dims = (_SHARED[k] for k in ("args", "train_pools", "dirs", "dims"))
+    torch.set_num_threads(args.threads)
+    vocab = Vocab.for_captions()
+
+    def embedder(fusion):
+        torch.manual_seed(args.seed)
+        return MultimodalEmbedder(vocab, d_embed=args.d_embed, matryoshka_dims=dims,
+                                  fusion=fusion, temperature=args.temperature, inputs=INPUTS)
+
+    if system != "text pipeline":
+        fusion, loss_dims = {"unified": ("early", None), "full-dim": ("early", (args.d_embed,)),
+                             "late fusion": ("late", None)}[system]
+        model = embedder(fusion)
+        trained = fit(model, pools, raw, args.time_budget, args, system, loss_dims)
+        return evaluate(model, dirs, raw, dims), {system: trained}
+    captioner = captioner_demo.build(vocab, seed=args.seed, config=INPUTS)
+    trained = {"captioner": captioner_demo.fit(
+        captioner, pools.sets, 0.8 * args.time_budget, per_kind=captioner_demo.PER_KIND,
+        lr=3e-3, seed=args.seed, progress=not args.quiet, name="captioner", clock=clock(args))}
+    text_model = embedder("early")
+    trained[system] = fit(text_model, pools, as_text(lambda e: e.caption),
+                          0.2 * args.time_budget, args, "text embedder")
+    captions = generated_captions(captioner, _SHARED["eval_pools"])
+    return evaluate(text_model, dirs, as_text(lambda e: captions[id(e)]), dims), trained
 
 
 def summarise(results, dirs, dims, trained, seconds, data_seconds, cpu_time):

@@ -63,7 +63,9 @@ class CaptionerConfig:
     n_fft: int = 256             # STFT window (32 ms at 8 kHz)
     hop: int = 64                # STFT hop (8 ms): 63 frames for half a second
     video_pool: int = 2          # tokens per frame side after pooling: pool**2 video tokens
-    temporal: str = "conv"       # "conv": temporal projector; "mean": frame averaging
+    temporal: str = "conv"       # "conv": temporal projector; "mean": frame averaging;
+                                 # "stack": frames stacked as channels through one ViT
+    image_pool: int = 0          # tokens per image side after pooling (0: every patch token)
 
 
 class Captioner(nn.Module):

@@ -16,12 +16,13 @@ REVERSE = {"left": "right", "right": "left", "up": "down", "down": "up",
            "growing": "shrinking", "shrinking": "growing"}
 
 
-def build(vocab, temporal="conv", seed=0):
-    """A names-sized GPT over the caption words with the three encoders and projectors."""
+def build(vocab, temporal="conv", seed=0, config=None):
+    """A names-sized GPT over the caption words with the three encoders and projectors; config:
+    a CaptionerConfig (default: a conv stem of width 32 and the `temporal` video encoder)."""
     from gptcore import GPT, GPTConfig
     torch.manual_seed(seed)
     gpt = GPT(GPTConfig.preset("names", vocab_size=len(vocab), block_size=64))
-    return Captioner(gpt, vocab, CaptionerConfig(temporal=temporal, stem=32))
+    return Captioner(gpt, vocab, config or CaptionerConfig(temporal=temporal, stem=32))
 
 
 # Examples of each kind per training step. Videos get the largest share: telling direction

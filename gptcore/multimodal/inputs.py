@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from gptcore.multimodal import data, mel
-from gptcore.multimodal.encoders import AudioEncoder, TemporalProjector, VideoEncoder, ViT
+from gptcore.multimodal.encoders import (AudioEncoder, StackedVideoEncoder, TemporalProjector,
+                                         VideoEncoder, ViT, grid_pool)
 from gptcore.multimodal.projector import Projector
 
 
@@ -21,17 +22,22 @@ class InputEncoders(nn.Module):
         super().__init__()
         self.config = c = config
         pixels = {"stem": c.stem, "pixel_mean": c.pixel_mean, "pixel_std": c.pixel_std}
-        frame_encoder = ViT(data.FRAME_SIZE, c.patch, c.d_enc, c.enc_layers, c.enc_heads, **pixels)
-        temporal = TemporalProjector(c.d_enc, frame_encoder.grid, c.video_pool, c.temporal)
         max_audio_tokens = mel_frames(max(data.DURATIONS.values()), c.hop) // 2 + 1
+        image = ViT(data.IMAGE_SIZE, c.patch, c.d_enc, c.enc_layers, c.enc_heads, **pixels)
+        if not 0 <= c.image_pool <= image.grid:
+            raise ValueError(f"image_pool: expected 0 (no pooling) to grid={image.grid}, got "
+                             f"{c.image_pool}")
         self.encoders = nn.ModuleDict({
-            "image": ViT(data.IMAGE_SIZE, c.patch, c.d_enc, c.enc_layers, c.enc_heads, **pixels),
+            "image": image,
             "audio": AudioEncoder(c.n_mels, c.d_enc, c.enc_layers, c.enc_heads, max_audio_tokens),
-            "video": VideoEncoder(frame_encoder, temporal)})
+            "video": video_encoder(c, pixels)})
         self.projectors = nn.ModuleDict({kind: Projector(c.projector, c.d_enc, d_model)
                                          for kind in self.encoders})
         self.register_buffer("filterbank", mel.mel_filterbank(c.n_mels, c.n_fft, data.SAMPLE_RATE),
                              persistent=False)
+
+    def image_tokens(self):
+        return (self.config.image_pool or self.encoders["image"].grid) ** 2
 
     def features(self, kind, raw):
         """What the encoder of `kind` reads: images and videos as they are; log-mel frames
@@ -42,7 +48,7 @@ class InputEncoders(nn.Module):
 
     def n_tokens(self, kind, features):
         if kind == "image":
-            return self.encoders["image"].grid ** 2
+            return self.image_tokens()
         if kind == "audio":
             return (features.shape[0] + 1) // 2
         return self.config.video_pool ** 2
@@ -55,7 +61,23 @@ class InputEncoders(nn.Module):
                 continue
             if kind == "audio":
                 tokens, _ = self.encoders[kind](feats)                 # (sum n, d_enc)
+            elif kind == "image" and self.config.image_pool:
+                vit = self.encoders[kind]
+                tokens = grid_pool(vit(torch.stack(feats)), vit.grid, self.config.image_pool)
+                tokens = tokens.flatten(0, 1)                          # (sum n, d_enc)
             else:
                 tokens = self.encoders[kind](torch.stack(feats)).flatten(0, 1)
             out[kind] = self.projectors[kind](tokens)                  # (sum n, d_model)
         return out
+
+
+def video_encoder(c, pixels):
+    """The video encoder a CaptionerConfig names: temporal "conv" or "mean", a ViT per frame and a
+    TemporalProjector; "stack", one ViT over the frames stacked as channels."""
+    if c.temporal == "stack":
+        clip = ViT(data.FRAME_SIZE, c.patch, c.d_enc, c.enc_layers, c.enc_heads,
+                   channels=3 * data.N_FRAMES, **pixels)
+        return StackedVideoEncoder(clip, c.video_pool)
+    frame_encoder = ViT(data.FRAME_SIZE, c.patch, c.d_enc, c.enc_layers, c.enc_heads, **pixels)
+    temporal = TemporalProjector(c.d_enc, frame_encoder.grid, c.video_pool, c.temporal)
+    return VideoEncoder(frame_encoder, temporal)
