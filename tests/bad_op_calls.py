@@ -130,9 +130,19 @@ CALLS = {
     "linear_cross_entropy_bwd": [(r(2), r(2, 8), r(5, 8), idx2, -100, 0.0, r(2, 8), r(5, 8)),
                                  (r(()), r(2, 8), r(5, 8), idx2, -100, 0.0, r(2, 4), r(5, 8))],
 }
-# Only the C++ route_bwd reads logits at the given ids; the reference recomputes the routing and
-# the Triton kernel compares ids with columns, so an id out of range cannot reach memory there.
-CALLS_CPP = {"route_bwd": [(r(3, 2), r(3, 4), idx + 5, "softmax", True, None)]}
+# Calls only the C++ kernels must refuse. route_bwd: only the C++ one reads logits at the given
+# ids (the reference recomputes the routing, the Triton kernel compares ids with columns, so an
+# id out of range cannot reach memory there). float64: the kernels compute in fp32 (the
+# reference takes float64, for gradcheck).
+CALLS_CPP = {
+    "route_bwd": [(r(3, 2), r(3, 4), idx + 5, "softmax", True, None)],
+    "attention_fwd": [(q4.double(), k4.double(), k4.double(), None)],
+    "rms_norm_fwd": [(r(2, 8).double(), None, r(8).double(), 1e-5)],
+    "rotary_fwd": [(r(2, 3, 4, 8).double(), r(2, 3, 2, 8).double(), r(1, 3, 8).double(),
+                    r(1, 3, 8).double(), False)],
+    "gelu_fwd": [(r(2, 8).double(), "none")],
+    "gated_activation_fwd": [(r(2, 8).double(), "swiglu")],
+}
 # One valid call per op: the bad calls above differ from these in one argument, so their
 # exceptions come from that argument and not from a mistake in this file.
 GOOD = {
@@ -178,7 +188,7 @@ if __name__ == "__main__":
         op(*args)                  # raises (and fails the parent's test) if a valid call fails
     bad = dict(CALLS)
     if prefix == "":
-        bad["route_bwd"] = CALLS["route_bwd"] + CALLS_CPP["route_bwd"]
+        bad.update({name: CALLS[name] + extra for name, extra in CALLS_CPP.items()})
     for label, op, args in calls(prefix, bad):
         print(f"start {label}", flush=True)
         try:

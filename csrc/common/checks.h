@@ -18,11 +18,15 @@ inline void cpu(const char* op, const char* name, const at::Tensor& t) {
                     " must be a CPU tensor, got one on ", t.device());
 }
 
-// A floating tensor of rank `rank` (any rank when rank < 0) on the CPU.
+// A float32 / float16 / bfloat16 tensor of rank `rank` (any rank when rank < 0) on the CPU.
+// float64 is refused: the kernels compute in fp32, and a float64 caller (gradcheck) expects
+// float64 precision; the reference backend takes it.
 inline void floating(const char* op, const char* name, const at::Tensor& t, int64_t rank = -1) {
   cpu(op, name, t);
-  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), "gptcore.", op, ": ", name,
-                   " must be a floating tensor, got ", t.scalar_type());
+  const auto dtype = t.scalar_type();
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
+                   "gptcore.", op, ": ", name, " must be float32, float16 or bfloat16, got ",
+                   dtype);
   TORCH_CHECK_VALUE(rank < 0 || t.dim() == rank, "gptcore.", op, ": ", name, " must be ", rank,
                     "-D, got shape ", t.sizes());
 }
