@@ -21,7 +21,15 @@ def _chosen(op="attention_fwd"):
 
 # ----------------------------------------------------------------------------- choosing
 
-def test_available_backends(monkeypatch):
+@pytest.fixture
+def fresh_environment():
+    """The environment is read once per process (dispatch.environment); these tests change it."""
+    dispatch.environment.cache_clear()
+    yield
+    dispatch.environment.cache_clear()
+
+
+def test_available_backends(monkeypatch, fresh_environment):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     found = gptcore.available_backends()
     assert set(found) == {"ref", "cpp", "triton"}
@@ -57,17 +65,22 @@ def test_invalid_backend_name():
             pass
 
 
-def test_env_var_forces_ref(monkeypatch):
+def test_env_var_forces_ref(monkeypatch, fresh_environment):
     monkeypatch.setenv("GPTCORE_BACKEND", "ref")
     assert _chosen("mxfp4_quantize") == "ref_mxfp4_quantize"
     with gptcore.backend("auto"):                       # the context wins over the environment
         assert dispatch.current() == "auto"
+    monkeypatch.setenv("GPTCORE_BACKEND", "cpp")
+    assert _chosen("mxfp4_quantize") == "ref_mxfp4_quantize"    # read once per process
+    dispatch.environment.cache_clear()
+    assert _chosen("mxfp4_quantize") == "mxfp4_quantize"
     monkeypatch.setenv("GPTCORE_BACKEND", "fast")
+    dispatch.environment.cache_clear()
     with pytest.raises(ValueError, match=r"GPTCORE_BACKEND: expected one of .* got 'fast'"):
         _chosen()
 
 
-def test_forcing_triton_on_cpu_without_interpreter_raises(monkeypatch):
+def test_forcing_triton_on_cpu_without_interpreter_raises(monkeypatch, fresh_environment):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     q = torch.randn(1, 1, 2, 4)
     with gptcore.backend("triton"), pytest.raises(RuntimeError) as err:

@@ -11,7 +11,7 @@ import torch
 from gptcore import ref
 from gptcore.ops import validate
 from gptcore.ops.backend import select
-from gptcore.ops.spec import declare, differentiate
+from gptcore.ops.spec import call, declare, differentiate
 from gptcore.ops.validate import FLOAT_DTYPES
 
 FLAGS = "float scale, int window_left, int window_right, float softcap"
@@ -34,7 +34,7 @@ def attention(q, k, v, *, causal=False, scale=None, window=None, sinks=None, sof
     check_fwd(q, k, v, sinks)
     validate.attention_options(causal, scale, window, softcap)
     op = select("attention_fwd", q.device)
-    out, lse = op(q, k, v, sinks, *_flags(causal, scale, window, softcap, q.shape[3]))
+    out, lse = call(op, q, k, v, sinks, *_flags(causal, scale, window, softcap, q.shape[3]))
     return (out, lse) if return_lse else out
 
 
@@ -47,8 +47,8 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     check_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, sinks)
     validate.attention_options(causal, scale, window, softcap)
     op = select("attention_varlen_fwd", q.device)
-    out, lse = op(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, sinks,
-                  *_flags(causal, scale, window, softcap, q.shape[2]))
+    out, lse = call(op, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, sinks,
+                    *_flags(causal, scale, window, softcap, q.shape[2]))
     return (out, lse) if return_lse else out
 
 

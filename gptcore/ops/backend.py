@@ -36,8 +36,20 @@ def _load(name):
     return _loaded[name]
 
 
+@functools.cache
+def environment():
+    """($GPTCORE_BACKEND, whether TRITON_INTERPRET=1), read once per process at the first op
+    call, as torch reads its own variables: reading os.environ twice per op call cost a decode
+    step more than its norms (docs/quantize.md). Code that changes them later calls
+    environment.cache_clear()."""
+    name = os.environ.get("GPTCORE_BACKEND", "auto")
+    if name not in _CHOICES:
+        raise ValueError(f"GPTCORE_BACKEND: expected one of {_CHOICES}, got {name!r}")
+    return name, os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def _interpreting():
-    return os.environ.get("TRITON_INTERPRET") == "1"
+    return environment()[1]
 
 
 def available_backends():
@@ -65,10 +77,7 @@ def current():
     """The backend asked for: innermost `with gptcore.backend(...)`, else $GPTCORE_BACKEND."""
     if _forced:
         return _forced[-1]
-    name = os.environ.get("GPTCORE_BACKEND", "auto")
-    if name not in _CHOICES:
-        raise ValueError(f"GPTCORE_BACKEND: expected one of {_CHOICES}, got {name!r}")
-    return name
+    return environment()[0]
 
 
 def _unfit(name, op, device_type):

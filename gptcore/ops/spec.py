@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from torch._C import _AutoDispatchBelowAutograd as _below_autograd
+from torch.autograd import forward_ad
 
 from gptcore.ops.validate import FLOAT_DTYPES
 
@@ -102,7 +104,45 @@ def run(name, device, *args):
     `device` (gptcore.ops.backend.select)."""
     from gptcore.ops.backend import select
     SPECS[name].check(*args)
-    return select(name, device)(*args)
+    return call(select(name, device), *args)
+
+
+def call(op, *args):
+    """op(*args), straight to its kernel when there is nothing to differentiate.
+
+    An op with a Python autograd formula (torch.library.register_autograd) passes through that
+    Python layer on every call, grad or no grad (docs/quantize.md measures what it costs a
+    decode step); below autograd the dispatcher goes to the kernel directly. Tracing
+    (torch.compile) and functorch transforms keep the full dispatch: they need to see the op."""
+    if _autograd_needed(op, args):
+        return op(*args)
+    with _below_autograd():
+        return op(*args)
+
+
+def _autograd_needed(op, args):
+    """Whether a call with these arguments needs autograd's dispatch key."""
+    if torch.compiler.is_compiling():
+        return True
+    if forward_ad._current_level >= 0:
+        _refuse_tangents(op, args)
+    if torch._C._are_functorch_transforms_active():
+        return True
+    if torch.is_grad_enabled():
+        for a in args:
+            if isinstance(a, torch.Tensor) and a.requires_grad:
+                return True
+    return False
+
+
+def _refuse_tangents(op, args):
+    """Raises on forward-mode AD (dual tensors, torch.func.jvp), which the ops do not implement:
+    torch would drop the tangent silently (a zero tangent)."""
+    for a in args:
+        if isinstance(a, torch.Tensor) and forward_ad.unpack_dual(a).tangent is not None:
+            raise NotImplementedError(
+                f"{op._qualified_op_name}: forward-mode AD (dual tensors, torch.func.jvp) is not "
+                "supported by gptcore's ops; use reverse mode (backward, torch.autograd.grad)")
 
 
 # ----------------------------------------------------------------------------- reference gradients
