@@ -1,5 +1,6 @@
 """Hugging Face transformers integration: attn_implementation="gptcore" and
-experts_implementation="gptcore", and gptcore.patch(model) for models already built.
+experts_implementation="gptcore", and gptcore.patch(model) for models already built (which also
+switches their RMSNorm layers: hf_norms.py).
 
 transformers calls our attention with q (B, H, Sq, D) and un-repeated k, v (B, Hkv, Sk, D),
 and with the flash-attention style mask: None when nothing is padded, else the 2D (B, Sk)
@@ -8,6 +9,7 @@ padding mask, which we turn into packed sequences for gptcore.attention_varlen.
 import torch
 
 import gptcore
+from gptcore.integrations import hf_norms
 from gptcore.ops import packing
 
 NAME = "gptcore"
@@ -105,32 +107,40 @@ def _check_supported(model):
                 raise ValueError(f"{name}: {err}") from None
 
 
-def patch(model):
-    """Switches an existing transformers model's attention (and experts, if it has any) to
-    gptcore, in place. Returns the model; gptcore.unpatch(model) switches it back."""
+def patch(model, *, attention=True, experts=True, norms=True):
+    """Switches an existing transformers model to gptcore in place: its attention, its experts
+    (if it has any) and its RMSNorm layers (gptcore.integrations.hf_norms), each of which can be
+    left out. Returns the model; gptcore.unpatch(model) switches it back."""
     if not hasattr(model, "set_attn_implementation"):
         raise TypeError(f"model: expected a transformers PreTrainedModel, got {type(model).__name__}")
     _check_supported(model)
     register()
-    previous = {"attn": model.config._attn_implementation}
-    if hasattr(model, "set_experts_implementation") and any(
+    previous = {}
+    if experts and hasattr(model, "set_experts_implementation") and any(
             hasattr(m, "gate_up_proj") for m in model.modules()):
         previous["experts"] = model.config._experts_implementation
         model.set_experts_implementation(NAME)
-    model.set_attn_implementation(NAME)
-    if not hasattr(model, "_gptcore_unpatched"):   # patching twice keeps the first original
-        model._gptcore_unpatched = previous
+    if attention:
+        previous["attn"] = model.config._attn_implementation
+        model.set_attn_implementation(NAME)
+    if norms:
+        previous["norms"] = hf_norms.install(model)
+    first = getattr(model, "_gptcore_unpatched", {})    # patching twice keeps the first originals
+    model._gptcore_unpatched = {**previous, **first,
+                                "norms": first.get("norms", []) + previous.get("norms", [])}
     return model
 
 
 def unpatch(model):
-    """Restores the attention and experts implementations `patch` replaced. Returns the model."""
+    """Restores what `patch` replaced. Returns the model."""
     previous = getattr(model, "_gptcore_unpatched", None)
     if previous is None:
         raise ValueError(f"model: expected a model switched by gptcore.patch, got a "
                          f"{type(model).__name__} that was not patched")
-    model.set_attn_implementation(previous["attn"])
+    if "attn" in previous:
+        model.set_attn_implementation(previous["attn"])
     if "experts" in previous:
         model.set_experts_implementation(previous["experts"])
+    hf_norms.restore(previous.get("norms", ()))
     del model._gptcore_unpatched
     return model
