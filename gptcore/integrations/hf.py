@@ -9,7 +9,7 @@ padding mask, which we turn into packed sequences for gptcore.attention_varlen.
 import torch
 
 import gptcore
-from gptcore.integrations import hf_norms
+from gptcore.integrations import hf_loss, hf_norms
 from gptcore.ops import packing
 
 NAME = "gptcore"
@@ -107,13 +107,16 @@ def _check_supported(model):
                 raise ValueError(f"{name}: {err}") from None
 
 
-def patch(model, *, attention=True, experts=True, norms=True):
+def patch(model, *, attention=True, experts=True, norms=True, loss=False):
     """Switches an existing transformers model to gptcore in place: its attention, its experts
-    (if it has any) and its RMSNorm layers (gptcore.integrations.hf_norms), each of which can be
-    left out. Returns the model; gptcore.unpatch(model) switches it back."""
+    (if it has any) and its RMSNorm layers (hf_norms.py), each of which can be left out; with
+    loss=True also the LM head + loss of a dense causal LM (hf_loss.py: no logits returned when
+    labels are given). Returns the model; gptcore.unpatch(model) switches it back."""
     if not hasattr(model, "set_attn_implementation"):
         raise TypeError(f"model: expected a transformers PreTrainedModel, got {type(model).__name__}")
     _check_supported(model)
+    if loss:
+        hf_loss.check(model)
     register()
     previous = {}
     if experts and hasattr(model, "set_experts_implementation") and any(
@@ -125,6 +128,8 @@ def patch(model, *, attention=True, experts=True, norms=True):
         model.set_attn_implementation(NAME)
     if norms:
         previous["norms"] = hf_norms.install(model)
+    if loss:
+        hf_loss.install(model)
     first = getattr(model, "_gptcore_unpatched", {})    # patching twice keeps the first originals
     model._gptcore_unpatched = {**previous, **first,
                                 "norms": first.get("norms", []) + previous.get("norms", [])}
@@ -142,5 +147,6 @@ def unpatch(model):
     if "experts" in previous:
         model.set_experts_implementation(previous["experts"])
     hf_norms.restore(previous.get("norms", ()))
+    hf_loss.restore(model)
     del model._gptcore_unpatched
     return model
