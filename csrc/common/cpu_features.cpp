@@ -132,7 +132,7 @@ std::vector<std::pair<std::string, std::string>> op_paths() {
            : "bf16 converted to fp32, then as fp32"},
       {"moe_experts fp32",
        std::string(use_avx512() ? "AVX-512 small-row kernel for <= 64"
-                                : "AVX2 small-row kernel for <= 32") +
+                                : "AVX2 small-row kernel for <= 32 (K-major weights: 2)") +
            " rows per expert, " + sgemm + " tiles above, at::mm (BLAS) for experts of >= 256 "
            "rows"},
       {"moe_experts bf16",

@@ -1,11 +1,12 @@
 // AVX2 fp32 register blocks for a few activation rows against weights read in place, the twin of
 // f32_rows_avx512.cpp (see f32_rows.h; the loops over row blocks and the block sizes are
 // register_blocks.h's). Each weight vector is loaded once per block of up to 4 activation rows
-// and feeds every row of the block; K (row-major) or column (K-major) tails go through vmaskmovps.
+// (2 for K-major weights) and feeds every row of the block; K (row-major) or column (K-major)
+// tails go through vmaskmovps.
 //   row-major: C weight rows x R activation rows of dot products along K, 8 k a step,
 //              R*C = 8 accumulators reduced once at the end
-//   K-major:   8-2 vectors (64-16 output columns) x R rows, x[i][k] broadcast against
-//              weight row k
+//   K-major:   8 or 4 vectors (64 or 32 output columns) x 1 or 2 rows, x[i][k] broadcast
+//              against weight row k
 #include <immintrin.h>
 
 #include <algorithm>
@@ -20,8 +21,9 @@ namespace {
 using register_blocks::kAhead;
 using register_blocks::kWeightBlock;
 
-// Activation rows per block. Every shape below keeps 8 accumulators: the fewest that keep two
-// FMAs a cycle in flight at 4 cycles' latency, leaving room in 16 ymm for the loaded operands.
+// Row-major: activation rows per block. Every shape below keeps 8 accumulators: the fewest that
+// keep two FMAs a cycle in flight at 4 cycles' latency, leaving room in 16 ymm for the loaded
+// operands.
 constexpr int kMaxRows = 4;
 
 // Row-major: weight rows per register block for R activation rows (C divides kWeightBlock).
@@ -86,9 +88,13 @@ void nt_rows(int64_t cw, int64_t K, const float* x, int64_t ldx, const float* w,
   for (; c < cw; ++c) nt_block<R, 1>(K, x, ldx, w + c * ldw, ldw, out + c, ldo);
 }
 
-// K-major: vectors of 8 output columns per register block for R activation rows.
+// K-major: activation rows per block, and vectors of 8 output columns per register block for R
+// rows. At most 2 rows: 3-4 rows leave room for 2 vectors only, 16-column strips that read each
+// weight row in 64-byte pieces and lost to sgemm (moe_experts_cpu.cpp takes this kernel for
+// at most 2 rows per expert).
+constexpr int kMaxRowsKmajor = 2;
 template <int R>
-constexpr int nn_vectors() { return R == 1 ? 8 : R == 2 ? 4 : 2; }
+constexpr int nn_vectors() { return R == 1 ? 8 : 4; }
 
 // R activation rows x V vectors of output columns [0, cols), all of K: the last vector masked
 // unless kFull (cols = 8 V).
@@ -171,7 +177,7 @@ void f32_rows_nt_avx2(int64_t nx, int64_t m, int64_t K, const float* x, int64_t 
 
 void f32_rows_nn_avx2(int64_t nx, int64_t m, int64_t K, const float* x, int64_t ldx,
                       const float* w, int64_t ldw, float* out, int64_t ldo) {
-  register_blocks::over_rows<Nn, kMaxRows>(nx, x, ldx, out, ldo, m, K, ldx, w, ldw, ldo);
+  register_blocks::over_rows<Nn, kMaxRowsKmajor>(nx, x, ldx, out, ldo, m, K, ldx, w, ldw, ldo);
 }
 
 }  // namespace gptcore

@@ -65,20 +65,24 @@ int64_t tile_width(int64_t rows_per_col, int64_t cols, int64_t total, int64_t ma
 // tiles up to 64 rows, by a margin that narrows as rows grow; with AVX2 (8-wide, costlier decode)
 // up to 16 rows, and lose from 32. fp32 experts with at most kSmallRowsF32* rows take the
 // register blocks of f32_rows.h instead of sgemm on the same tiles: AVX-512 up to 64 rows per
-// expert, AVX2 up to 32 (at 64 even with sgemm). All: docs/cpu-isa.md, "Measurements behind
-// the code".
+// expert, AVX2 up to 32 (at 64 even with sgemm), and with K-major weights up to 2 (from 3 rows
+// its 16-column strips read the weight rows in 64-byte pieces and lose to sgemm). All:
+// docs/cpu-isa.md, "Measurements behind the code".
 constexpr int64_t kFusedRowsAvx512 = 64;
 constexpr int64_t kFusedRowsAvx2 = 16;
 constexpr int64_t kSmallRowsF32Avx512 = 64;
 constexpr int64_t kSmallRowsF32Avx2 = 32;
+constexpr int64_t kSmallRowsF32KmajorAvx2 = 2;
 
 const ExpertKernels& expert_kernels() {
-  static const ExpertKernels portable{0, nullptr, 0, nullptr, nullptr};
+  static const ExpertKernels portable{0, nullptr, 0, 0, nullptr, nullptr};
 #if GPTCORE_X86
-  static const ExpertKernels avx2{kFusedRowsAvx2, mxfp4_matmul_avx2, kSmallRowsF32Avx2,
-                                  f32_rows_nt_avx2, f32_rows_nn_avx2};
-  static const ExpertKernels avx512{kFusedRowsAvx512, mxfp4_matmul_avx512, kSmallRowsF32Avx512,
-                                    f32_rows_nt_avx512, f32_rows_nn_avx512};
+  static const ExpertKernels avx2{kFusedRowsAvx2,          mxfp4_matmul_avx2,
+                                  kSmallRowsF32Avx2,       kSmallRowsF32KmajorAvx2,
+                                  f32_rows_nt_avx2,        f32_rows_nn_avx2};
+  static const ExpertKernels avx512{kFusedRowsAvx512,    mxfp4_matmul_avx512,
+                                    kSmallRowsF32Avx512, kSmallRowsF32Avx512,
+                                    f32_rows_nt_avx512,  f32_rows_nn_avx512};
   if (use_avx512()) return avx512;
   if (use_avx2()) return avx2;
 #endif
@@ -102,8 +106,10 @@ void fused_mxfp4_product(const WeightRows& w, int64_t r0, int64_t n, const float
   expert_kernels().mxfp4(blocks, scales, n, K, x, ldx, nx, out, ldo);
 }
 
-bool small_f32(const WeightRows& w, int64_t rows) {
-  return w.kind == WeightRows::Kind::kF32 && rows <= expert_kernels().f32_max_rows;
+bool small_f32(const WeightRows& w, bool kmajor, int64_t rows) {
+  const ExpertKernels& kernels = expert_kernels();
+  return w.kind == WeightRows::Kind::kF32 &&
+         rows <= (kmajor ? kernels.f32_kmajor_max_rows : kernels.f32_max_rows);
 }
 
 // out (rows, m; ldo) = x (rows, K; ldx) times the weights: `w` holds m rows of K (ld), or a
@@ -188,7 +194,7 @@ void gate_up_tile(const Problem& p, const Dispatch& d, const float* xg, int64_t 
       fused_mxfp4_product(p.gate_up, r0, w, x, H, rows, h, 2 * w);
       fused_mxfp4_product(p.gate_up, r1, w, x, H, rows, h + w, 2 * w);
     } else {
-      const bool small = small_f32(p.gate_up, n);
+      const bool small = small_f32(p.gate_up, kmajor, n);
       weight_product(kmajor, small, rows, w, H, x, H, wa, ld, h, 2 * w);
       weight_product(kmajor, small, rows, w, H, x, H, wb, ld, h + w, 2 * w);
     }
@@ -218,8 +224,8 @@ void down_tile(const Problem& p, const Dispatch& d, const float* A, const float*
     if (fused) {  // A rows are permuted
       fused_mxfp4_product(p.down, e * H + h0, w, A + (first + r) * I, I, rows, o, H);
     } else {
-      weight_product(p.down_kmajor, small_f32(p.down, n), rows, w, I, A + (first + r) * I, I, wd,
-                     ld, o, H);
+      weight_product(p.down_kmajor, small_f32(p.down, p.down_kmajor, n), rows, w, I,
+                     A + (first + r) * I, I, wd, ld, o, H);
     }
     for (int64_t i = 0; i < rows; ++i) {
       const float scale = route_w[d.sorted[first + r + i]];
