@@ -56,7 +56,8 @@ struct Block {
         // accumulators to the stack (objdump: 26-41 stack accesses per loop iteration at NX=4)
         asm volatile("" ::: "memory");
         const uint8_t* bytes = blocks + r * K / 2 + 16 * b;
-        // the same place in the next R rows (docs/cpu-isa.md, "Measurements behind the code")
+        // the same place in the next R rows, as mxfp4_avx512.cpp does
+        // (docs/cpu-isa.md, "Measurements behind the code")
         if (b % register_blocks::kPrefetchEveryBlocks == 0)
           _mm_prefetch(reinterpret_cast<const char*>(bytes + R * K / 2), _MM_HINT_T0);
         __m256 w[4];
