@@ -1,8 +1,9 @@
 """fp32 MoE experts at every ISA level against gptcore.ref computed in fp64: every row count
-0..40 per expert (the AVX-512 small-row kernel up to its threshold, sgemm tiles above), with K
-and column tails (H, I not multiples of 16), both weight layouts (gptcore's (E, 2I, H) and the
-K-major transposes transformers stores), biases, every activation, and experts without rows;
-a Mixtral-sized expert on a few row counts; gradients through the same dispatch."""
+0..40 per expert and 64, 65, 70 (the small-row kernels up to their thresholds, 64 rows at avx512
+and 32 at avx2, sgemm tiles above), with every K and column tail of the AVX2 kernels' 8 lanes
+(H, I mod 8 cover 0..7) and several of AVX-512's 16, both weight layouts (gptcore's (E, 2I, H)
+and the K-major transposes transformers stores), biases, every activation, and experts without
+rows; a Mixtral-sized expert on a few row counts; gradients through the same dispatch."""
 import pytest
 import torch
 
@@ -51,21 +52,22 @@ def check(x, idx, w, gu, dn, gub, db, activation, layout, tol):
 @pytest.mark.parametrize("layout", ["rows", "kmajor"])
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("activation", ACTS)
-@pytest.mark.parametrize("H,I", [(40, 24), (33, 27)])
+@pytest.mark.parametrize("H,I", [(40, 24), (33, 27), (37, 30), (39, 34), (44, 20)])
 def test_every_row_count(isa, H, I, activation, bias, layout):
-    """Expert e has e rows, e = 0..40, and one more with 70 (tokens in shuffled order): every
-    register block of 1-6 rows and its remainders in the small-row kernel (up to 64 rows), and
-    sgemm above it. K tails of 8 and 1 (H), 8 and 11 (I); 27 output columns leave remainders
-    of every column block."""
-    x, idx, w, gu, dn, gub, db = experts(list(range(41)) + [70], H, I, H * I, bias)
+    """Expert e has e rows, e = 0..40, and three more with 64, 65 and 70 (tokens in shuffled
+    order): every register block of 1-6 rows (AVX-512) or 1-4 (AVX2) and its remainders in the
+    small-row kernels, both sides of their thresholds, and sgemm above. K tails mod 16 of 8, 1,
+    5, 7, 12 (H) and 8, 11, 14, 2, 4 (I), mod 8 every one of 0..7; I = 27 output columns leave
+    remainders of every column block."""
+    x, idx, w, gu, dn, gub, db = experts(list(range(41)) + [64, 65, 70], H, I, H * I, bias)
     # fp32 sums of <= 54 O(1) products against fp64: a few hundred fp32 ulps at most
     check(x, idx, w, gu, dn, gub, db, activation, layout, 2e-5)
 
 
 @pytest.mark.parametrize("layout", ["rows", "kmajor"])
 def test_mixtral_sized_expert(isa, layout):
-    """H1024 I2816, the sizes of the benchmark: 3 and 17 rows (the small-row kernel on AVX-512)
-    and 70 (sgemm), no rows for the second expert."""
+    """H1024 I2816, the sizes of the benchmark: 3 and 17 rows (the small-row kernels at avx2 and
+    avx512) and 70 (sgemm), no rows for the second expert."""
     x, idx, w, gu, dn, gub, db = experts([3, 0, 17, 70], 1024, 2816, 5, True)
     # sums of 1024 and 2816 fp32 products of O(1) terms: ~sqrt(K) ulps of O(1) outputs
     check(x, idx, w, gu, dn, gub, db, "silu", layout, 3e-5)
@@ -94,3 +96,4 @@ def test_gradients(isa, activation, layout):
 def test_build_info_names_the_expert_path(isa):
     path = _C.build_info()["paths"]["moe_experts fp32"]
     assert ("AVX-512 small-row kernel" in path) == (isa in ("avx512", "avx512_bf16")), path
+    assert ("AVX2 small-row kernel" in path) == (isa == "avx2"), path

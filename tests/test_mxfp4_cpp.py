@@ -40,11 +40,11 @@ def test_dequantize_matches_ref_exactly(shape, dtype, isa):
 
 
 @pytest.mark.parametrize("scale_byte", [0, 1, 2])
-@pytest.mark.parametrize("T", [1, 16], ids=["matvec", "tiles"])
+@pytest.mark.parametrize("T", [1, 160], ids=["fused", "tiles"])
 def test_subnormal_scales_decode_alike_in_every_path(scale_byte, T, isa):
     """OCP e8m0: byte s is 2^(s - 127), byte 0 included (2^-127, a subnormal float). Experts
     whose gate/up blocks all carry such a scale, fed inputs of 2^120, give finite non-zero
-    results that every path (dequantise, the fused mat-vec for few rows, dequantised tiles for
+    results that every path (dequantise, the fused kernels for few rows, dequantised tiles for
     more, the Triton kernel) must agree on; a path that flushed the scale to 0 gives zeros."""
     torch.manual_seed(scale_byte)
     E, I, H, top_k = 2, 32, 64, 1
@@ -65,16 +65,19 @@ def test_subnormal_scales_decode_alike_in_every_path(scale_byte, T, isa):
         assert err < 1e-5, f"{backend}: relative error {err:.3g}"
 
 
-# Rows per expert: none, every block of activation rows the fused kernels use (1-4 with 4 weight
-# rows, 5-8 with 2) and their tails (9 = 8 + 1), and both sides of the fused / tiles limit (64).
-FUSED_COUNTS = [0, 1, 2, 3, 4, 5, 7, 8, 9, 64, 65]
+# Rows per expert: none, every block of activation rows the fused kernels use (AVX-512: 1-4 with
+# 4 weight rows, 5-8 with 2; AVX2: 1 with 8, 2 with 4, 3-4 with 2, 5-8 with 1) and their tails
+# (9 = 8 + 1, 17 = 2 x 8 + 1), and both sides of the fused / tiles limits (16 at avx2, 64 at
+# avx512).
+FUSED_COUNTS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 64, 65]
 
 
 @pytest.fixture(scope="module", params=[2816, 3104], ids=["down-tiles-11-9", "down-tiles-10-4"])
 def fused_problem(request):
     """One expert per row count in FUSED_COUNTS, H=64: with I=2816 (3104) the down projection
-    runs in tiles of 11 and 9 (10 and 4) weight rows, every tail below the 4- and 2-row register
-    blocks. Quantised by the C++ kernel (bit-exact with ref, tested above) to keep this fast."""
+    runs in tiles of 11 and 9 (10 and 4) weight rows, every tail below the 8-, 4- and 2-row
+    register blocks (8 + 2 + 1, 8 + 1, 8 + 2, 4). Quantised by the C++ kernel (bit-exact with
+    ref, tested above) to keep this fast."""
     H, I, E = 64, request.param, len(FUSED_COUNTS)
     g = torch.Generator().manual_seed(I)
     idx = torch.repeat_interleave(torch.arange(E), torch.tensor(FUSED_COUNTS))[:, None]

@@ -16,12 +16,6 @@ namespace {
 
 constexpr int kRows = 6;  // 6 rows x 2 vectors = 12 accumulators + 2 B loads + 1 broadcast <= 16 ymm
 
-// Lane mask selecting the first n (< 8) lanes.
-inline __m256i tail_mask(int64_t n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),
-                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
 inline float hmax(__m256 v) {
   __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_max_ps(s, _mm_movehl_ps(s, s));

@@ -131,10 +131,10 @@ std::vector<std::pair<std::string, std::string>> op_paths() {
                  "AVX512_BF16 vdpbf16ps tiles, fp32 accumulation (forward); backward as fp32"
            : "bf16 converted to fp32, then as fp32"},
       {"moe_experts fp32",
-       (use_avx512() ? "AVX-512 small-row kernel for <= 64 rows per expert, " + sgemm +
-                           " tiles above"
-                     : sgemm + " tiles") +
-           ", at::mm (BLAS) for experts of >= 256 rows"},
+       std::string(use_avx512() ? "AVX-512 small-row kernel for <= 64"
+                                : "AVX2 small-row kernel for <= 32 (K-major weights: 2)") +
+           " rows per expert, " + sgemm + " tiles above, at::mm (BLAS) for experts of >= 256 "
+           "rows"},
       {"moe_experts bf16",
        use_avx512_bf16()
            ? std::string("AVX512_BF16 vdpbf16ps fused experts for <= 2 rows per expert (or odd "
@@ -143,11 +143,9 @@ std::vector<std::pair<std::string, std::string>> op_paths() {
                       ? "blocked vdpbf16ps GEMMs below 8, at::mm (oneDNN on AMX) from 8"
                       : "blocked vdpbf16ps GEMMs for more")
            : (cpu_has_bf16_dot() ? "at::mm (oneDNN bf16)" : "fp32 tiles")},
-      {"moe_experts mxfp4", use_avx512()
-                                ? "AVX-512 fused decode + fp32 FMA for <= 64 rows per expert, "
-                                  "else dequantised tiles + " + sgemm
-                                : "AVX2 fused dequantise + dot for <= 4 rows per expert, else "
-                                  "dequantised tiles + " + sgemm},
+      {"moe_experts mxfp4", std::string(use_avx512() ? "AVX-512 fused decode + fp32 FMA for <= 64"
+                                                   : "AVX2 fused decode + fp32 FMA for <= 16") +
+                                " rows per expert, else dequantised tiles + " + sgemm},
       route,
   };
 }

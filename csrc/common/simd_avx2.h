@@ -3,7 +3,15 @@
 #pragma once
 #include <immintrin.h>
 
+#include <cstdint>
+
 namespace gptcore {
+
+// Lane mask selecting the first n (< 8) lanes, for vmaskmovps.
+static inline __m256i tail_mask(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
 
 // Sum of the 8 lanes.
 static inline float hsum(__m256 v) {

@@ -75,17 +75,14 @@ void check_weight(const at::Tensor& data, const std::optional<at::Tensor>& scale
 }
 
 #if GPTCORE_X86
-// The experts' fused MXFP4 products (mxfp4_avx512.cpp, moe_avx2.cpp) on rows [n0, n1); x rows
+// The experts' fused MXFP4 products (mxfp4_avx2.cpp, mxfp4_avx512.cpp) on rows [n0, n1); x rows
 // permuted and zero-padded to whole blocks (padded_k() wide).
 void mxfp4_gemv(const QWeight& w, int64_t n0, int64_t n1, const float* xp, int64_t T, float* out,
                 int64_t ldo) {
   const int64_t kp = w.padded_k();                        // whole blocks of 32
   const auto* blocks = static_cast<const uint8_t*>(w.data) + n0 * w.row_bytes;
   const auto* scales = static_cast<const uint8_t*>(w.scales) + n0 * w.scales_per_row;
-  if (use_avx512()) return mxfp4_matmul_avx512(blocks, scales, n1 - n0, kp, xp, kp, T, out + n0, ldo);
-  for (int64_t t = 0; t < T; t += kMatvecMaxX)
-    mxfp4_matvec_avx2(blocks, scales, n1 - n0, kp, xp + t * kp, kp,
-                      std::min(kMatvecMaxX, T - t), out + t * ldo + n0, ldo);
+  expert_kernels().mxfp4(blocks, scales, n1 - n0, kp, xp, kp, T, out + n0, ldo);
 }
 #endif
 

@@ -1,6 +1,7 @@
 // AVX-512 fp32 register blocks for a few activation rows against weights read in place (see
-// f32_rows.h). Each weight vector is loaded once per block of up to 6 activation rows and
-// feeds every row of the block; K (row-major) or column (K-major) tails go through lane masks.
+// f32_rows.h; the loops over row blocks and the block sizes are register_blocks.h's). Each
+// weight vector is loaded once per block of up to 6 activation rows and feeds every row of the
+// block; K (row-major) or column (K-major) tails go through lane masks.
 //   row-major: C weight rows x R activation rows of dot products along K, 16 k a step,
 //              R*C accumulators reduced once at the end
 //   K-major:   16-4 vectors (256-64 output columns) x R rows, x[i][k] broadcast against
@@ -10,16 +11,16 @@
 #include <algorithm>
 
 #include "f32_rows.h"
+#include "register_blocks.h"
 #include "simd_avx512.h"
 
 namespace gptcore {
 namespace {
 
-constexpr int kMaxRows = 6;    // activation rows per block: 6 x 4 = 24 accumulators
-constexpr int64_t kAhead = 8;  // K-major: weight rows prefetched this far ahead
-// Row-major: weight rows per outer block. Every block of activation rows passes over them
-// while they are in L1 (8 rows of K=1024: 32 KB), so DRAM streams each weight once.
-constexpr int64_t kWeightBlock = 8;
+using register_blocks::kAhead;
+using register_blocks::kWeightBlock;
+
+constexpr int kMaxRows = 6;  // activation rows per block: 6 x 4 = 24 accumulators
 
 // One step of 16 k (lanes m) for C weight rows and R activation rows.
 template <int R, int C>
@@ -121,23 +122,6 @@ void nn_rows(int64_t m, int64_t K, const float* x, int64_t ldx, const float* w, 
     nn_block<R>(std::min<int64_t>(width, m - c), K, x, ldx, w + c, ldw, out + c, ldo);
 }
 
-// Runs Fn<R> over blocks of kMaxRows activation rows, then the remaining 1-5 rows.
-template <template <int> class Fn, typename... Args>
-void over_rows(int64_t nx, const float* x, int64_t ldx, float* out, int64_t ldo, Args... args) {
-  int64_t i = 0;
-  for (; i + kMaxRows <= nx; i += kMaxRows) Fn<kMaxRows>::run(x + i * ldx, out + i * ldo, args...);
-  const float* xr = x + i * ldx;
-  float* o = out + i * ldo;
-  switch (nx - i) {
-    case 5: Fn<5>::run(xr, o, args...); break;
-    case 4: Fn<4>::run(xr, o, args...); break;
-    case 3: Fn<3>::run(xr, o, args...); break;
-    case 2: Fn<2>::run(xr, o, args...); break;
-    case 1: Fn<1>::run(xr, o, args...); break;
-    default: break;
-  }
-}
-
 template <int R>
 struct Nt {
   static void run(const float* x, float* out, int64_t m, int64_t K, int64_t ldx, const float* w,
@@ -160,13 +144,14 @@ void f32_rows_nt_avx512(int64_t nx, int64_t m, int64_t K, const float* x, int64_
                         const float* w, int64_t ldw, float* out, int64_t ldo) {
   for (int64_t c = 0; c < m; c += kWeightBlock) {
     const int64_t cw = std::min(kWeightBlock, m - c);
-    over_rows<Nt>(nx, x, ldx, out + c, ldo, cw, K, ldx, w + c * ldw, ldw, ldo);
+    register_blocks::over_rows<Nt, kMaxRows>(nx, x, ldx, out + c, ldo, cw, K, ldx, w + c * ldw,
+                                             ldw, ldo);
   }
 }
 
 void f32_rows_nn_avx512(int64_t nx, int64_t m, int64_t K, const float* x, int64_t ldx,
                         const float* w, int64_t ldw, float* out, int64_t ldo) {
-  over_rows<Nn>(nx, x, ldx, out, ldo, m, K, ldx, w, ldw, ldo);
+  register_blocks::over_rows<Nn, kMaxRows>(nx, x, ldx, out, ldo, m, K, ldx, w, ldw, ldo);
 }
 
 }  // namespace gptcore

@@ -67,7 +67,7 @@ void gemm_nn(int64_t n, int64_t m, int64_t K, const float* A, int64_t lda, const
 bool kmajor_weights(const at::Tensor& w);
 
 // Reorders each block of 32 values as the MXFP4 nibbles are stored: 16 even elements, then 16
-// odd ones (the activation layout mxfp4_matvec_avx2 expects). K % 32 == 0; in place is fine.
+// odd ones (the activation layout the fused MXFP4 kernels expect). K % 32 == 0; in place is fine.
 void mxfp4_permute_row(float* row, int64_t K);
 
 at::Tensor optional_float(const std::optional<at::Tensor>& t);

@@ -45,15 +45,6 @@ constexpr int64_t kWideTileFloats = 8 * kTileFloats;
 constexpr int64_t kWideFromRows = 16;
 constexpr int64_t kRowBlock = 256;
 
-// Experts with at most this many rows use the fused MXFP4 matrix-vector kernel (AVX2): decode
-// is bound by dequantisation, and writing a dequantised fp32 tile for sgemm to read back
-// doubles that work (docs/cpu-isa.md, "Measurements behind the code").
-constexpr int64_t kFusedRows = kMatvecMaxX;
-// With AVX-512 the fused kernel decodes each weight block once per 4-8 activation rows and stays
-// ahead of dequantised tiles + sgemm up to 64 rows, by a margin that narrows as rows grow
-// (docs/cpu-isa.md, "Measurements behind the code").
-constexpr int64_t kFusedRowsAvx512 = 64;
-
 // K-major panels are read row by row, w floats per row of the reduction: narrow ones defeat
 // the prefetcher (16 columns = 64 B per 8 KB stride); 256 columns read about as fast as the
 // contiguous layout (docs/cpu-isa.md, "Measurements behind the code").
@@ -66,13 +57,45 @@ int64_t tile_width(int64_t rows_per_col, int64_t cols, int64_t total, int64_t ma
   return std::min(w, total);
 }
 
-// Whether expert e's rows go through the fused MXFP4 kernel (their activations then are permuted).
-bool fused_mxfp4(const WeightRows& w, int64_t rows) {
-  if (!GPTCORE_X86 || w.kind != WeightRows::Kind::kMXFP4) return false;
-  return use_avx512() ? rows <= kFusedRowsAvx512 : use_avx2() && rows <= kFusedRows;
+}  // namespace
+
+// Experts with at most this many rows use the fused MXFP4 kernels: writing a dequantised fp32
+// tile for sgemm to read back doubles the work of decoding, and the fused kernels decode each
+// weight block once per register block of activation rows. With AVX-512 they stay ahead of the
+// tiles up to 64 rows, by a margin that narrows as rows grow; with AVX2 (8-wide, costlier decode)
+// up to 16 rows, and lose from 32. fp32 experts with at most kSmallRowsF32* rows take the
+// register blocks of f32_rows.h instead of sgemm on the same tiles: AVX-512 up to 64 rows per
+// expert, AVX2 up to 32 (at 64 even with sgemm), and with K-major weights up to 2 (from 3 rows
+// its 16-column strips read the weight rows in 64-byte pieces and lose to sgemm). All:
+// docs/cpu-isa.md, "Measurements behind the code".
+constexpr int64_t kFusedRowsAvx512 = 64;
+constexpr int64_t kFusedRowsAvx2 = 16;
+constexpr int64_t kSmallRowsF32Avx512 = 64;
+constexpr int64_t kSmallRowsF32Avx2 = 32;
+constexpr int64_t kSmallRowsF32KmajorAvx2 = 2;
+
+const ExpertKernels& expert_kernels() {
+  static const ExpertKernels portable{0, nullptr, 0, 0, nullptr, nullptr};
+#if GPTCORE_X86
+  static const ExpertKernels avx2{kFusedRowsAvx2,          mxfp4_matmul_avx2,
+                                  kSmallRowsF32Avx2,       kSmallRowsF32KmajorAvx2,
+                                  f32_rows_nt_avx2,        f32_rows_nn_avx2};
+  static const ExpertKernels avx512{kFusedRowsAvx512,    mxfp4_matmul_avx512,
+                                    kSmallRowsF32Avx512, kSmallRowsF32Avx512,
+                                    f32_rows_nt_avx512,  f32_rows_nn_avx512};
+  if (use_avx512()) return avx512;
+  if (use_avx2()) return avx2;
+#endif
+  return portable;
 }
 
-#if GPTCORE_X86
+namespace {
+
+// Whether expert e's rows go through the fused MXFP4 kernel (their activations then are permuted).
+bool fused_mxfp4(const WeightRows& w, int64_t rows) {
+  return w.kind == WeightRows::Kind::kMXFP4 && rows <= expert_kernels().mxfp4_max_rows;
+}
+
 // out[i * ldo + r] = sum_c W[r0 + r, c] * x_i[c] for r < n, i < nx: the fused MXFP4 product of
 // the active ISA on `w`'s rows [r0, r0 + n) (x rows permuted, see mxfp4_permute_row).
 void fused_mxfp4_product(const WeightRows& w, int64_t r0, int64_t n, const float* x,
@@ -80,33 +103,24 @@ void fused_mxfp4_product(const WeightRows& w, int64_t r0, int64_t n, const float
   const int64_t K = w.cols;
   const auto* blocks = static_cast<const uint8_t*>(w.data) + r0 * K / 2;
   const uint8_t* scales = w.scales + r0 * K / 32;
-  if (use_avx512()) {
-    mxfp4_matmul_avx512(blocks, scales, n, K, x, ldx, nx, out, ldo);
-  } else {
-    mxfp4_matvec_avx2(blocks, scales, n, K, x, ldx, nx, out, ldo);
-  }
+  expert_kernels().mxfp4(blocks, scales, n, K, x, ldx, nx, out, ldo);
 }
-#endif
 
-// fp32 experts with at most this many rows take the AVX-512 register blocks of f32_rows.h
-// instead of MKL sgemm on the same tiles: up to 64 rows per expert they beat sgemm in nearly
-// every case, above that not reliably (docs/cpu-isa.md, "Measurements behind the code").
-constexpr int64_t kSmallRowsF32 = 64;
-
-bool small_f32(const WeightRows& w, int64_t rows) {
-  return GPTCORE_X86 && use_avx512() && w.kind == WeightRows::Kind::kF32 && rows <= kSmallRowsF32;
+bool small_f32(const WeightRows& w, bool kmajor, int64_t rows) {
+  const ExpertKernels& kernels = expert_kernels();
+  return w.kind == WeightRows::Kind::kF32 &&
+         rows <= (kmajor ? kernels.f32_kmajor_max_rows : kernels.f32_max_rows);
 }
 
 // out (rows, m; ldo) = x (rows, K; ldx) times the weights: `w` holds m rows of K (ld), or a
-// K-major (K, m) panel. `small`: the AVX-512 small-row kernels, else sgemm.
+// K-major (K, m) panel. `small`: the small-row kernels of the active level, else sgemm.
 void weight_product(bool kmajor, bool small, int64_t rows, int64_t m, int64_t K, const float* x,
                     int64_t ldx, const float* w, int64_t ld, float* out, int64_t ldo) {
-#if GPTCORE_X86
   if (small) {
-    (kmajor ? f32_rows_nn_avx512 : f32_rows_nt_avx512)(rows, m, K, x, ldx, w, ld, out, ldo);
+    const ExpertKernels& kernels = expert_kernels();
+    (kmajor ? kernels.f32_nn : kernels.f32_nt)(rows, m, K, x, ldx, w, ld, out, ldo);
     return;
   }
-#endif
   (kmajor ? gemm_nn : gemm_nt)(rows, m, K, x, ldx, w, ld, 0.0f, out, ldo);
 }
 
@@ -174,16 +188,13 @@ void gate_up_tile(const Problem& p, const Dispatch& d, const float* xg, int64_t 
   for (int64_t r = 0; r < n; r += kRowBlock) {
     const int64_t rows = std::min(kRowBlock, n - r);
     const float* x = xg + (first + r) * H;
-#if GPTCORE_X86
     if (fused) {  // x rows are permuted; rows of gate_up in h's column order
       const int64_t r0 = p.act == Activation::kGptOss ? base + 2 * c0 : base + c0;
       const int64_t r1 = p.act == Activation::kGptOss ? r0 + w : base + I + c0;
       fused_mxfp4_product(p.gate_up, r0, w, x, H, rows, h, 2 * w);
       fused_mxfp4_product(p.gate_up, r1, w, x, H, rows, h + w, 2 * w);
-    } else
-#endif
-    {
-      const bool small = small_f32(p.gate_up, n);
+    } else {
+      const bool small = small_f32(p.gate_up, kmajor, n);
       weight_product(kmajor, small, rows, w, H, x, H, wa, ld, h, 2 * w);
       weight_product(kmajor, small, rows, w, H, x, H, wb, ld, h + w, 2 * w);
     }
@@ -210,14 +221,11 @@ void down_tile(const Problem& p, const Dispatch& d, const float* A, const float*
   for (int64_t r = 0; r < n; r += kRowBlock) {
     const int64_t rows = std::min(kRowBlock, n - r);
     float* o = O + (first + r) * H + h0;
-#if GPTCORE_X86
     if (fused) {  // A rows are permuted
       fused_mxfp4_product(p.down, e * H + h0, w, A + (first + r) * I, I, rows, o, H);
-    } else
-#endif
-    {
-      weight_product(p.down_kmajor, small_f32(p.down, n), rows, w, I, A + (first + r) * I, I, wd,
-                     ld, o, H);
+    } else {
+      weight_product(p.down_kmajor, small_f32(p.down, p.down_kmajor, n), rows, w, I,
+                     A + (first + r) * I, I, wd, ld, o, H);
     }
     for (int64_t i = 0; i < rows; ++i) {
       const float scale = route_w[d.sorted[first + r + i]];
