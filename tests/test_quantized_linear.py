@@ -10,12 +10,16 @@ import gptcore
 from checks import close_scaled
 from gptcore import ref
 
-# (format, group_size): per-channel and grouped int8 (48 divides none of the Ks below), int4
-# with Q4_0's 32 and a small even 6, MXFP4 (32 by definition), bf16.
-FORMATS = [("bf16", None), ("int8", None), ("int8", 48), ("int8", 1), ("int4", 32), ("int4", 6),
-           ("mxfp4", 32)]
-# (N, K): K = 1, odd, one past a block of 32, not a multiple of 16 or of 48.
-SIZES = [(1, 1), (5, 33), (17, 100), (3, 67), (70, 160)]
+# (format, group_size): per-channel and grouped int8 (48 divides none of the Ks below; 16 and 48
+# are whole 8-column slices of the AVX2 GEMV, 48 not of the AVX-512 one's 16; 1 of neither),
+# int4 with Q4_0's 32, two blocks of 32 and a small even 6 (the GEMVs take whole blocks of 32
+# only), MXFP4 (32 by definition), bf16.
+FORMATS = [("bf16", None), ("int8", None), ("int8", 48), ("int8", 16), ("int8", 1), ("int4", 32),
+           ("int4", 64), ("int4", 6), ("mxfp4", 32)]
+# (N, K): K = 1, odd, one past a block of 32, not a multiple of 16 or of 48; 37 rows of K = 300
+# (4 past a slice of 8, 12 past a block of 32) run register blocks of 4 rows, a 1-row tail and
+# the prefetch of the rows two blocks ahead.
+SIZES = [(1, 1), (5, 33), (17, 100), (3, 67), (70, 160), (37, 300)]
 ROWS = [0, 1, 2, 3, 4, 5, 7, 8, 9, 13]
 # fp32: the same dequantised weights, products summed in another order (SIMD lanes, sgemm
 # blocks): a few ulps of sums of K <= 160 products of O(1) values. bf16 output: one rounding

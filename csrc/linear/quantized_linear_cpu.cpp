@@ -100,6 +100,19 @@ std::vector<float> permuted_rows(const float* x, int64_t T, int64_t K, int64_t w
   return xp;
 }
 
+}  // namespace
+
+bool quantized_gemv_fits(const QWeight& w, int64_t slice) {
+  switch (w.format) {
+    case QFormat::kBF16: return true;
+    case QFormat::kInt8: return w.group >= w.K || w.group % slice == 0;
+    case QFormat::kInt4: return w.group >= w.K || w.group % 32 == 0;
+    default: return false;
+  }
+}
+
+namespace {
+
 // out (T, N) fp32 = x (T, K) @ W.T for T <= kGemvRows: the fused kernels of the active ISA where
 // there is one for this format and group layout, else the dequantise-a-row kernels.
 void gemv_rows(const QWeight& w, int64_t N, const float* x, int64_t T, float* out) {
@@ -113,13 +126,16 @@ void gemv_rows(const QWeight& w, int64_t N, const float* x, int64_t T, float* ou
     });
     return;
   }
-  if (use_avx512() && quantized_gemv_avx512_fits(w)) {
+  const bool avx512 = use_avx512();
+  if (use_avx2() && quantized_gemv_fits(w, avx512 ? kQuantizedGemvSliceAvx512
+                                                    : kQuantizedGemvSliceAvx2)) {
+    const auto gemv = avx512 ? quantized_gemv_avx512 : quantized_gemv_avx2;
     std::vector<float> xp;
     if (w.format == QFormat::kInt4) xp = permuted_rows(x, T, K, blocks32);
     const float* xs = xp.empty() ? x : xp.data();
     const int64_t ldx = xp.empty() ? K : blocks32;
     at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
-      quantized_gemv_avx512(w, n0, n1, xs, ldx, T, out, N);
+      gemv(w, n0, n1, xs, ldx, T, out, N);
     });
     return;
   }
