@@ -1,9 +1,10 @@
-// AVX2 decode products for bf16, int8 and int4 weights, the 8-wide sibling of
+// AVX2 decode products for bf16, int8, int4 and MXFP4 weights, the 8-wide sibling of
 // quantized_gemv_avx512.cpp (contract and layouts: quantized_linear_kernels.h). Each 8-column
 // slice of a weight row is widened in registers: bf16 shifted into fp32's top half; int8
 // sign-extended, converted and scaled; int4 as 8 bytes zero-extended to 8 lanes, whose low
-// nibbles are 8 even columns' codes and high nibbles the 8 odd ones', each converted and mapped
-// to s * (code - 8) by one FMA (s * code - 8 s). Then FMAs into the block's activation rows.
+// nibbles are 8 even columns' codes and high nibbles the 8 odd ones', converted; MXFP4 through
+// a 16-entry int8 table (pshufb). Then FMAs into the block's activation rows; the 4-bit formats
+// sum a block of 32 columns unscaled and scale the sum once (one FMA per block and row).
 // Register blocks of R weight rows x NX activation rows; the accumulators are one flat array
 // and every loop over them is fully unrolled, so that GCC keeps them in the 16 ymm registers.
 #include <immintrin.h>
@@ -188,10 +189,69 @@ void int4_block(const Call& a, int64_t n) {
     for (int t = 0; t < NX; ++t) a.out[t * a.ldo + n + r] = hsum(acc[r * NX + t]);
 }
 
+// MXFP4: int4's block layout (whole blocks: rows are stored padded), e2m1 codes (bit 3 the
+// sign) and one e8m0 scale byte a block. Each nibble looks its weight's 2 * value up as an int8
+// (exact) with pshufb, which is widened and converted; the block's sum is scaled by
+// 2^(e - 128) once, a power of two, so the result is the dequantised weights' up to rounding
+// order (byte 0 stands for 2^-127, as everywhere).
+inline float e8m0_half(uint8_t e) {
+  if (e < 2) return e == 1 ? 0x1p-127f : 0x1p-128f;   // subnormal: no exponent field for it
+  const uint32_t bits = static_cast<uint32_t>(e - 1) << 23;
+  float value;
+  std::memcpy(&value, &bits, 4);
+  return value;
+}
+
+template <int R, int NX>
+void mxfp4_block(const Call& a, int64_t n) {
+  const QWeight& w = *a.w;
+  const __m128i twice = _mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  __m256 acc[R * NX];
+#pragma GCC unroll 32
+  for (int i = 0; i < R * NX; ++i) acc[i] = _mm256_setzero_ps();
+  const auto* base = static_cast<const uint8_t*>(w.data) + n * w.row_bytes;
+  const auto* scales = static_cast<const uint8_t*>(w.scales) + n * w.scales_per_row;
+  const uint8_t* next = ahead<R>(a, n);
+  for (int64_t b = 0, j = 0; b < w.row_bytes; b += 16, ++j) {
+    if (next != nullptr && b % 64 == 0)  // a new cache line of each row
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) prefetch(next + r * w.row_bytes + b);
+    const float* x = a.x + 2 * b;
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m128i bytes =
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + r * w.row_bytes + b));
+      const __m128i even = _mm_shuffle_epi8(twice, _mm_and_si128(bytes, low4));
+      const __m128i odd = _mm_shuffle_epi8(twice, _mm_and_si128(_mm_srli_epi16(bytes, 4), low4));
+      const __m256 even0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(even));
+      const __m256 even1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(even, 8)));
+      const __m256 odd0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(odd));
+      const __m256 odd1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(odd, 8)));
+      const __m256 scale = _mm256_set1_ps(e8m0_half(scales[r * w.scales_per_row + j]));
+#pragma GCC unroll 8
+      for (int t = 0; t < NX; ++t) {
+        const float* xt = x + t * a.ldx;
+        __m256 sum = _mm256_mul_ps(even0, _mm256_loadu_ps(xt));
+        sum = _mm256_fmadd_ps(odd0, _mm256_loadu_ps(xt + 16), sum);
+        sum = _mm256_fmadd_ps(even1, _mm256_loadu_ps(xt + 8), sum);
+        sum = _mm256_fmadd_ps(odd1, _mm256_loadu_ps(xt + 24), sum);
+        acc[r * NX + t] = _mm256_fmadd_ps(sum, scale, acc[r * NX + t]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int t = 0; t < NX; ++t) a.out[t * a.ldo + n + r] = hsum(acc[r * NX + t]);
+}
+
 template <QFormat F, int R, int NX>
 void block(const Call& a, int64_t n) {
   if constexpr (F == QFormat::kInt4) {
     int4_block<R, NX>(a, n);
+  } else if constexpr (F == QFormat::kMXFP4) {
+    mxfp4_block<R, NX>(a, n);
   } else {
     dense_block<F, R, NX>(a, n);
   }
@@ -203,7 +263,7 @@ void block(const Call& a, int64_t n) {
 // block, x is read straight from L1. (objdump: no ymm stack access in any block's loop.)
 template <QFormat F, int NX>
 constexpr int block_rows() {
-  if (F == QFormat::kInt4) return NX == 1 ? 4 : 1;
+  if (F == QFormat::kInt4 || F == QFormat::kMXFP4) return NX == 1 ? 4 : 1;
   if (NX <= 2) return 4;
   return NX <= 4 ? 2 : 1;
 }
@@ -251,7 +311,7 @@ void quantized_gemv_avx2(const QWeight& w, int64_t n0, int64_t n1, const float* 
     case QFormat::kBF16: return by_rows<QFormat::kBF16, kMax>(a, n0, n1, T);
     case QFormat::kInt8: return by_rows<QFormat::kInt8, kMax>(a, n0, n1, T);
     case QFormat::kInt4: return by_rows<QFormat::kInt4, kMax>(a, n0, n1, T);
-    case QFormat::kMXFP4: return;   // quantized_gemv_fits says no: the experts' kernels serve it
+    case QFormat::kMXFP4: return by_rows<QFormat::kMXFP4, kMax>(a, n0, n1, T);
   }
 }
 
