@@ -53,6 +53,23 @@ def test_cpp_matches_ref(isa, fmt, group, N, K, dtype):
         close_scaled(f"{fmt} T={T}", got, want, TOL[dtype])
 
 
+@pytest.mark.parametrize("scale_byte", [0, 1, 2, 250])
+@pytest.mark.parametrize("T", [1, 3])
+def test_mxfp4_extreme_scales(isa, scale_byte, T):
+    """e8m0 byte s is 2^(s - 127): bytes 0 and 1 are subnormal floats (the GEMVs fold a factor 2
+    into them), 250 is 2^123 (6 times it stays finite). Inputs scaled so that the outputs are normal, finite and non-zero;
+    a path that flushed a subnormal scale to 0 gives zeros."""
+    qw = gptcore.quantize_weight(_weight(13, 70), "mxfp4")
+    qw.scales.fill_(scale_byte)
+    x = _x(T, 70, torch.float32) * 2.0 ** (120 if scale_byte < 127 else -120)
+    want = ref.quantized_linear(x, qw.data, qw.scales, "mxfp4", 32)
+    assert want.abs().max() > 0 and want.isfinite().all()
+    with gptcore.backend("cpp"):
+        got = gptcore.quantized_linear(x, qw)
+    # fp32 sums of 70 products in another order: a few ulps of the largest value
+    close_scaled(f"byte {scale_byte}", got / want.abs().max(), want / want.abs().max(), 3e-5)
+
+
 @pytest.mark.parametrize("fmt,group", FORMATS, ids=lambda v: str(v))
 def test_leading_dims_and_strides(fmt, group):
     qw = gptcore.quantize_weight(_weight(6, 40), fmt, group)
