@@ -57,8 +57,8 @@ def test_cpp_matches_ref(isa, fmt, group, N, K, dtype):
 @pytest.mark.parametrize("T", [1, 3])
 def test_mxfp4_extreme_scales(isa, scale_byte, T):
     """e8m0 byte s is 2^(s - 127): bytes 0 and 1 are subnormal floats (the GEMVs fold a factor 2
-    into them), 250 is 2^123 (6 times it stays finite). Inputs scaled so that the outputs are normal, finite and non-zero;
-    a path that flushed a subnormal scale to 0 gives zeros."""
+    into them), 250 is 2^123 (6 times it stays finite). Inputs scaled so that the outputs are
+    normal, finite and non-zero; a path that flushed a subnormal scale to 0 gives zeros."""
     qw = gptcore.quantize_weight(_weight(13, 70), "mxfp4")
     qw.scales.fill_(scale_byte)
     x = _x(T, 70, torch.float32) * 2.0 ** (120 if scale_byte < 127 else -120)
@@ -68,6 +68,20 @@ def test_mxfp4_extreme_scales(isa, scale_byte, T):
         got = gptcore.quantized_linear(x, qw)
     # fp32 sums of 70 products in another order: a few ulps of the largest value
     close_scaled(f"byte {scale_byte}", got / want.abs().max(), want / want.abs().max(), 3e-5)
+
+
+@pytest.mark.parametrize("fmt,group", FORMATS, ids=lambda v: str(v))
+@pytest.mark.parametrize("N,K", [(0, 40), (5, 0)], ids=str)
+def test_zero_sizes(isa, fmt, group, N, K):
+    # No rows: a 3-row weight's first 0 (quantize_weight's own reshapes fail at N = 0)
+    qw = gptcore.quantize_weight(_weight(max(N, 3), K), fmt, group)
+    qw = gptcore.QuantizedWeight(fmt, qw.data[:N], None if qw.scales is None else qw.scales[:N],
+                                 qw.group_size, K)
+    for T in (0, 1, 9):   # no rows, the GEMV, the tiles
+        x = _x(T, K, torch.float32)
+        with gptcore.backend("cpp"):
+            got = gptcore.quantized_linear(x, qw)
+        assert got.shape == (T, N) and not got.any()
 
 
 @pytest.mark.parametrize("fmt,group", FORMATS, ids=lambda v: str(v))

@@ -5,6 +5,7 @@
 // paid once per tile for all T rows. Weight rows are split over threads; x and y go through fp32.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/util/accumulate.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -168,8 +169,9 @@ at::Tensor quantized_linear_cpu(const at::Tensor& x, const at::Tensor& data,
   QWeight w{f, d.data_ptr(), s.defined() ? s.data_ptr() : nullptr, K,
             f == QFormat::kBF16 ? K : group_size, d.size(1) * d.element_size(),
             s.defined() ? s.size(1) : 0};
-  const at::Tensor xf = x.to(at::kFloat).contiguous().reshape({-1, K});   // (T, K)
-  const int64_t T = xf.size(0);
+  // (T, K); T from the leading dims, not reshape's -1, which K = 0 leaves undetermined
+  const int64_t T = c10::multiply_integers(x.sizes().begin(), x.sizes().end() - 1);
+  const at::Tensor xf = x.to(at::kFloat).contiguous().reshape({T, K});
   auto out_shape = x.sizes().vec();
   out_shape.back() = N;
   at::Tensor out = at::empty({T, N}, xf.options());
