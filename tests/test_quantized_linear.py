@@ -73,10 +73,7 @@ def test_mxfp4_extreme_scales(isa, scale_byte, T):
 @pytest.mark.parametrize("fmt,group", FORMATS, ids=lambda v: str(v))
 @pytest.mark.parametrize("N,K", [(0, 40), (5, 0)], ids=str)
 def test_zero_sizes(isa, fmt, group, N, K):
-    # No rows: a 3-row weight's first 0 (quantize_weight's own reshapes fail at N = 0)
-    qw = gptcore.quantize_weight(_weight(max(N, 3), K), fmt, group)
-    qw = gptcore.QuantizedWeight(fmt, qw.data[:N], None if qw.scales is None else qw.scales[:N],
-                                 qw.group_size, K)
+    qw = gptcore.quantize_weight(_weight(N, K), fmt, group)
     for T in (0, 1, 9):   # no rows, the GEMV, the tiles
         x = _x(T, K, torch.float32)
         with gptcore.backend("cpp"):
