@@ -12,7 +12,8 @@ the output and in the JSON's environment.peers_missing.
 
 The decode GEMVs as a token meets them, weights from memory: --from-memory (those rows only).
 
-    python bench/bench_quant.py [--quick] [--from-memory] [--json bench/results/quant-<stamp>.json]"""
+    python bench/bench_quant.py [--quick] [--json bench/results/quant-<stamp>.json]
+    GPTCORE_ISA=avx2 python bench/bench_quant.py --from-memory"""
 import argparse
 import gc
 import sys
