@@ -10,7 +10,10 @@ weights as GGUF F32 / BF16 / Q8_0 / Q4_0 (bench/gguf_llama.py), whose ratio at t
 each row's note gives. Peers need `pip install -e .[bench-peers]`; those missing are named in
 the output and in the JSON's environment.peers_missing.
 
-    python bench/bench_quant.py [--quick] [--json bench/results/quant-<stamp>.json]"""
+The decode GEMVs as a token meets them, weights from memory: --from-memory (those rows only).
+
+    python bench/bench_quant.py [--quick] [--json bench/results/quant-<stamp>.json]
+    GPTCORE_ISA=avx2 python bench/bench_quant.py --from-memory"""
 import argparse
 import gc
 import sys
@@ -21,7 +24,9 @@ import torch
 import gptcore
 from bench_models import CONFIGS, QUICK
 from decode_peers import AMX
-from harness import Row, environment, measure_roofs, report, time_interleaved
+from gptcore import QuantizedWeight
+from gptcore.ops.backend import select
+from harness import Row, environment, measure_roofs, report, stream_bytes, time_interleaved
 
 FORMATS = ("bf16", "int8", "int4", "mxfp4")
 # The Llama layers' (N, K): q/o, k|v, gate|up, down; and the LM head.
@@ -43,6 +48,39 @@ def gemv_rows(quick):
                     "peer": lambda: torch.nn.functional.linear(x, w)}, repeat=REPEAT)
                 rows.append(Row("qlinear", f"{fmt} N{N} K{K} T{T}", best["ours"], best["peer"],
                                 "F.linear fp32", bytes=q.nbytes(), stream="read"))
+    return rows
+
+
+def gemv_memory_rows(quick):
+    """The LM head's GEMV as a decode token meets it, its weights from memory rather than cache:
+    each function runs the same call over enough copies of the weight to fill stream_bytes() (8x
+    a 32 MiB L3), and a row's time is one call's share of the fastest pass."""
+    N, K = SHAPES[2] if quick else SHAPES[-1]
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(N, K, generator=g)
+
+    def copies(nbytes, make):
+        return [make() for _ in range(-(-stream_bytes() // nbytes))]
+
+    fp32 = copies(w.numel() * 4, w.clone)
+    stored = {fmt: gptcore.quantize_weight(w, fmt) for fmt in FORMATS}
+    quantized = {fmt: copies(q.nbytes(), lambda q=q: QuantizedWeight(
+        q.format, q.data.clone(), None if q.scales is None else q.scales.clone(), q.group_size,
+        q.in_features)) for fmt, q in stored.items()}
+    # The op as QuantizedLinear.forward calls it (no Python re-check: ~60 us, a tenth of a call)
+    op = select("quantized_linear", torch.device("cpu")).default
+    rows = []
+    for T in (1, 4):
+        x = torch.randn(T, K, generator=g)
+        fns = {"peer": lambda: [torch.nn.functional.linear(x, c) for c in fp32]}
+        fns |= {fmt: lambda qs=qs: [op(x, q.data, q.scales, q.format, q.group_size, None)
+                                    for q in qs]
+                for fmt, qs in quantized.items()}
+        best = time_interleaved(fns, repeat=REPEAT)
+        for fmt, qs in quantized.items():
+            rows.append(Row("qlinear", f"{fmt} N{N} K{K} T{T} from memory", best[fmt] / len(qs),
+                            best["peer"] / len(fp32), "F.linear fp32 from memory",
+                            bytes=stored[fmt].nbytes(), stream="read"))
     return rows
 
 
@@ -194,10 +232,15 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small shapes, one layer, 8 tokens")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--from-memory", action="store_true",
+                        help="only the LM head's GEMV rows with its weights from memory")
     args = parser.parse_args()
     start = time.perf_counter()
     env = environment()
     roofs = measure_roofs()
+    if args.from_memory:
+        report(gemv_memory_rows(args.quick), roofs, args.json, env)
+        return
     decode, missing = decode_rows(args.quick)
     env["peers_missing"] = missing
     env["peer_versions"] = {p: _installed(p) for p in ("llama_cpp_python", "torchao",

@@ -381,11 +381,12 @@ def quantize_weight(w, fmt, group_size):
         padded = F.pad(wf, (0, -K % 32))                                 # (N, K32)
         return mxfp4_quantize(padded)
     G, top = group_size, QUANT_LEVELS[fmt]
-    groups = F.pad(wf, (0, -K % G)).reshape(N, -1, G)                   # (N, K/G, G)
+    ngroups = -(-K // G)                                                 # ceil(K/G), N = 0 too
+    groups = F.pad(wf, (0, -K % G)).reshape(N, ngroups, G)              # (N, K/G, G)
     scales = groups.abs().amax(dim=-1) / top                             # (N, ceil(K/G))
     safe = torch.where(scales > 0, scales, torch.ones_like(scales))
     q = torch.round(groups / safe.unsqueeze(-1)).clamp(-top, top)
-    q = q.reshape(N, -1)[:, :K].to(torch.int8)                           # (N, K)
+    q = q.reshape(N, ngroups * G)[:, :K].to(torch.int8)                  # (N, K)
     if fmt == "int8":
         return q, scales
     codes = F.pad((q + 8).to(torch.uint8), (0, K % 2), value=8)         # (N, 2*ceil(K/2))

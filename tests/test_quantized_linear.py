@@ -10,12 +10,16 @@ import gptcore
 from checks import close_scaled
 from gptcore import ref
 
-# (format, group_size): per-channel and grouped int8 (48 divides none of the Ks below), int4
-# with Q4_0's 32 and a small even 6, MXFP4 (32 by definition), bf16.
-FORMATS = [("bf16", None), ("int8", None), ("int8", 48), ("int8", 1), ("int4", 32), ("int4", 6),
-           ("mxfp4", 32)]
-# (N, K): K = 1, odd, one past a block of 32, not a multiple of 16 or of 48.
-SIZES = [(1, 1), (5, 33), (17, 100), (3, 67), (70, 160)]
+# (format, group_size): per-channel and grouped int8 (48 divides none of the Ks below; 16 and 48
+# are whole 8-column slices of the AVX2 GEMV, 48 not of the AVX-512 one's 16; 1 of neither),
+# int4 with Q4_0's 32, two blocks of 32 and a small even 6 (the GEMVs take whole blocks of 32
+# only), MXFP4 (32 by definition), bf16.
+FORMATS = [("bf16", None), ("int8", None), ("int8", 48), ("int8", 16), ("int8", 1), ("int4", 32),
+           ("int4", 64), ("int4", 6), ("mxfp4", 32)]
+# (N, K): K = 1, odd, one past a block of 32, not a multiple of 16 or of 48; 37 rows of K = 300
+# (4 past a slice of 8, 12 past a block of 32) run register blocks of 4 rows, a 1-row tail and
+# the prefetch of the rows two blocks ahead.
+SIZES = [(1, 1), (5, 33), (17, 100), (3, 67), (70, 160), (37, 300)]
 ROWS = [0, 1, 2, 3, 4, 5, 7, 8, 9, 13]
 # fp32: the same dequantised weights, products summed in another order (SIMD lanes, sgemm
 # blocks): a few ulps of sums of K <= 160 products of O(1) values. bf16 output: one rounding
@@ -47,6 +51,34 @@ def test_cpp_matches_ref(isa, fmt, group, N, K, dtype):
                                     bias if T % 2 else None)
         assert got.shape == (T, N) and got.dtype == dtype
         close_scaled(f"{fmt} T={T}", got, want, TOL[dtype])
+
+
+@pytest.mark.parametrize("scale_byte", [0, 1, 2, 250])
+@pytest.mark.parametrize("T", [1, 3])
+def test_mxfp4_extreme_scales(isa, scale_byte, T):
+    """e8m0 byte s is 2^(s - 127): bytes 0 and 1 are subnormal floats (the GEMVs fold a factor 2
+    into them), 250 is 2^123 (6 times it stays finite). Inputs scaled so that the outputs are
+    normal, finite and non-zero; a path that flushed a subnormal scale to 0 gives zeros."""
+    qw = gptcore.quantize_weight(_weight(13, 70), "mxfp4")
+    qw.scales.fill_(scale_byte)
+    x = _x(T, 70, torch.float32) * 2.0 ** (120 if scale_byte < 127 else -120)
+    want = ref.quantized_linear(x, qw.data, qw.scales, "mxfp4", 32)
+    assert want.abs().max() > 0 and want.isfinite().all()
+    with gptcore.backend("cpp"):
+        got = gptcore.quantized_linear(x, qw)
+    # fp32 sums of 70 products in another order: a few ulps of the largest value
+    close_scaled(f"byte {scale_byte}", got / want.abs().max(), want / want.abs().max(), 3e-5)
+
+
+@pytest.mark.parametrize("fmt,group", FORMATS, ids=lambda v: str(v))
+@pytest.mark.parametrize("N,K", [(0, 40), (5, 0)], ids=str)
+def test_zero_sizes(isa, fmt, group, N, K):
+    qw = gptcore.quantize_weight(_weight(N, K), fmt, group)
+    for T in (0, 1, 9):   # no rows, the GEMV, the tiles
+        x = _x(T, K, torch.float32)
+        with gptcore.backend("cpp"):
+            got = gptcore.quantized_linear(x, qw)
+        assert got.shape == (T, N) and not got.any()
 
 
 @pytest.mark.parametrize("fmt,group", FORMATS, ids=lambda v: str(v))

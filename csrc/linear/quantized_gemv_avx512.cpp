@@ -12,9 +12,7 @@
 namespace gptcore {
 namespace {
 
-// Weight rows stream from memory once per token; the hardware prefetcher alone leaves a decode
-// GEMV latency-bound (docs/quantize.md), so each block also prefetches the rows kAhead blocks on.
-constexpr int kAhead = 2;
+constexpr int64_t kAhead = kQuantizedGemvAheadBlocks;
 
 inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
 
@@ -32,15 +30,7 @@ inline __m512 int8_slice(const int8_t* p, __mmask16 m) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p)));
 }
 
-// Scalar parameters of one call; the row blocks below read them.
-struct Rows {
-  const QWeight* w;
-  const float* x;  // activation rows, stride ldx (int4: permuted within blocks of 32)
-  int64_t ldx;
-  float* out;
-  int64_t ldo;
-  int64_t n_end;   // rows past this one are not this call's: not prefetched
-};
+using Rows = QuantizedGemvCall;
 
 // Row `r` of the block kAhead blocks after the one at row n, or null past the call's rows.
 template <int R>
@@ -148,15 +138,6 @@ void by_rows(const Rows& a, int64_t n0, int64_t n1, int64_t T) {
 }
 
 }  // namespace
-
-bool quantized_gemv_avx512_fits(const QWeight& w) {
-  switch (w.format) {
-    case QFormat::kBF16: return true;
-    case QFormat::kInt8: return w.group >= w.K || w.group % 16 == 0;
-    case QFormat::kInt4: return w.group >= w.K || w.group % 32 == 0;
-    default: return false;
-  }
-}
 
 void quantized_gemv_avx512(const QWeight& w, int64_t n0, int64_t n1, const float* x, int64_t ldx,
                            int64_t T, float* out, int64_t ldo) {

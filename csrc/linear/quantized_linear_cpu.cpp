@@ -5,6 +5,7 @@
 // paid once per tile for all T rows. Weight rows are split over threads; x and y go through fp32.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/util/accumulate.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -74,18 +75,6 @@ void check_weight(const at::Tensor& data, const std::optional<at::Tensor>& scale
   checks::shape(op, "scales", *scales, {N, groups});
 }
 
-#if GPTCORE_X86
-// The experts' fused MXFP4 products (mxfp4_avx2.cpp, mxfp4_avx512.cpp) on rows [n0, n1); x rows
-// permuted and zero-padded to whole blocks (padded_k() wide).
-void mxfp4_gemv(const QWeight& w, int64_t n0, int64_t n1, const float* xp, int64_t T, float* out,
-                int64_t ldo) {
-  const int64_t kp = w.padded_k();                        // whole blocks of 32
-  const auto* blocks = static_cast<const uint8_t*>(w.data) + n0 * w.row_bytes;
-  const auto* scales = static_cast<const uint8_t*>(w.scales) + n0 * w.scales_per_row;
-  expert_kernels().mxfp4(blocks, scales, n1 - n0, kp, xp, kp, T, out + n0, ldo);
-}
-#endif
-
 // x (T, K) -> (T, width): each row zero-padded to `width` (whole blocks of 32) and permuted
 // within blocks as the 4-bit kernels read it (mxfp4_permute_row).
 std::vector<float> permuted_rows(const float* x, int64_t T, int64_t K, int64_t width) {
@@ -97,26 +86,46 @@ std::vector<float> permuted_rows(const float* x, int64_t T, int64_t K, int64_t w
   return xp;
 }
 
+}  // namespace
+
+bool quantized_gemv_fits(const QWeight& w, int64_t slice) {
+  switch (w.format) {
+    case QFormat::kBF16: return true;
+    case QFormat::kInt8: return w.group >= w.K || w.group % slice == 0;
+    case QFormat::kInt4: return w.group >= w.K || w.group % 32 == 0;
+    case QFormat::kMXFP4: return slice == kQuantizedGemvSliceAvx2;  // AVX-512: the experts' kernel
+  }
+  return false;
+}
+
+namespace {
+
 // out (T, N) fp32 = x (T, K) @ W.T for T <= kGemvRows: the fused kernels of the active ISA where
 // there is one for this format and group layout, else the dequantise-a-row kernels.
 void gemv_rows(const QWeight& w, int64_t N, const float* x, int64_t T, float* out) {
   const int64_t K = w.K, blocks32 = 32 * ((K + 31) / 32);
   const int64_t grain = std::max<int64_t>(1, kGemvGrainElems / std::max<int64_t>(K, 1));
 #if GPTCORE_X86
-  if (w.format == QFormat::kMXFP4 && use_avx2()) {
+  const bool four_bit = w.format == QFormat::kInt4 || w.format == QFormat::kMXFP4;
+  if (w.format == QFormat::kMXFP4 && use_avx512()) {   // the experts' product (mxfp4_avx512.cpp)
     const std::vector<float> xp = permuted_rows(x, T, K, blocks32);
     at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
-      mxfp4_gemv(w, n0, n1, xp.data(), T, out, N);
+      mxfp4_matmul_avx512(static_cast<const uint8_t*>(w.data) + n0 * w.row_bytes,
+                          static_cast<const uint8_t*>(w.scales) + n0 * w.scales_per_row, n1 - n0,
+                          blocks32, xp.data(), blocks32, T, out + n0, N);
     });
     return;
   }
-  if (use_avx512() && quantized_gemv_avx512_fits(w)) {
+  const bool avx512 = use_avx512();
+  if (use_avx2() && quantized_gemv_fits(w, avx512 ? kQuantizedGemvSliceAvx512
+                                                    : kQuantizedGemvSliceAvx2)) {
+    const auto gemv = avx512 ? quantized_gemv_avx512 : quantized_gemv_avx2;
     std::vector<float> xp;
-    if (w.format == QFormat::kInt4) xp = permuted_rows(x, T, K, blocks32);
+    if (four_bit) xp = permuted_rows(x, T, K, blocks32);
     const float* xs = xp.empty() ? x : xp.data();
     const int64_t ldx = xp.empty() ? K : blocks32;
     at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
-      quantized_gemv_avx512(w, n0, n1, xs, ldx, T, out, N);
+      gemv(w, n0, n1, xs, ldx, T, out, N);
     });
     return;
   }
@@ -160,8 +169,9 @@ at::Tensor quantized_linear_cpu(const at::Tensor& x, const at::Tensor& data,
   QWeight w{f, d.data_ptr(), s.defined() ? s.data_ptr() : nullptr, K,
             f == QFormat::kBF16 ? K : group_size, d.size(1) * d.element_size(),
             s.defined() ? s.size(1) : 0};
-  const at::Tensor xf = x.to(at::kFloat).contiguous().reshape({-1, K});   // (T, K)
-  const int64_t T = xf.size(0);
+  // (T, K); T from the leading dims, not reshape's -1, which K = 0 leaves undetermined
+  const int64_t T = c10::multiply_integers(x.sizes().begin(), x.sizes().end() - 1);
+  const at::Tensor xf = x.to(at::kFloat).contiguous().reshape({T, K});
   auto out_shape = x.sizes().vec();
   out_shape.back() = N;
   at::Tensor out = at::empty({T, N}, xf.options());

@@ -1,6 +1,7 @@
-// The quantised-linear row kernels at each ISA level: the same loops (quantized_linear_rows.h)
-// compiled in quantized_linear_{portable,avx2,avx512}.cpp; the last two are called only when
-// cpu_features.h says so. No ATen here.
+// The quantised-linear kernels at each ISA level: the row loops (quantized_linear_rows.h)
+// compiled in quantized_linear_{portable,avx2,avx512}.cpp, and the fused decode GEMVs of
+// quantized_gemv_{avx2,avx512}.cpp; the SIMD ones are called only when cpu_features.h says so.
+// No ATen here.
 #pragma once
 #include <cstdint>
 
@@ -30,13 +31,42 @@ struct QuantizedLinearKernels {
                int64_t ldo, float* row);
 };
 
-// Fused AVX-512 decode products (quantized_gemv_avx512.cpp, called only when use_avx512()) for
-// bf16, and for int8 / int4 whose groups are whole 16- / 32-column slices (fits says which):
+// Fused decode products, one file per ISA level (quantized_gemv_{avx2,avx512}.cpp, called only
+// when cpu_features.h says so), for bf16, for int8 / int4 whose groups are whole slices of the
+// kernel's width, and at AVX2 for MXFP4 (AVX-512 has the experts' mxfp4_matmul_avx512 for it);
+// quantized_gemv_fits, in quantized_linear_cpu.cpp, says which:
 // out[t * ldo + n] = sum_k x[t * ldx + k] * W[n, k], n in [n0, n1), T <= kQuantizedGemvMaxRows.
-// int4 reads x permuted within blocks of 32 (even columns, then odd: mxfp4_permute_row) and
-// zero-padded to whole blocks.
+// Each slice of a weight row is loaded in its stored form and widened and scaled in registers,
+// then multiplied into every activation row of a register block (R weight rows x T activation
+// rows of accumulators), so each weight byte is read from memory once and never written out.
+// Layouts both levels read:
+// - bf16 and int8 rows in column order (int8: one fp32 scale per group of columns);
+// - int4 and MXFP4 in blocks of 32 columns = 16 bytes, the low nibbles the even columns and the
+//   high nibbles the odd ones, so x must be permuted within blocks of 32 (even columns, then
+//   odd: mxfp4_permute_row) and zero-padded to whole blocks; an int4 group is a whole number of
+//   blocks.
 constexpr int64_t kQuantizedGemvMaxRows = 8;
-bool quantized_gemv_avx512_fits(const QWeight& w);
+// Weight rows stream from memory once per token; the hardware prefetcher alone leaves a decode
+// GEMV latency-bound (docs/quantize.md), so each register block prefetches the weight rows
+// this many blocks on, once per cache line.
+constexpr int64_t kQuantizedGemvAheadBlocks = 2;
+
+// Scalar parameters of one call, read by the register blocks of either level.
+struct QuantizedGemvCall {
+  const QWeight* w;
+  const float* x;  // activation rows, stride ldx (4-bit: permuted within blocks of 32)
+  int64_t ldx;
+  float* out;
+  int64_t ldo;
+  int64_t n_end;   // rows past this one are not this call's: not prefetched
+};
+
+// Columns a slice of the kernels takes at each level (int4 and MXFP4 take blocks of 32).
+constexpr int64_t kQuantizedGemvSliceAvx2 = 8;
+constexpr int64_t kQuantizedGemvSliceAvx512 = 16;
+bool quantized_gemv_fits(const QWeight& w, int64_t slice);
+void quantized_gemv_avx2(const QWeight& w, int64_t n0, int64_t n1, const float* x, int64_t ldx,
+                         int64_t T, float* out, int64_t ldo);
 void quantized_gemv_avx512(const QWeight& w, int64_t n0, int64_t n1, const float* x, int64_t ldx,
                            int64_t T, float* out, int64_t ldo);
 
