@@ -134,8 +134,8 @@ class Pools:
         carry (the pair's query could tell them apart), or None if the pool has none. A pair
         of one kind ("video-video") changes its hidden attribute when it can: no other pair
         teaches it, and drawn among all four of a video's attributes the speed was the one
-        changed in a quarter of them (the unified model's speed recall@1 61-64% at 120 s of
-        CPU; 78% with the speed always changed, docs/embeddings.md)."""
+        changed in a quarter of them (the unified model's speed recall@1 61% at 120 s of CPU;
+        78% with the hidden attribute first, docs/embeddings.md)."""
         query, target = self.pair(kind, rng, x)
         names = sorted(set(query.attributes) & set(target.attributes))
         rng.shuffle(names)
