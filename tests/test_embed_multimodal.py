@@ -22,6 +22,11 @@ def pools():
     return Pools(24, seed=3)
 
 
+@pytest.fixture(scope="module")
+def many_pools():
+    return Pools(600, seed=3)        # 288 kinds of video: about 2 neighbours in speed each
+
+
 def _model(fusion="early", inputs=None):
     torch.manual_seed(0)
     return MultimodalEmbedder(Vocab.for_captions(), d_embed=16, matryoshka_dims=(4, 8, 16),
@@ -150,6 +155,15 @@ def test_contrast_pairs_differ_from_their_twin_in_one_stated_attribute(kind):
     assert found >= 1
     with pytest.raises(ValueError, match="contrast"):
         PairBatches(pools, per_pair=4, seed=1, contrast=0.8)
+
+
+@pytest.mark.parametrize("kind", ["image", "audio", "video"])
+def test_pairs_of_one_kind_change_the_hidden_attribute(kind, many_pools):
+    batch = PairBatches(many_pools, per_pair=8, seed=1, kinds=(f"{kind}-{kind}",), contrast=0.5)(2)
+    hidden = next(iter(data.HIDDEN[kind]))
+    changed = [[k for k in ta.attributes if ta.attributes[k] != tb.attributes[k]]
+               for ta, tb in zip(batch["b"][:4], batch["b"][4:])]
+    assert changed.count([hidden]) >= 3, changed          # one may have no neighbour
 
 
 def test_every_evaluation_query_has_an_answer_among_the_candidates():

@@ -10,8 +10,8 @@ from gptcore.multimodal import data
 from gptcore.multimodal.captioner import Captioner, CaptionerConfig, Vocab, caption_item
 from gptcore.multimodal.encoders import (AudioEncoder, PatchEmbed, StackedVideoEncoder,
                                          TemporalProjector, VideoEncoder, ViT, grid_pool)
-from gptcore.multimodal.inputs import InputEncoders
-from gptcore.multimodal.projector import Projector
+from gptcore.multimodal.inputs import InputEncoders, middle_frame
+from gptcore.multimodal.projector import CellLinear, Projector
 from gptcore.multimodal.splice import IGNORE, splice, to_padded
 
 
@@ -149,6 +149,26 @@ def test_pooled_image_tokens_are_the_vit_tokens_pooled(image_pool):
         InputEncoders(CaptionerConfig(image_pool=grid + 1), d_model=8)
 
 
+@pytest.mark.parametrize("cell_projector", [False, True])
+def test_a_video_with_its_still_is_its_clip_tokens_then_its_middle_frame_as_an_image(
+        cell_projector):
+    torch.manual_seed(0)
+    config = CaptionerConfig(d_enc=16, enc_layers=1, enc_heads=2, image_pool=2, temporal="stack",
+                             video_pool=2, video_still=True, cell_projector=cell_projector)
+    inputs = InputEncoders(config, d_model=8)
+    videos = [data.make_video(torch.Generator().manual_seed(i)).data for i in range(3)]
+    tokens = inputs({"video": videos})["video"]
+    assert inputs.n_tokens("video", videos[0]) == 8 and tokens.shape == (3 * 8, 8)
+    clips = torch.stack(videos)
+    clip_tokens = inputs.projectors["video"](inputs.encoders["video"](clips).flatten(0, 1))
+    stills = inputs({"image": list(middle_frame(clips))})["image"]
+    by_hand = torch.cat((clip_tokens.view(3, 4, 8), stills.view(3, 4, 8)), dim=1).flatten(0, 1)
+    torch.testing.assert_close(tokens, by_hand, atol=0, rtol=0)     # the same ops, same order
+    numbered = torch.arange(8.0).view(1, 8, 1, 1, 1).expand(2, 8, 3, 16, 16)   # frame i: all i
+    still = middle_frame(numbered)
+    assert still.shape == (2, 3, data.IMAGE_SIZE, data.IMAGE_SIZE) and (still == 4).all()
+
+
 @pytest.mark.parametrize("kind", ["linear", "mlp2x_gelu"])
 def test_projector_forward_backward(kind):
     torch.manual_seed(0)
@@ -160,6 +180,38 @@ def test_projector_forward_backward(kind):
     assert len(list(proj.parameters())) == (2 if kind == "linear" else 4)
     with pytest.raises(ValueError, match="kind"):
         Projector("mlp3x", 12, 20)
+
+
+@pytest.mark.parametrize("cells,n", [(1, 3), (4, 3), (4, 1), (9, 2), (4, 0)])
+def test_cell_linear_matches_a_loop_over_cells(cells, n):
+    torch.manual_seed(0)
+    layer = CellLinear(cells, 5, 7)
+    x = torch.randn(n * cells, 5, dtype=torch.float64, requires_grad=True)
+    layer = layer.double()
+    out = layer(x)
+    by_hand = torch.stack([x[i] @ layer.weight[i % cells] + layer.bias[i % cells]
+                           for i in range(n * cells)]) if n else x.new_zeros(0, 7)
+    torch.testing.assert_close(out, by_hand)       # float64: the same products, other order
+    if n:
+        grads = torch.autograd.grad(out.square().sum(), (x, layer.weight, layer.bias))
+        want = torch.autograd.grad(by_hand.square().sum(), (x, layer.weight, layer.bias))
+        for got, ref in zip(grads, want):
+            torch.testing.assert_close(got, ref)
+    with pytest.raises(ValueError, match="cells"):
+        CellLinear(4, 5, 7)(torch.randn(6, 5))
+
+
+def test_a_cell_projector_keeps_the_place_through_a_mean():
+    torch.manual_seed(0)
+    content, background = torch.randn(16), torch.randn(16)
+    grids = [torch.stack([content if c == place else background for c in range(4)])
+             for place in range(4)]                                          # (4 cells, 16)
+    for cells, distinct in ((1, False), (4, True)):
+        proj = Projector("mlp2x_gelu", 16, 8, cells)
+        means = [proj(g).mean(0) for g in grids]
+        gaps = [(means[0] - m).abs().max().item() for m in means[1:]]
+        # one map for all cells: the same four tokens in another order, the same mean (fp32)
+        assert (min(gaps) > 1e-3) if distinct else (max(gaps) < 1e-6), (cells, gaps)
 
 
 def _tiny_gpt(vocab_size, d_model=32):

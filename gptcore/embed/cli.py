@@ -50,8 +50,9 @@ def add_multimodal_command(sub):
     p.add_argument("--d-embed", type=int_at_least(32), default=128,
                    help="embedding size, a multiple of 32; prefixes d/32 .. d")
     p.add_argument("--per-pair", type=POSITIVE_INT, default=16,
-                   help="pairs of each of the 8 kinds per step (half of them built around "
-                   "neighbours of the other half: multimodal_task.PairBatches)")
+                   help="pairs of each of the 8 kinds per step (video-video twice as many, "
+                   "text-audio and audio-audio half; half of each kind built around neighbours "
+                   "of the other half: multimodal_task.PairBatches)")
     p.add_argument("--lr", type=POSITIVE_FLOAT, default=3e-3,
                    help="encoders' and heads' learning rate (the trunk's: 0.3x)")
     p.add_argument("--temperature", type=POSITIVE_FLOAT, default=0.05, help="InfoNCE temperature")

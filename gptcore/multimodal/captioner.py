@@ -66,6 +66,8 @@ class CaptionerConfig:
     temporal: str = "conv"       # "conv": temporal projector; "mean": frame averaging;
                                  # "stack": frames stacked as channels through one ViT
     image_pool: int = 0          # tokens per image side after pooling (0: every patch token)
+    cell_projector: bool = False # pooled image and video tokens: projector weights per cell
+    video_still: bool = False    # video tokens also the middle frame's through the image encoder
 
 
 class Captioner(nn.Module):

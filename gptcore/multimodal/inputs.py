@@ -1,7 +1,9 @@
 """The three input encoders with their projectors (image: ViT; audio: log-mel + AudioEncoder;
-video: ViT per frame + TemporalProjector), shared by the captioner and the multimodal embedder:
+video: ViT per frame + TemporalProjector, or one ViT over the stacked frames, and optionally the
+middle frame through the image encoder), shared by the captioner and the multimodal embedder:
 raw inputs -> the projected tokens a gptcore trunk reads in place of text embeddings."""
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gptcore.multimodal import data, mel
@@ -31,7 +33,10 @@ class InputEncoders(nn.Module):
             "image": image,
             "audio": AudioEncoder(c.n_mels, c.d_enc, c.enc_layers, c.enc_heads, max_audio_tokens),
             "video": video_encoder(c, pixels)})
-        self.projectors = nn.ModuleDict({kind: Projector(c.projector, c.d_enc, d_model)
+        cells = {"image": self.image_tokens() if c.cell_projector else 1,
+                 "audio": 1, "video": c.video_pool ** 2 if c.cell_projector else 1}
+        self.projectors = nn.ModuleDict({kind: Projector(c.projector, c.d_enc, d_model,
+                                                         cells[kind])
                                          for kind in self.encoders})
         self.register_buffer("filterbank", mel.mel_filterbank(c.n_mels, c.n_fft, data.SAMPLE_RATE),
                              persistent=False)
@@ -51,7 +56,7 @@ class InputEncoders(nn.Module):
             return self.image_tokens()
         if kind == "audio":
             return (features.shape[0] + 1) // 2
-        return self.config.video_pool ** 2
+        return self.config.video_pool ** 2 + (self.image_tokens() if self.config.video_still else 0)
 
     def forward(self, features_by_kind):
         """{kind: list of features} -> {kind: projected tokens (sum n, d_model)}."""
@@ -61,14 +66,33 @@ class InputEncoders(nn.Module):
                 continue
             if kind == "audio":
                 tokens, _ = self.encoders[kind](feats)                 # (sum n, d_enc)
-            elif kind == "image" and self.config.image_pool:
-                vit = self.encoders[kind]
-                tokens = grid_pool(vit(torch.stack(feats)), vit.grid, self.config.image_pool)
-                tokens = tokens.flatten(0, 1)                          # (sum n, d_enc)
+                out[kind] = self.projectors[kind](tokens)              # (sum n, d_model)
+            elif kind == "image":
+                out[kind] = self.image(torch.stack(feats)).flatten(0, 1)
             else:
-                tokens = self.encoders[kind](torch.stack(feats)).flatten(0, 1)
-            out[kind] = self.projectors[kind](tokens)                  # (sum n, d_model)
+                videos = torch.stack(feats)                            # (B, F, 3, H, W)
+                tokens = self.projectors[kind](self.encoders[kind](videos).flatten(0, 1))
+                if self.config.video_still:
+                    tokens = torch.cat((tokens.view(len(feats), -1, tokens.shape[-1]),
+                                        self.image(middle_frame(videos))), dim=1).flatten(0, 1)
+                out[kind] = tokens                                     # (sum n, d_model)
         return out
+
+    def image(self, images):
+        """images (B, 3, IMAGE_SIZE, IMAGE_SIZE) -> projected tokens (B, P, d_model): the ViT,
+        its grid pooled to image_pool x image_pool (when set), the image projector."""
+        vit = self.encoders["image"]
+        tokens = vit(images)                                           # (B, g*g, d_enc)
+        if self.config.image_pool:
+            tokens = grid_pool(tokens, vit.grid, self.config.image_pool)
+        return self.projectors["image"](tokens.flatten(0, 1)).view(len(images), tokens.shape[1], -1)
+
+
+def middle_frame(videos):
+    """videos (B, F, 3, FRAME_SIZE, FRAME_SIZE) -> their middle frames resized to the images'
+    size (B, 3, IMAGE_SIZE, IMAGE_SIZE), bilinear: what the image encoder reads of a clip."""
+    frames = videos[:, videos.shape[1] // 2]
+    return F.interpolate(frames, size=data.IMAGE_SIZE, mode="bilinear", align_corners=False)
 
 
 def video_encoder(c, pixels):
