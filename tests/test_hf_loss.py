@@ -13,6 +13,8 @@ transformers = pytest.importorskip("transformers", reason="transformers is not i
 from test_hf import V, _tiny  # noqa: E402
 
 DENSE = ("llama", "mistral", "qwen2", "qwen3")
+# fp32 cross-entropy over 22 tokens, two summation orders (chunked vs whole logits): rounding only.
+LOSS_TOL = dict(rtol=1e-5, atol=1e-6)
 
 
 def _model(name):
@@ -51,8 +53,7 @@ def test_loss_and_gradients_match_transformers(name):
     ids, labels = torch.randint(0, V, (2, 11)), _labels()
     want, got = eager(ids, labels=labels), ours(ids, labels=labels)
     assert got.logits is None
-    # fp32 cross-entropy over 22 tokens, two summation orders: rounding only.
-    torch.testing.assert_close(got.loss, want.loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.loss, want.loss, **LOSS_TOL)
     want.loss.backward()
     got.loss.backward()
     for (n, a), b in zip(ours.named_parameters(), eager.parameters()):
@@ -66,11 +67,11 @@ def test_num_items_in_batch_and_shift_labels_as_transformers():
     total = torch.tensor(37)                           # tokens of the whole accumulated batch
     torch.testing.assert_close(ours(ids, labels=labels, num_items_in_batch=total).loss,
                                eager(ids, labels=labels, num_items_in_batch=total).loss,
-                               rtol=1e-5, atol=1e-6)
+                               **LOSS_TOL)
     shift = _labels()
     torch.testing.assert_close(ours(ids, labels=labels, shift_labels=shift).loss,
                                eager(ids, labels=labels, shift_labels=shift).loss,
-                               rtol=1e-5, atol=1e-6)
+                               **LOSS_TOL)
 
 
 def test_no_tensor_of_tokens_by_vocab():
